@@ -1,0 +1,35 @@
+# obslab: `make setup` once, then `make test` (or `make demo` once it exists).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup test test-fast broker-start broker-stop lab clean-data help
+
+help:
+	@echo "make setup       create .venv from requirements.lock, register the 'obslab' kernel, fetch Kafka/Spark jars"
+	@echo "make test        every test, against a real Kafka broker, Spark and DuckDB (what CI runs)"
+	@echo "make test-fast   the tests that need no JVM (under a minute)"
+	@echo "make lab         JupyterLab on 127.0.0.1:8888"
+	@echo "make broker-start / broker-stop"
+
+setup:
+	$(PYTHON) lib/obslab/bootstrap.py
+
+test:
+	$(BIN)/python -m pytest
+
+test-fast:
+	$(BIN)/python -m pytest -m "not kafka and not spark and not slow"
+
+broker-start:
+	$(BIN)/obslab broker start
+
+broker-stop:
+	$(BIN)/obslab broker stop
+
+lab:
+	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+
+clean-data:
+	$(BIN)/obslab broker stop
+	rm -rf data/kafka data/checkpoints data/runs data/logs data/observability.duckdb*

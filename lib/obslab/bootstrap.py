@@ -1,0 +1,319 @@
+"""Set up the lab on a fresh machine: `make setup` runs this file with the system Python.
+
+It uses the standard library only, because it runs before the virtual environment exists.
+Each step is named, prints how long it took, and skips itself when its result is already in
+place, so a second run changes nothing. Run one step with `--only NAME`; list them with `--list`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / ".venv"
+CACHE = ROOT / ".cache"
+LOCK_FILE = ROOT / "requirements.lock"
+UV_VERSION = "0.13.8"
+MIN_JAVA = 17
+KERNEL_NAME = "obslab"
+
+# Java artifacts, resolved from Maven Central by the Apache Ivy that pyspark ships.
+KAFKA_VERSION = "4.4.0"
+SCALA_BINARY = "2.13"
+LOG4J_VERSION = "2.25.5"
+
+
+class SetupError(RuntimeError):
+    """A set-up step cannot go on; the message says what to install or fix."""
+
+
+@dataclass(frozen=True)
+class JarSet:
+    """A group of jars resolved together into one cache folder."""
+
+    name: str
+    dependencies: tuple[tuple[str, str, str], ...]  # (organisation, module, revision)
+    skip_jars_in: Path | None = None  # drop jars that this folder already provides
+
+    def folder(self, cache: Path = CACHE) -> Path:
+        return cache / "jars" / self.name
+
+
+def venv_python(venv: Path = VENV) -> Path:
+    return venv / "bin" / "python"
+
+
+def pyspark_home(venv: Path = VENV) -> Path:
+    """Where the virtual environment's pyspark lives (its jars/ holds Spark and Ivy)."""
+    found = sorted((venv / "lib").glob("python3*/site-packages/pyspark"))
+    if not found:
+        raise SetupError("pyspark is not installed in .venv; run `make setup` (step `deps`) first")
+    return found[0]
+
+
+def installed_spark_version(venv: Path = VENV) -> str:
+    core = sorted((pyspark_home(venv) / "jars").glob(f"spark-core_{SCALA_BINARY}-*.jar"))
+    if not core:
+        raise SetupError(f"no spark-core_{SCALA_BINARY} jar in pyspark; reinstall with `make setup`")
+    return core[0].name.removeprefix(f"spark-core_{SCALA_BINARY}-").removesuffix(".jar")
+
+
+def kafka_broker_jars() -> JarSet:
+    return JarSet(
+        name=f"kafka-{KAFKA_VERSION}",
+        dependencies=(
+            ("org.apache.kafka", f"kafka_{SCALA_BINARY}", KAFKA_VERSION),
+            # Kafka logs through SLF4J; without a binding the broker would log nothing at all.
+            ("org.apache.logging.log4j", "log4j-slf4j2-impl", LOG4J_VERSION),
+            ("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION),
+        ),
+    )
+
+
+def spark_kafka_jars(venv: Path = VENV) -> JarSet:
+    spark = installed_spark_version(venv)
+    return JarSet(
+        name=f"spark-sql-kafka-{spark}_{SCALA_BINARY}",
+        dependencies=(("org.apache.spark", f"spark-sql-kafka-0-10_{SCALA_BINARY}", spark),),
+        skip_jars_in=pyspark_home(venv) / "jars",
+    )
+
+
+def jar_classpath(jars: JarSet, cache: Path = CACHE) -> list[Path]:
+    """The jars of a resolved set, as listed in its manifest."""
+    manifest = jars.folder(cache) / "manifest.json"
+    if not manifest.exists():
+        raise SetupError(f"{jars.name} jars are not in {jars.folder(cache)}; run `make setup`")
+    names = json.loads(manifest.read_text())["jars"]
+    return [jars.folder(cache) / n for n in names]
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _run(cmd: list[str], **kw) -> None:
+    result = subprocess.run(cmd, **kw)
+    if result.returncode != 0:
+        raise SetupError(f"command failed ({result.returncode}): {' '.join(map(str, cmd))}")
+
+
+def java_major_version(java: str) -> int | None:
+    """Major version of the given java binary, or None when it cannot be run."""
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2)) if major == 1 and match.group(2) else major
+
+
+def find_java() -> str:
+    """The java binary: $JAVA_HOME/bin/java if set, else java on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java") or "java"
+
+
+def step_java() -> str:
+    java = find_java()
+    major = java_major_version(java)
+    if major is None:
+        raise SetupError(
+            f"no Java runtime found ({java}). Kafka and Spark need Java {MIN_JAVA} or newer: "
+            "install it (Debian/Ubuntu: `sudo apt-get install openjdk-17-jre-headless`; "
+            "macOS: `brew install openjdk@17`) or set JAVA_HOME to a JDK 17+, then run `make setup` again."
+        )
+    if major < MIN_JAVA:
+        raise SetupError(
+            f"{java} is Java {major}; Kafka 4 and Spark 4 need Java {MIN_JAVA} or newer. "
+            "Install OpenJDK 17 (e.g. `sudo apt-get install openjdk-17-jre-headless`) "
+            "or point JAVA_HOME at it, then run `make setup` again."
+        )
+    return f"Java {major} at {java}"
+
+
+def step_python() -> str:
+    if sys.version_info[:2] != (3, 11):
+        raise SetupError(
+            f"this is Python {sys.version.split()[0]}; obslab is locked for Python 3.11. "
+            "Run `make setup PYTHON=/path/to/python3.11`."
+        )
+    return f"Python {sys.version.split()[0]}"
+
+
+def step_venv() -> str:
+    if venv_python().exists():
+        return f"{VENV} exists"
+    _run([sys.executable, "-m", "venv", str(VENV)])
+    return f"created {VENV}"
+
+
+def step_uv() -> str:
+    uv = VENV / "bin" / "uv"
+    if uv.exists():
+        version = subprocess.run([str(uv), "--version"], capture_output=True, text=True).stdout
+        if UV_VERSION in version:
+            return f"uv {UV_VERSION} present"
+    _run([str(venv_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+          f"uv=={UV_VERSION}"])
+    return f"installed uv {UV_VERSION}"
+
+
+def _lock_stamp() -> str:
+    digest = hashlib.sha256(LOCK_FILE.read_bytes())
+    digest.update((ROOT / "pyproject.toml").read_bytes())
+    return digest.hexdigest()
+
+
+def step_deps() -> str:
+    stamp_file = VENV / ".obslab-lock.sha256"
+    stamp = _lock_stamp()
+    if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
+        return "locked dependencies already installed"
+    uv = str(VENV / "bin" / "uv")
+    py = str(venv_python())
+    _run([uv, "pip", "sync", "--python", py, str(LOCK_FILE)], cwd=ROOT)
+    _run([uv, "pip", "install", "--python", py, "--no-deps", "-e", str(ROOT)], cwd=ROOT)
+    stamp_file.write_text(stamp + "\n")
+    return f"installed {LOCK_FILE.name} and obslab (editable)"
+
+
+def step_kernel() -> str:
+    spec = VENV / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json"
+    if spec.exists() and str(venv_python()) in spec.read_text():
+        return f"kernel '{KERNEL_NAME}' registered"
+    _run([str(venv_python()), "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL_NAME,
+          "--display-name", "Python (obslab)"], stdout=subprocess.DEVNULL)
+    return f"registered kernel '{KERNEL_NAME}' in {VENV}"
+
+
+def _ivy_module_xml(jars: JarSet) -> str:
+    deps = "\n".join(
+        f'    <dependency org="{org}" name="{mod}" rev="{rev}" conf="default->default"/>'
+        for org, mod, rev in jars.dependencies
+    )
+    return (
+        '<ivy-module version="2.0">\n'
+        f'  <info organisation="obslab" module="{jars.name}"/>\n'
+        f"  <dependencies>\n{deps}\n  </dependencies>\n</ivy-module>\n"
+    )
+
+
+def resolve_jars(jars: JarSet, cache: Path = CACHE) -> str:
+    """Resolve a jar set from Maven Central with pyspark's Apache Ivy; idempotent."""
+    folder = jars.folder(cache)
+    manifest = folder / "manifest.json"
+    wanted = [list(d) for d in jars.dependencies]
+    if manifest.exists() and json.loads(manifest.read_text()).get("dependencies") == wanted:
+        return f"{jars.name}: {len(json.loads(manifest.read_text())['jars'])} jars cached"
+    ivy_jars = sorted((pyspark_home() / "jars").glob("ivy-*.jar"))
+    if not ivy_jars:
+        raise SetupError("pyspark ships no Apache Ivy jar; reinstall pyspark with `make setup`")
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    module = staging / "ivy.xml"
+    module.write_text(_ivy_module_xml(jars))
+    cmd = [find_java(), "-jar", str(ivy_jars[-1]), "-ivy", str(module), "-confs", "default",
+           "-cache", str(cache / "ivy"), "-types", "jar", "bundle",
+           "-retrieve", str(staging) + "/[artifact]-[revision](-[classifier]).[ext]"]
+    log = staging / "ivy.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            if line.startswith("downloading "):  # progress: one line per artifact fetched
+                print(f"    fetch {line.split('/')[-1].split(' ')[0]}", flush=True)
+        if proc.wait() != 0:
+            raise SetupError(
+                f"could not resolve {jars.name} from Maven Central (see {log}). "
+                "Check that https://repo1.maven.org is reachable, then run `make setup` again."
+            )
+    names = sorted(p.name for p in staging.glob("*.jar"))
+    if jars.skip_jars_in is not None:
+        provided = {_artifact_name(p.name) for p in jars.skip_jars_in.glob("*.jar")}
+        for name in [n for n in names if _artifact_name(n) in provided]:
+            (staging / name).unlink()
+            names.remove(name)
+    (staging / "manifest.json").write_text(json.dumps({"dependencies": wanted, "jars": names}, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return f"{jars.name}: resolved {len(names)} jars into {folder}"
+
+
+def _artifact_name(jar: str) -> str:
+    """`kafka-clients-3.9.2.jar` -> `kafka-clients` (the name without its version)."""
+    return re.sub(r"-\d[^-]*(-[A-Za-z]+)?\.jar$", "", jar)
+
+
+def step_kafka_jars() -> str:
+    return resolve_jars(kafka_broker_jars())
+
+
+def step_spark_kafka_jars() -> str:
+    return resolve_jars(spark_kafka_jars())
+
+
+def step_data_dirs() -> str:
+    for sub in ("kafka", "checkpoints", "runs", "logs"):
+        (ROOT / "data" / sub).mkdir(parents=True, exist_ok=True)
+    return "data/ folders present"
+
+
+STEPS: list[tuple[str, Callable[[], str]]] = [
+    ("java", step_java),
+    ("python", step_python),
+    ("venv", step_venv),
+    ("uv", step_uv),
+    ("deps", step_deps),
+    ("kernel", step_kernel),
+    ("kafka-jars", step_kafka_jars),
+    ("spark-kafka-jars", step_spark_kafka_jars),
+    ("data-dirs", step_data_dirs),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", help="run only this step (repeatable)")
+    parser.add_argument("--list", action="store_true", help="list the steps and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(name for name, _ in STEPS))
+        return 0
+    unknown = set(args.only or []) - {name for name, _ in STEPS}
+    if unknown:
+        parser.error(f"unknown step(s) {sorted(unknown)}; known: {[n for n, _ in STEPS]}")
+    started = time.monotonic()
+    selected = [(n, f) for n, f in STEPS if not args.only or n in args.only]
+    for index, (name, func) in enumerate(selected, 1):
+        t0 = time.monotonic()
+        print(f"[{index}/{len(selected)}] {name} ...", flush=True)
+        try:
+            message = func()
+        except SetupError as err:
+            print(f"[{index}/{len(selected)}] {name} FAILED: {err}", file=sys.stderr, flush=True)
+            return 1
+        print(f"[{index}/{len(selected)}] {name}: {message} ({time.monotonic() - t0:.1f} s)", flush=True)
+    print(f"setup done in {time.monotonic() - started:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

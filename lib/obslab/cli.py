@@ -1,0 +1,141 @@
+"""`obslab ...` entry points. Every option shows the environment variable it reads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import typer
+
+from obslab.errors import ObslabError
+from obslab.settings import Settings, load_settings, settings_table
+
+app = typer.Typer(help="obslab: a lab for streaming observability.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+broker_app = typer.Typer(help="The local Kafka broker (KRaft, single node).", no_args_is_help=True)
+store_app = typer.Typer(help="The DuckDB store.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+app.add_typer(store_app, name="store")
+
+
+def _settings(**overrides) -> Settings:
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(err: ObslabError) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log more")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# ------------------------------------------------------------------ broker
+
+PortOpt = typer.Option(None, envvar="KAFKA_PORT", help="client port of the local broker")
+ControllerPortOpt = typer.Option(None, envvar="KAFKA_CONTROLLER_PORT", help="KRaft controller port")
+PartitionsOpt = typer.Option(None, envvar="KAFKA_PARTITIONS", help="partitions of each lab topic")
+
+
+@broker_app.command("start")
+def broker_start(
+    kafka_port: int = PortOpt,
+    kafka_controller_port: int = ControllerPortOpt,
+    kafka_partitions: int = PartitionsOpt,
+) -> None:
+    """Start the broker (formats storage on first use) and create the lab topics."""
+    from obslab.broker import LocalBroker
+
+    try:
+        broker = LocalBroker(_settings(kafka_port=kafka_port, kafka_controller_port=kafka_controller_port,
+                                       kafka_partitions=kafka_partitions))
+        status = broker.start()
+    except ObslabError as err:
+        _fail(err)
+    typer.echo(status.message)
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the broker cleanly; no JVM is left behind."""
+    from obslab.broker import LocalBroker
+
+    typer.echo(LocalBroker(_settings()).stop())
+
+
+@broker_app.command("status")
+def broker_status(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Running or not; topics and their end offsets. Exit code 1 when not running."""
+    from obslab.broker import LocalBroker
+
+    status = LocalBroker(_settings()).status()
+    if as_json:
+        typer.echo(json.dumps({"running": status.running, "pid": status.pid,
+                               "bootstrap_servers": status.bootstrap_servers,
+                               "topics": status.topics, "message": status.message}))
+    else:
+        typer.echo(status.message)
+        if status.running:
+            typer.echo(f"bootstrap servers: {status.bootstrap_servers}")
+            for topic, parts in status.topics.items():
+                total = sum(parts.values())
+                per = ", ".join(f"p{p}={o}" for p, o in parts.items())
+                typer.echo(f"  {topic:<20} {total:>10} messages  ({per})")
+    raise typer.Exit(code=0 if status.running else 1)
+
+
+# ------------------------------------------------------------------ store
+
+@store_app.command("migrate")
+def store_migrate() -> None:
+    """Create or upgrade the store's tables (idempotent)."""
+    from obslab.store import Store
+
+    try:
+        settings = _settings()
+        applied = Store.from_settings(settings).migrate()
+    except ObslabError as err:
+        _fail(err)
+    where = settings.duckdb_path
+    typer.echo(f"applied migrations {applied} to {where}" if applied else f"{where} is up to date")
+
+
+@store_app.command("info")
+def store_info() -> None:
+    """Row counts of every table."""
+    from obslab.schema import TABLES
+    from obslab.store import Store
+
+    try:
+        store = Store.from_settings(_settings())
+        typer.echo(f"{store.path} (schema version {store.schema_version()})")
+        for name in TABLES:
+            typer.echo(f"  {name:<22} {store.count(name):>10}")
+    except ObslabError as err:
+        _fail(err)
+
+
+# ------------------------------------------------------------------ settings
+
+@app.command("settings")
+def show_settings(markdown: bool = typer.Option(False, "--markdown", help="print the README table")) -> None:
+    """Print the effective settings (or the documented defaults as a Markdown table)."""
+    if markdown:
+        typer.echo("| Name | Default | Meaning |\n|---|---|---|")
+        for name, default, meaning in settings_table():
+            typer.echo(f"| `{name}` | `{default}` | {meaning} |" if default else f"| `{name}` | | {meaning} |")
+        return
+    try:
+        settings = _settings()
+    except ObslabError as err:
+        _fail(err)
+    for name, value in settings.model_dump().items():
+        typer.echo(f"{name.upper()}={value}")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,55 @@
+"""Typed errors. Each carries what a user needs to act, and its message says what to do."""
+
+from __future__ import annotations
+
+
+class ObslabError(Exception):
+    """Base class of every error obslab raises on purpose."""
+
+
+class ConfigError(ObslabError):
+    """A setting has a value obslab cannot use."""
+
+
+class MissingDependencyError(ObslabError):
+    """Something the lab needs (Java, jars, a package) is not installed."""
+
+
+class BrokerError(ObslabError):
+    """The local Kafka broker could not be started, reached or stopped."""
+
+
+class PortInUseError(BrokerError):
+    """A port the broker needs is already taken by another process."""
+
+    def __init__(self, port: int, setting: str):
+        self.port = port
+        self.setting = setting
+        super().__init__(
+            f"port {port} on 127.0.0.1 is already in use by another process. "
+            f"Stop that process (`ss -ltnp 'sport = :{port}'` shows it) "
+            f"or choose another port with {setting}=<port>."
+        )
+
+
+class StoreError(ObslabError):
+    """The DuckDB store could not do what was asked."""
+
+
+class StoreLockedError(StoreError):
+    """Another process held the DuckDB file for longer than the retry bound."""
+
+    def __init__(self, path: str, waited_s: float, holder: str | None):
+        self.path = path
+        self.waited_s = waited_s
+        self.holder = holder
+        who = f"held by {holder}" if holder else "held by another process"
+        super().__init__(
+            f"{path} is {who}; gave up after {waited_s:.1f} s of retries. "
+            "DuckDB allows one writing process or many reading ones at a time: stop the "
+            "process that keeps it open, or raise STORE_LOCK_TIMEOUT_SECONDS."
+        )
+
+
+class SchemaError(StoreError):
+    """Data does not match the table it is written to."""

@@ -1,0 +1,238 @@
+"""Event and table schemas, defined once; the DuckDB DDL and the Spark types derive from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Neutral type names -> DuckDB type, Spark SQL type (as a DDL string Spark can parse).
+_TYPES: dict[str, tuple[str, str]] = {
+    "string": ("VARCHAR", "STRING"),
+    "int": ("INTEGER", "INT"),
+    "long": ("BIGINT", "BIGINT"),
+    "double": ("DOUBLE", "DOUBLE"),
+    "bool": ("BOOLEAN", "BOOLEAN"),
+    "timestamp": ("TIMESTAMPTZ", "TIMESTAMP"),  # always UTC; Spark's TIMESTAMP is instant-based
+    "json": ("JSON", "STRING"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: neutral type, whether it may be NULL, and what it means."""
+
+    name: str
+    type: str
+    nullable: bool = True
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in _TYPES:
+            raise ValueError(f"column {self.name}: unknown type {self.type!r}; known: {sorted(_TYPES)}")
+
+    @property
+    def duckdb_type(self) -> str:
+        return _TYPES[self.type][0]
+
+    @property
+    def spark_type(self) -> str:
+        return _TYPES[self.type][1]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of the store: columns in order and the key that upserts replace on."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+    doc: str = ""
+    defaults: dict[str, str] = field(default_factory=dict)  # column -> SQL default expression
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        missing = [k for k in self.key if k not in names]
+        if missing:
+            raise ValueError(f"table {self.name}: key columns {missing} are not columns")
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def ddl(self) -> str:
+        """CREATE TABLE IF NOT EXISTS for DuckDB."""
+        lines = []
+        for c in self.columns:
+            line = f"    {c.name} {c.duckdb_type}"
+            if not c.nullable or c.name in self.key:
+                line += " NOT NULL"
+            if c.name in self.defaults:
+                line += f" DEFAULT {self.defaults[c.name]}"
+            lines.append(line)
+        if self.key:
+            lines.append(f"    PRIMARY KEY ({', '.join(self.key)})")
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n" + ",\n".join(lines) + "\n)"
+
+    def spark_ddl(self) -> str:
+        """The table as a Spark DDL schema string, e.g. for `spark.createDataFrame(rows, ddl)`."""
+        return ", ".join(f"{c.name} {c.spark_type}" for c in self.columns)
+
+
+def C(name: str, type: str, nullable: bool = True, doc: str = "") -> Column:  # noqa: N802 - reads like a table
+    return Column(name, type, nullable, doc)
+
+
+# ---------------------------------------------------------------- the raw event on the wire
+
+EVENT = Table(
+    "raw_event",
+    (
+        C("event_id", "string", False, "unique, deterministic for a seed"),
+        C("event_time", "timestamp", False, "ISO-8601 UTC ending in Z in JSON"),
+        C("service", "string", False, "checkout | payments | search"),
+        C("endpoint", "string", False, "HTTP path, e.g. /api/cart"),
+        C("latency_ms", "double", False, "request latency in milliseconds, >= 0"),
+        C("status_code", "int", False, "HTTP status code"),
+    ),
+    doc="One request observed by a service; JSON on the raw_events topic, key = service.",
+)
+
+# ---------------------------------------------------------------- store tables
+
+_WINDOW_METRICS = (
+    C("window_start", "timestamp", False, "inclusive window start (UTC)"),
+    C("window_end", "timestamp", False, "exclusive window end (UTC)"),
+    C("request_count", "long", False, "events in the window"),
+    C("error_count", "long", False, "events with status_code >= 400"),
+    C("error_rate", "double", False, "error_count / request_count"),
+    C("avg_latency_ms", "double", False),
+    C("p50_latency_ms", "double", False, "approximate percentile"),
+    C("p95_latency_ms", "double", False, "approximate percentile"),
+    C("p99_latency_ms", "double", False, "approximate percentile"),
+    C("is_final", "bool", False, "true once the watermark has passed the window end"),
+    C("updated_at", "timestamp", False, "when this row was last written"),
+)
+
+SERVICE_METRICS = Table(
+    "service_metrics",
+    (C("service", "string", False), *_WINDOW_METRICS),
+    key=("service", "window_start"),
+    doc="Per-service metrics of one event-time window.",
+)
+
+ENDPOINT_METRICS = Table(
+    "endpoint_metrics",
+    (C("service", "string", False), C("endpoint", "string", False), *_WINDOW_METRICS),
+    key=("service", "endpoint", "window_start"),
+    doc="Per-endpoint metrics of one event-time window.",
+)
+
+ANOMALIES = Table(
+    "anomalies",
+    (
+        C("anomaly_id", "string", False, "deterministic: detector + service + window"),
+        C("incident_id", "string", True, "incident this anomaly belongs to"),
+        C("detector", "string", False),
+        C("service", "string", False),
+        C("endpoint", "string"),
+        C("metric", "string", False),
+        C("value", "double", False),
+        C("baseline", "double"),
+        C("threshold", "double"),
+        C("window_start", "timestamp", False),
+        C("window_end", "timestamp", False),
+        C("request_count", "long"),
+        C("severity", "string", False, "medium | high | critical"),
+        C("used_partial_window", "bool", False, "true when the window was not final yet"),
+        C("detected_at", "timestamp", False),
+    ),
+    key=("anomaly_id",),
+    doc="One anomalous window found by one detector, with its evidence.",
+)
+
+INCIDENT_SUMMARIES = Table(
+    "incident_summaries",
+    (
+        C("incident_id", "string", False),
+        C("facts_hash", "string", False, "sha256 of the facts; same facts are not narrated twice"),
+        C("facts", "json", False),
+        C("title", "string", False),
+        C("summary", "string", False),
+        C("likely_causes", "json"),
+        C("impact", "string"),
+        C("suggested_actions", "json"),
+        C("grounded", "bool", False),
+        C("backend", "string", False, "ollama | llamacpp | template"),
+        C("model", "string"),
+        C("latency_ms", "double"),
+        C("tokens", "long"),
+        C("prompt_version", "string"),
+        C("created_at", "timestamp", False),
+    ),
+    key=("incident_id", "facts_hash"),
+    doc="The narrator's explanation of one incident, with the facts it was given.",
+)
+
+INJECTED_INCIDENTS = Table(
+    "injected_incidents",
+    (
+        C("run_id", "string", False),
+        C("fault_id", "string", False, "unique within the run"),
+        C("scenario", "string", False),
+        C("fault_type", "string", False),
+        C("service", "string", False),
+        C("endpoint", "string"),
+        C("start_time", "timestamp", False),
+        C("end_time", "timestamp", True, "NULL while the fault is still running"),
+        C("magnitude", "double"),
+    ),
+    key=("run_id", "fault_id"),
+    doc="Ground truth: every fault the generator actually injected.",
+)
+
+DEAD_LETTER_EVENTS = Table(
+    "dead_letter_events",
+    (
+        C("topic", "string", False),
+        C("kafka_partition", "int", False),
+        C("kafka_offset", "long", False),
+        C("raw_payload", "string", True, "the bytes as received, decoded as UTF-8 with replacement"),
+        C("reason", "string", False, "why it was rejected, e.g. malformed_json, late"),
+        C("received_at", "timestamp", False),
+    ),
+    key=("topic", "kafka_partition", "kafka_offset"),
+    doc="Events the stream could not use, kept with the reason so nothing is lost silently.",
+)
+
+PIPELINE_RUNS = Table(
+    "pipeline_runs",
+    (
+        C("run_id", "string", False),
+        C("stage", "string", False, "generate | stream | detect | narrate | quality | retention"),
+        C("started_at", "timestamp", False),
+        C("finished_at", "timestamp"),
+        C("status", "string", False, "running | ok | failed"),
+        C("details", "json"),
+    ),
+    key=("run_id",),
+    doc="One run of one pipeline stage, for the health view.",
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        SERVICE_METRICS,
+        ENDPOINT_METRICS,
+        ANOMALIES,
+        INCIDENT_SUMMARIES,
+        INJECTED_INCIDENTS,
+        DEAD_LETTER_EVENTS,
+        PIPELINE_RUNS,
+    )
+}
+
+
+def spark_event_schema():
+    """The raw event as a Spark StructType (imports pyspark only when called)."""
+    from pyspark.sql.types import StructType
+
+    return StructType.fromDDL(EVENT.spark_ddl())

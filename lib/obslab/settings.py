@@ -1,0 +1,123 @@
+"""One typed settings object for the whole lab.
+
+Every setting is read from the environment (upper-case name, no prefix) or from the project's
+`.env` file; the field name is also the notebook parameter and the CLI option. `obslab settings`
+prints the effective values. Secrets never get defaults.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from obslab.bootstrap import CACHE, ROOT
+from obslab.errors import ConfigError
+
+
+def _project_dir() -> Path:
+    # Installed editable (the supported way), the package sits in <project>/lib/obslab.
+    return ROOT if (ROOT / "pyproject.toml").exists() else Path.cwd()
+
+
+class Settings(BaseSettings):
+    """Every parameter of the lab, named once."""
+
+    model_config = SettingsConfigDict(
+        env_file=str(_project_dir() / ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # --- paths
+    data_dir: Path = Field(_project_dir() / "data", description="generated data: store, broker, checkpoints, logs")
+    cache_dir: Path = Field(CACHE, description="downloaded jars and models (filled by `make setup`)")
+    duckdb_path: Path | None = Field(None, description="DuckDB file; default DATA_DIR/observability.duckdb")
+
+    # --- kafka
+    kafka_host: str = Field("127.0.0.1", description="address the local broker listens on")
+    kafka_port: int = Field(9092, ge=1, le=65535, description="client port of the local broker")
+    kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port of the local broker")
+    kafka_bootstrap_servers: str = Field("", description="brokers clients use; default KAFKA_HOST:KAFKA_PORT")
+    kafka_partitions: int = Field(3, ge=1, le=64, description="partitions of each lab topic")
+    kafka_heap: str = Field("512m", description="JVM heap of the local broker (-Xmx)")
+    kafka_start_timeout_seconds: float = Field(60.0, gt=0, description="how long `broker start` waits for the broker")
+    topic_raw_events: str = Field("raw_events", description="topic the generator publishes to")
+    topic_aggregated_metrics: str = Field("aggregated_metrics", description="topic of updated metric windows")
+    topic_anomalies: str = Field("anomalies", description="topic of new or updated incidents")
+
+    # --- spark
+    spark_master: str = Field("local[2]", description="Spark master URL; a cluster URL runs the same job there")
+    spark_driver_memory: str = Field("1g", description="Spark driver memory")
+
+    # --- store
+    store_lock_timeout_seconds: float = Field(30.0, gt=0, description="how long to retry when another process holds the DuckDB file")
+
+    @field_validator("kafka_host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _derive(self) -> "Settings":
+        if self.duckdb_path is None:
+            self.duckdb_path = self.data_dir / "observability.duckdb"
+        if not self.kafka_bootstrap_servers:
+            self.kafka_bootstrap_servers = f"{self.kafka_host}:{self.kafka_port}"
+        if self.kafka_port == self.kafka_controller_port:
+            raise ValueError("KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ")
+        return self
+
+    @property
+    def topics(self) -> list[str]:
+        """The lab's topics, in pipeline order."""
+        return [self.topic_raw_events, self.topic_aggregated_metrics, self.topic_anomalies]
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings from env and .env, with explicit overrides on top; errors name the field."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper() or 'settings'}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"invalid settings ({problems}). Fix the environment variable or .env entry.") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(ENV NAME, default, meaning) for every setting: the README's table comes from here."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, Path):
+            try:
+                default = default.relative_to(_project_dir())
+            except ValueError:
+                pass
+        rows.append((name.upper(), "" if default is None else str(default), field.description or ""))
+    return rows

@@ -1,0 +1,250 @@
+"""The only code that opens DuckDB: migrations, reads, writes and the lock policy.
+
+DuckDB lets one process open a file read-write, or many processes open it read-only, never both
+at once. Several processes share the lab's file (stream sink, detector, narrator, dashboard,
+scheduled notebooks), so every operation here opens the file, does one short transaction and
+closes it again. When another process holds the file, the open is retried with jittered
+exponential backoff up to `store_lock_timeout_seconds`; only then does a `StoreLockedError`
+reach the caller, naming the process that holds the file. Do not nest a read inside a write
+(or the reverse) in one process: DuckDB refuses two configurations of one file per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from obslab.errors import SchemaError, StoreError, StoreLockedError
+from obslab.schema import TABLES, Table
+from obslab.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+_LOCK_MESSAGE = re.compile(r"Could not set lock on file|Conflicting lock", re.IGNORECASE)
+_HOLDER_PID = re.compile(r"\(PID (\d+)\)")
+
+
+# ------------------------------------------------------------------------- migrations
+# Each migration runs once, in order, inside one transaction; the applied versions are kept in
+# schema_migrations. Migration 1 creates the tables as `obslab.schema` defines them now, so a
+# later migration that adds a column must use ADD COLUMN IF NOT EXISTS (a new file already has it).
+
+def _migration_1() -> list[str]:
+    return [table.ddl() for table in TABLES.values()]
+
+
+MIGRATIONS: list[tuple[int, str, Any]] = [
+    (1, "create the lab tables", _migration_1),
+]
+
+
+def _describe_holder(message: str) -> str | None:
+    """'PID 123 (python -m obslab stream)' from DuckDB's lock message, when it names a PID."""
+    match = _HOLDER_PID.search(message)
+    if not match:
+        return None
+    pid = match.group(1)
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        cmdline = ""
+    return f"PID {pid} ({cmdline[:120]})" if cmdline else f"PID {pid}"
+
+
+class Store:
+    """The lab's DuckDB file, shared safely between processes."""
+
+    def __init__(self, path: Path | str, lock_timeout_s: float = 30.0):
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "Store":
+        settings = settings or get_settings()
+        return cls(settings.duckdb_path, settings.store_lock_timeout_seconds)
+
+    # --------------------------------------------------------------- connections
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if read_only and not self.path.exists():
+            raise StoreError(
+                f"no store at {self.path} yet. Run `obslab store migrate` "
+                "(or start the pipeline, which creates it)."
+            )
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.005
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as err:
+                message = str(err)
+                if not _LOCK_MESSAGE.search(message):
+                    raise StoreError(f"cannot open {self.path}: {message}") from err
+                now = time.monotonic()
+                if now >= deadline:
+                    waited = self.lock_timeout_s
+                    raise StoreLockedError(str(self.path), waited, _describe_holder(message)) from err
+                # Full jitter keeps several waiting processes from retrying in lock-step.
+                time.sleep(min(random.uniform(0, delay), max(deadline - now, 0)))
+                delay = min(delay * 2, 0.25)
+                if attempts == 50:
+                    log.info("still waiting for %s: %s", self.path, message)
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection for one short read; closed on exit."""
+        con = self._open(read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection inside one transaction: committed on exit, rolled back on error."""
+        con = self._open(read_only=False)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    # --------------------------------------------------------------- schema
+
+    def migrate(self) -> list[int]:
+        """Create or upgrade the schema; returns the versions applied now (empty when current)."""
+        with self.writer() as con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, description VARCHAR NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+            applied = []
+            for version, description, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                for sql in statements():
+                    con.execute(sql)
+                con.execute(
+                    "INSERT INTO schema_migrations (version, description) VALUES (?, ?)",
+                    [version, description],
+                )
+                applied.append(version)
+        if applied:
+            log.info("store %s: applied migrations %s", self.path, applied)
+        return applied
+
+    def schema_version(self) -> int:
+        """Highest applied migration (0 for a file without the schema)."""
+        if not self.path.exists():
+            return 0
+        with self.reader() as con:
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", ["schema_migrations"]
+            ).fetchone()[0]
+            if not exists:
+                return 0
+            return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+    # --------------------------------------------------------------- reads
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple]:
+        """Run a parameterized read and return its rows."""
+        with self.reader() as con:
+            return con.execute(sql, params).fetchall()
+
+    def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()):
+        """Run a parameterized read and return a pandas DataFrame."""
+        with self.reader() as con:
+            return con.execute(sql, params).df()
+
+    def count(self, table: str) -> int:
+        """Rows in one of the lab's tables."""
+        spec = _table(table)
+        return self.query(f"SELECT count(*) FROM {spec.name}")[0][0]
+
+    # --------------------------------------------------------------- writes
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
+        """Run one parameterized write statement in its own transaction."""
+        with self.writer() as con:
+            con.execute(sql, params)
+
+    def upsert(self, table: str, rows) -> int:
+        """Insert rows, replacing those with the same key; one bulk statement, one transaction.
+
+        `rows` is a pyarrow Table or a pandas DataFrame whose columns are the table's columns
+        (nullable ones may be left out). Returns the number of rows written.
+        """
+        return self.upsert_many({table: rows})[table]
+
+    def upsert_many(self, batches: dict[str, Any]) -> dict[str, int]:
+        """Upsert into several tables in one transaction, so readers never see half a batch."""
+        prepared = {name: _as_arrow(rows) for name, rows in batches.items()}
+        for name, data in prepared.items():
+            _check_columns(_table(name), data.column_names)
+        written: dict[str, int] = {}
+        with self.writer() as con:
+            for name, data in prepared.items():
+                spec = _table(name)
+                if data.num_rows == 0:
+                    written[name] = 0
+                    continue
+                cols = ", ".join(data.column_names)
+                verb = "INSERT OR REPLACE" if spec.key else "INSERT"
+                con.register("incoming_rows", data)
+                try:
+                    con.execute(f"{verb} INTO {spec.name} ({cols}) SELECT {cols} FROM incoming_rows")
+                finally:
+                    con.unregister("incoming_rows")
+                written[name] = data.num_rows
+        return written
+
+
+def _table(name: str) -> Table:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise SchemaError(f"unknown table {name!r}; the store has {sorted(TABLES)}") from None
+
+
+def _as_arrow(rows):
+    import pyarrow as pa
+
+    if isinstance(rows, pa.Table):
+        return rows
+    if hasattr(rows, "to_arrow"):  # polars and friends
+        return rows.to_arrow()
+    if hasattr(rows, "columns") and hasattr(rows, "dtypes"):  # pandas
+        return pa.Table.from_pandas(rows, preserve_index=False)
+    if isinstance(rows, list):
+        return pa.Table.from_pylist(rows)
+    raise SchemaError(f"cannot write {type(rows).__name__}; pass a pyarrow Table, a DataFrame or a list of dicts")
+
+
+def _check_columns(spec: Table, given: list[str]) -> None:
+    unknown = [c for c in given if c not in spec.column_names]
+    if unknown:
+        raise SchemaError(f"{spec.name}: unknown column(s) {unknown}; expected some of {spec.column_names}")
+    required = [c.name for c in spec.columns if (not c.nullable or c.name in spec.key) and c.name not in spec.defaults]
+    missing = [c for c in required if c not in given]
+    if missing:
+        raise SchemaError(f"{spec.name}: missing required column(s) {missing}")
