@@ -259,7 +259,8 @@ def resolve_jars(jars: JarSet, cache: Path = CACHE) -> str:
 
 def _artifact_name(jar: str) -> str:
     """`kafka-clients-3.9.2.jar` -> `kafka-clients` (the name without its version)."""
-    return re.sub(r"-\d[^-]*(-[A-Za-z]+)?\.jar$", "", jar)
+    # The version is the first "-" followed by a dotted number; names may hold other digits.
+    return re.sub(r"-\d+(?:\.\d+)+.*\.jar$", "", jar)
 
 
 def step_kafka_jars() -> str:

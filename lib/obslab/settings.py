@@ -31,6 +31,7 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         validate_default=True,
+        env_ignore_empty=True,  # `NAME=` in .env means "use the default", not an empty value
     )
 
     # --- paths
@@ -63,6 +64,14 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    @field_validator("data_dir", "cache_dir", "duckdb_path")
+    @classmethod
+    def _anchor_relative_paths(cls, value: Path | None) -> Path | None:
+        # Relative paths mean the project's, wherever a notebook or DAG happens to run.
+        if value is None or value.is_absolute():
+            return value
+        return _project_dir() / value
 
     @model_validator(mode="after")
     def _derive(self) -> "Settings":

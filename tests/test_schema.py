@@ -1,0 +1,37 @@
+import pytest
+
+from obslab.schema import EVENT, SERVICE_METRICS, TABLES, Column, Table
+
+
+def test_store_has_the_tables_the_pipeline_needs():
+    assert set(TABLES) == {
+        "service_metrics", "endpoint_metrics", "anomalies", "incident_summaries",
+        "injected_incidents", "dead_letter_events", "pipeline_runs",
+    }
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        "CREATE TABLE IF NOT EXISTS service_metrics",
+        "window_start TIMESTAMPTZ NOT NULL",  # event time is timezone-aware
+        "request_count BIGINT NOT NULL",
+        "PRIMARY KEY (service, window_start)",  # the upsert key of the stream sink
+    ],
+)
+def test_duckdb_ddl(fragment):
+    assert fragment in SERVICE_METRICS.ddl()
+
+
+def test_spark_form_is_derived_from_the_same_columns():
+    assert EVENT.spark_ddl() == (
+        "event_id STRING, event_time TIMESTAMP, service STRING, endpoint STRING, "
+        "latency_ms DOUBLE, status_code INT"
+    )
+
+
+def test_bad_definitions_are_rejected():
+    with pytest.raises(ValueError, match="unknown type"):
+        Column("x", "decimal")
+    with pytest.raises(ValueError, match="key columns"):
+        Table("t", (Column("a", "int"),), key=("b",))
