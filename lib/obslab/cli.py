@@ -119,6 +119,20 @@ def store_info() -> None:
         _fail(err)
 
 
+# ------------------------------------------------------------------ doctor
+
+@app.command("doctor")
+def doctor(broker: bool = typer.Option(False, "--broker", help="also check that the Kafka brokers answer")) -> None:
+    """Check Python, Java, the cached jars, the data folder (and the broker). Exit 1 on a failure."""
+    from obslab.environment import check_environment
+
+    checks = check_environment(_settings(), broker=broker)
+    for check in checks:
+        mark = typer.style("ok  ", fg=typer.colors.GREEN) if check.ok else typer.style("FAIL", fg=typer.colors.RED)
+        typer.echo(f"{mark} {check.name:<24} {check.detail}")
+    raise typer.Exit(code=0 if all(c.ok for c in checks) else 1)
+
+
 # ------------------------------------------------------------------ settings
 
 @app.command("settings")
