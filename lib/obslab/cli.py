@@ -119,6 +119,62 @@ def store_info() -> None:
         _fail(err)
 
 
+# ------------------------------------------------------------------ generator
+
+@app.command("generate")
+def generate_cmd(
+    scenario: str = typer.Option(None, envvar="SCENARIO", help="a shipped scenario name or a YAML path"),
+    rate: float = typer.Option(None, "--rate", envvar="EVENTS_PER_SECOND", help="events per second"),
+    duration: float = typer.Option(None, "--duration", help="seconds of event time (default: the scenario's)"),
+    count: int = typer.Option(None, "--count", help="stop after this many events"),
+    seed: int = typer.Option(None, envvar="SEED", help="random seed"),
+    backfill_minutes: float = typer.Option(None, envvar="BACKFILL_MINUTES", help="fault-free history first"),
+    max_rate: bool = typer.Option(False, "--max-rate", help="simulated time, as fast as possible (benchmarks)"),
+    to_file: str = typer.Option(None, "--to-file", help="write JSONL here instead of publishing to Kafka"),
+    realtime: bool = typer.Option(False, "--realtime", help="with --to-file: wait like a live run"),
+    no_store: bool = typer.Option(False, "--no-store", help="ground truth beside the file, not in the store"),
+    as_json: bool = typer.Option(False, "--json", help="print the run report as JSON"),
+) -> None:
+    """Simulate the three services' telemetry (with the scenario's faults) into Kafka or a file."""
+    import signal
+    import threading
+    from pathlib import Path
+
+    from obslab.generator.run import RunPlan, generate
+
+    try:
+        settings = _settings(scenario=scenario, events_per_second=rate, seed=seed, backfill_minutes=backfill_minutes)
+    except ObslabError as err:
+        _fail(err)
+    if no_store and not to_file:
+        _fail(ObslabError("--no-store needs --to-file: ground truth has to go somewhere"))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    plan = RunPlan(to_file=Path(to_file) if to_file else None, realtime=realtime, max_rate=max_rate,
+                   store_truth=not no_store, duration_s=duration, count=count)
+
+    def progress(report) -> None:
+        typer.echo(f"\r{report.events_sent:>10,} events  {report.rate:>9,.1f}/s  "
+                   f"{len(report.faults)} faults done", err=True, nl=False)
+
+    try:
+        report, backfill = generate(plan, settings, stop=stop, progress=None if as_json else progress)
+    except ObslabError as err:
+        _fail(err)
+    if as_json:
+        typer.echo(json.dumps({"run": report.as_dict(), "backfill": backfill.as_dict() if backfill else None}))
+    else:
+        if backfill:
+            typer.echo(f"\nbackfill: {backfill.events_sent:,} events before {report.started_at:%H:%M:%S}Z", err=True)
+        typer.echo(f"\nrun {report.run_id}: {report.events_acked:,} of {report.events_sent:,} events acknowledged "
+                   f"in {report.seconds:.1f} s ({report.rate:,.0f}/s); {len(report.faults)} faults injected"
+                   + (f"; stopped early: {report.stopped_early}" if report.stopped_early else ""))
+        if report.first_error:
+            typer.echo(f"first error: {report.first_error}", err=True)
+    raise typer.Exit(code=1 if report.events_failed else 0)
+
+
 # ------------------------------------------------------------------ doctor
 
 @app.command("doctor")

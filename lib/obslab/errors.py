@@ -53,3 +53,13 @@ class StoreLockedError(StoreError):
 
 class SchemaError(StoreError):
     """Data does not match the table it is written to."""
+
+
+class ScenarioError(ObslabError):
+    """A scenario file is not valid; names the file, the field and why."""
+
+    def __init__(self, source: str, field: str, why: str):
+        self.source = source
+        self.field = field
+        self.why = why
+        super().__init__(f"{source}: {field}: {why}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field("", description="brokers clients use; default KAFKA_HOST:KAFKA_PORT")
     kafka_partitions: int = Field(3, ge=1, le=64, description="partitions of each lab topic")
     kafka_heap: str = Field("512m", description="JVM heap of the local broker (-Xmx)")
+    kafka_client: Literal["kafka-python", "confluent-kafka"] = Field(
+        "kafka-python", description="client the generator publishes with; confluent-kafka (librdkafka) is much faster")
     kafka_start_timeout_seconds: float = Field(60.0, gt=0, description="how long `broker start` waits for the broker")
     topic_raw_events: str = Field("raw_events", description="topic the generator publishes to")
     topic_aggregated_metrics: str = Field("aggregated_metrics", description="topic of updated metric windows")
@@ -54,6 +57,12 @@ class Settings(BaseSettings):
     # --- spark
     spark_master: str = Field("local[2]", description="Spark master URL; a cluster URL runs the same job there")
     spark_driver_memory: str = Field("1g", description="Spark driver memory")
+
+    # --- generator
+    scenario: str = Field("demo", description="generator scenario: a shipped name or a path to a YAML file")
+    seed: int = Field(42, description="random seed; the same seed and scenario give the same events")
+    events_per_second: float | None = Field(None, gt=0, description="generator rate; default: the scenario's")
+    backfill_minutes: float = Field(0.0, ge=0, description="minutes of fault-free history written before a live run")
 
     # --- store
     store_lock_timeout_seconds: float = Field(30.0, gt=0, description="how long to retry when another process holds the DuckDB file")
