@@ -33,3 +33,6 @@ lab:
 clean-data:
 	$(BIN)/obslab broker stop
 	rm -rf data/kafka data/checkpoints data/runs data/logs data/observability.duckdb*
+
+readme-settings:  # rewrite the README's settings table from obslab.settings
+	$(BIN)/python -c "import re,subprocess,pathlib; p=pathlib.Path('README.md'); t=subprocess.run(['$(BIN)/obslab','settings','--markdown'],capture_output=True,text=True,check=True).stdout; s=p.read_text(); s=re.sub(r'(<!-- settings:start[^>]*-->\n).*?(<!-- settings:end -->)', lambda m: m.group(1)+t+m.group(2), s, flags=re.S); p.write_text(s)"

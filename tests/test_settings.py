@@ -61,6 +61,16 @@ def test_invalid_settings_name_the_field(monkeypatch, env, named):
         load_settings()
 
 
+def test_readme_settings_table_is_current():
+    from typer.testing import CliRunner
+
+    from obslab.cli import app
+
+    table = CliRunner().invoke(app, ["settings", "--markdown"]).stdout
+    readme = (ROOT / "README.md").read_text()
+    assert table in readme, "README settings table is stale: run `make readme-settings`"
+
+
 def test_every_setting_is_documented_in_readme_and_env_example():
     readme = (ROOT / "README.md").read_text()
     example = (ROOT / ".env.example").read_text()

@@ -57,7 +57,7 @@ class KafkaSink:
         self.sent = 0
         self.failed = 0
         self.first_error: str | None = None
-        options = dict(linger_ms=20, batch_size=256 * 1024, max_block_ms=10_000)
+        options = dict(linger_ms=20, batch_size=256 * 1024, max_block_ms=10_000, bootstrap_timeout_ms=5_000)
         options.update(producer_overrides)
         self._producer = _connect(lambda: producer(settings, **options), settings, connect_attempts, first_backoff_s)
         self._partition = self._partition_per_service()
