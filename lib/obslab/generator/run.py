@@ -73,6 +73,18 @@ def generate(plan: RunPlan, settings: Settings | None = None, store=None, stop: 
     return report, backfill
 
 
+def per_minute(events_file: Path):
+    """Requests, error rate and mean latency per service and minute of a JSONL events file."""
+    import pandas as pd
+
+    df = pd.read_json(events_file, lines=True, convert_dates=["event_time"])
+    df["minute"] = df["event_time"].dt.floor("min")
+    df["error"] = df["status_code"] >= 400
+    return (df.groupby(["service", "minute"])
+              .agg(requests=("event_id", "size"), error_rate=("error", "mean"), avg_latency_ms=("latency_ms", "mean"))
+              .round(3).reset_index())
+
+
 class _Offset:
     """A sink seen from one run: counts only what this run sent (backfill shares the sink)."""
 

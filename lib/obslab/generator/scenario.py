@@ -122,6 +122,15 @@ class Scenario(_Strict):
     random: RandomFaults = Field(default_factory=RandomFaults)
 
 
+def fault_schedule(scenario: Scenario) -> list[dict]:
+    """The scheduled faults as rows (type, service, endpoint, start/end in seconds, magnitude)."""
+    return [
+        {"type": f.type, "service": f.service, "endpoint": f.effective_endpoint, "start_s": f.start_seconds,
+         "end_s": f.start_seconds + f.duration_seconds, "magnitude": f.effective_magnitude}
+        for f in scenario.faults
+    ]
+
+
 def _package_dir():
     return resources.files("obslab.generator") / "scenarios"
 
