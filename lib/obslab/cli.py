@@ -175,6 +175,47 @@ def generate_cmd(
     raise typer.Exit(code=1 if report.events_failed else 0)
 
 
+# ------------------------------------------------------------------ stream
+
+@app.command("stream")
+def stream_cmd(
+    available_now: bool = typer.Option(False, "--available-now", help="process what is new since the last checkpoint, then exit"),
+    trigger_seconds: float = typer.Option(None, envvar="TRIGGER_SECONDS", help="micro-batch interval"),
+    run_for_seconds: float = typer.Option(None, "--run-for-seconds", help="stop after this long (continuous mode)"),
+    window_seconds: int = typer.Option(None, envvar="WINDOW_SECONDS", help="tumbling window length"),
+    watermark_seconds: int = typer.Option(None, envvar="WATERMARK_SECONDS", help="allowed lateness"),
+    checkpoint_name: str = typer.Option(None, envvar="CHECKPOINT_NAME", help="checkpoint folder name"),
+    max_offsets_per_trigger: int = typer.Option(None, envvar="MAX_OFFSETS_PER_TRIGGER", help="cap per micro-batch"),
+    as_json: bool = typer.Option(False, "--json", help="print the run report as JSON"),
+) -> None:
+    """Aggregate raw_events into per-window service and endpoint metrics in the store (Spark)."""
+    import signal
+    import threading
+
+    from obslab.stream.job import run_stream_job
+
+    try:
+        settings = _settings(trigger_seconds=trigger_seconds, window_seconds=window_seconds,
+                             watermark_seconds=watermark_seconds, checkpoint_name=checkpoint_name,
+                             max_offsets_per_trigger=max_offsets_per_trigger)
+    except ObslabError as err:
+        _fail(err)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        report = run_stream_job(settings, available_now=available_now, run_for_seconds=run_for_seconds, stop=stop)
+    except ObslabError as err:
+        _fail(err)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        r = report.as_dict()
+        typer.echo(f"stream {r['query_id'][:8]}: {r['batches']} batches, {r['events']:,} events, "
+                   f"{r['dead_letters']:,} dead letters ({r['late']:,} late) in {r['seconds']} s; "
+                   f"watermark {r['watermark']}; {r['stopped_by']}")
+
+
 # ------------------------------------------------------------------ doctor
 
 @app.command("doctor")

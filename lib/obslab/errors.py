@@ -63,3 +63,20 @@ class ScenarioError(ObslabError):
         self.field = field
         self.why = why
         super().__init__(f"{source}: {field}: {why}")
+
+
+class StreamError(ObslabError):
+    """The streaming job failed or cannot start."""
+
+
+class CheckpointMismatchError(StreamError):
+    """A checkpoint was written by a differently configured stream; resuming it would mix windows."""
+
+    def __init__(self, path: str, field: str, old, new):
+        self.path, self.field, self.old, self.new = path, field, old, new
+        super().__init__(
+            f"checkpoint {path} was made with {field.upper()}={old}, but the stream now runs with "
+            f"{field.upper()}={new}. Resuming would mix windows of both. Either set {field.upper()}={old} "
+            f"again, or start a fresh stream with another CHECKPOINT_NAME (or delete {path} to re-read "
+            "the topic from the beginning)."
+        )

@@ -121,7 +121,8 @@ SERVICE_METRICS = Table(
 
 ENDPOINT_METRICS = Table(
     "endpoint_metrics",
-    (C("service", "string", False), C("endpoint", "string", False), *_WINDOW_METRICS),
+    (C("service", "string", False), C("endpoint", "string", False), *_WINDOW_METRICS,
+     C("latency_sum_ms", "double", True, "sum of latencies: the mergeable state behind avg_latency_ms")),
     key=("service", "endpoint", "window_start"),
     doc="Per-endpoint metrics of one event-time window.",
 )
@@ -217,6 +218,47 @@ PIPELINE_RUNS = Table(
     doc="One run of one pipeline stage, for the health view.",
 )
 
+# ---------------------------------------------------------------- stream state (see obslab.stream.sink)
+
+LATENCY_HISTOGRAMS = Table(
+    "latency_histograms",
+    (
+        C("service", "string", False),
+        C("endpoint", "string", False),
+        C("window_start", "timestamp", False),
+        C("bucket", "int", False, "log bucket: latency in [g^b, g^(b+1)), g = obslab.stream.transform.GAMMA"),
+        C("count", "long", False),
+    ),
+    key=("service", "endpoint", "window_start", "bucket"),
+    doc="Latency histograms of windows that are still open; deleted once a window is final.",
+)
+
+STREAM_BATCHES = Table(
+    "stream_batches",
+    (
+        C("query_id", "string", False, "id of the stream's checkpoint"),
+        C("batch_id", "long", False, "Spark micro-batch id"),
+        C("events", "long", False, "good events aggregated"),
+        C("dead_letters", "long", False, "malformed or late events set aside"),
+        C("applied_at", "timestamp", False),
+    ),
+    key=("query_id", "batch_id"),
+    doc="Micro-batches already applied: a replayed batch is skipped, so each event counts once.",
+)
+
+STREAM_STATE = Table(
+    "stream_state",
+    (
+        C("query_id", "string", False),
+        C("max_event_time", "timestamp", True, "latest event time seen"),
+        C("watermark", "timestamp", True, "max_event_time - WATERMARK_SECONDS; windows ending before it are final"),
+        C("window_seconds", "int", False),
+        C("updated_at", "timestamp", False),
+    ),
+    key=("query_id",),
+    doc="Event-time progress of each stream query.",
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -227,6 +269,9 @@ TABLES: dict[str, Table] = {
         INJECTED_INCIDENTS,
         DEAD_LETTER_EVENTS,
         PIPELINE_RUNS,
+        LATENCY_HISTOGRAMS,
+        STREAM_BATCHES,
+        STREAM_STATE,
     )
 }
 

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     events_per_second: float | None = Field(None, gt=0, description="generator rate; default: the scenario's")
     backfill_minutes: float = Field(0.0, ge=0, description="minutes of fault-free history written before a live run")
 
+    # --- stream
+    window_seconds: int = Field(60, ge=1, le=86_400, description="tumbling event-time window length")
+    watermark_seconds: int = Field(120, ge=0, le=86_400, description="how late an event may be before its window is final")
+    trigger_seconds: float = Field(5.0, gt=0, description="micro-batch interval of the continuous stream")
+    max_offsets_per_trigger: int | None = Field(None, gt=0, description="cap on events per micro-batch; default no cap")
+    checkpoint_name: str = Field("stream", pattern=r"^[A-Za-z0-9_.-]+$", description="folder under DATA_DIR/checkpoints")
+
     # --- store
     store_lock_timeout_seconds: float = Field(30.0, gt=0, description="how long to retry when another process holds the DuckDB file")
 

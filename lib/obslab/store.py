@@ -41,8 +41,20 @@ def _migration_1() -> list[str]:
     return [table.ddl() for table in TABLES.values()]
 
 
+def _migration_2() -> list[str]:
+    from obslab.schema import LATENCY_HISTOGRAMS, STREAM_BATCHES, STREAM_STATE
+
+    return [
+        "ALTER TABLE endpoint_metrics ADD COLUMN IF NOT EXISTS latency_sum_ms DOUBLE",
+        LATENCY_HISTOGRAMS.ddl(),
+        STREAM_BATCHES.ddl(),
+        STREAM_STATE.ddl(),
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, Any]] = [
     (1, "create the lab tables", _migration_1),
+    (2, "stream state: latency histograms, applied batches, watermark", _migration_2),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,8 @@ def build_session(settings: Settings | None = None, app_name: str = "obslab"):
     from pyspark.sql import SparkSession
 
     s = settings or get_settings()
+    # Keep Spark's own services on loopback too (it otherwise picks the first network interface).
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
         SparkSession.builder.master(s.spark_master)
         .appName(app_name)
@@ -32,8 +35,11 @@ def build_session(settings: Settings | None = None, app_name: str = "obslab"):
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.sql.adaptive.enabled", "false")
     )
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session

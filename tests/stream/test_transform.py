@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from obslab.stream.job import aggregate_static
+from obslab.stream.transform import RELATIVE_ACCURACY, bucket_value, parse_events
+from obslab.settings import load_settings
+from obslab.store import Store
+from tests.stream.helpers import event_lines
+
+pytestmark = pytest.mark.spark
+
+GOOD = {"event_id": "e1", "event_time": "2026-03-01T09:00:01.500Z", "service": "search",
+        "endpoint": "/api/search", "latency_ms": 42.5, "status_code": 200}
+
+
+def _raw(spark, values):
+    return spark.createDataFrame([("raw_events", 0, i, v) for i, v in enumerate(values)],
+                                 "topic STRING, partition INT, offset LONG, value STRING")
+
+
+def _with(**changes):
+    event = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in event.items() if v is not ...})
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (_with(), None),  # a good event
+        ("{not json", "malformed_json"),
+        ("[1, 2, 3]", "malformed_json"),  # JSON, but not an object
+        ("", "empty_payload"),
+        (None, "empty_payload"),
+        (_with(endpoint=...), "missing_field:endpoint"),  # field absent
+        (_with(service=""), "missing_field:service"),  # field empty
+        (_with(event_time="yesterday"), "wrong_type:event_time"),
+        (_with(latency_ms="fast"), "wrong_type:latency_ms"),
+        (_with(status_code="ok"), "wrong_type:status_code"),
+        (_with(latency_ms=-1), "out_of_range:latency_ms"),
+        (_with(status_code=999), "out_of_range:status_code"),
+        (_with(status_code=42), "out_of_range:status_code"),
+        (_with(latency_ms=0), None),  # zero latency is legal
+    ],
+)
+def test_parse_gives_each_bad_record_a_reason(spark, value, reason):
+    row = parse_events(_raw(spark, [value])).collect()[0]
+    assert row.reason == reason
+    assert row.raw_payload == value  # the payload is kept as received
+    if reason is None:
+        assert row.latency_ms == json.loads(value)["latency_ms"] and row.event_time.year == 2026
+
+
+def test_static_aggregation_is_exact_and_percentiles_are_within_the_bound(spark, tmp_path):
+    settings = load_settings(data_dir=tmp_path)
+    store = Store.from_settings(settings)
+    store.migrate()
+    lines = event_lines("mixed", seconds=1200)
+    aggregate_static(spark, _raw(spark, lines), settings, store)
+
+    events = pd.DataFrame([json.loads(line) for line in lines])
+    events["window_start"] = pd.to_datetime(events.event_time).dt.floor("60s")
+    got = store.query_df("SELECT * FROM endpoint_metrics")
+    got["window_start"] = pd.to_datetime(got.window_start).dt.tz_convert("UTC")
+    assert len(got) == events.groupby(["service", "endpoint", "window_start"]).ngroups
+    assert got.is_final.all()  # a static input ends: every window is final
+    worst = 0.0
+    for (service, endpoint, window), group in events.groupby(["service", "endpoint", "window_start"]):
+        row = got[(got.service == service) & (got.endpoint == endpoint) & (got.window_start == window)].iloc[0]
+        latencies = np.sort(group.latency_ms.to_numpy())
+        assert row.request_count == len(group)  # exact
+        assert row.error_count == int((group.status_code >= 400).sum())  # exact
+        assert row.avg_latency_ms == pytest.approx(latencies.mean(), rel=1e-9)  # exact up to float rounding
+        for q, column in ((0.5, "p50_latency_ms"), (0.95, "p95_latency_ms"), (0.99, "p99_latency_ms")):
+            true = latencies[int(np.ceil(q * len(latencies))) - 1]  # nearest-rank sample quantile
+            worst = max(worst, abs(row[column] / true - 1))
+    assert worst <= RELATIVE_ACCURACY + 1e-9, worst  # the documented bound holds for every window
+    assert store.count("latency_histograms") == 0  # final windows keep no histogram
+
+
+def test_bucket_values_are_representative():
+    assert bucket_value(0) == pytest.approx(1.0, rel=RELATIVE_ACCURACY)
+    assert RELATIVE_ACCURACY == pytest.approx(0.0099, abs=1e-4)
