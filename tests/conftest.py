@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
-from obslab.settings import Settings, load_settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from conftest import free_port, lab_broker  # noqa: F401 - free_port is used by tests
+from conftest import lab_settings as shared_lab_settings
+from obslab.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def lab_settings(tmp_path_factory) -> Settings:
-    """Settings of an isolated lab: its own data dir and free ports, the project's jar cache."""
-    data = tmp_path_factory.mktemp("lab-data")
-    port = free_port()
-    controller = free_port()
-    while controller == port:
-        controller = free_port()
-    return load_settings(data_dir=data, kafka_port=port, kafka_controller_port=controller,
-                         kafka_bootstrap_servers="")
+def lab_settings() -> Settings:
+    """Settings of the isolated lab this run shares: its own data dir and free ports, the project's jars."""
+    return shared_lab_settings()
 
 
 @pytest.fixture(scope="session")
 def broker(lab_settings):
-    """The real local Kafka broker (same code as `obslab broker start`), stopped after the run."""
-    from obslab.broker import LocalBroker
-
-    local = LocalBroker(lab_settings)
-    local.start()
-    yield local
-    local.stop()
+    """The real local Kafka broker (same code as `obslab broker start`), stopped when the run ends."""
+    return lab_broker()
 
 
 @pytest.fixture(scope="session")

@@ -130,6 +130,14 @@ def run_stream_job(
     return StreamReport(query_id, str(checkpoint_path(s)), time.monotonic() - started, sink.counters, stopped_by)
 
 
+def recent_windows(store, table: str = "service_metrics", limit: int = 30):
+    """The latest windows of the store as a DataFrame, newest first."""
+    if table not in ("service_metrics", "endpoint_metrics"):
+        raise ValueError("table must be service_metrics or endpoint_metrics")
+    return store.query_df(f"SELECT * EXCLUDE (updated_at) FROM {table} ORDER BY window_start DESC, service LIMIT ?",
+                          [limit])
+
+
 def _first_line(error) -> str:
     text = str(getattr(error, "desc", None) or error)
     return text.strip().splitlines()[0][:500] if text.strip() else type(error).__name__

@@ -1,0 +1,71 @@
+"""The lab that tests and notebooks share during one pytest run.
+
+One real Kafka broker (the same code as `obslab broker start`) on free ports, with its own data
+folder, started the first time something needs it and stopped when the run ends. Notebooks run in
+separate kernels, so before a notebook's kernel starts the lab's settings are exported to the
+environment, where the kernel's `obslab.settings` reads them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_LAB: dict = {}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def lab_settings():
+    """Settings of the shared lab (created once per run)."""
+    if "settings" not in _LAB:
+        from obslab.settings import load_settings
+
+        data = Path(tempfile.mkdtemp(prefix="obslab-lab-"))
+        port = free_port()
+        controller = free_port()
+        while controller == port:
+            controller = free_port()
+        _LAB["settings"] = load_settings(data_dir=data, kafka_port=port, kafka_controller_port=controller,
+                                         kafka_bootstrap_servers="")
+    return _LAB["settings"]
+
+
+def lab_broker():
+    """The shared broker, started on first use."""
+    if "broker" not in _LAB:
+        from obslab.broker import LocalBroker
+
+        broker = LocalBroker(lab_settings())
+        broker.start()
+        _LAB["broker"] = broker
+    return _LAB["broker"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # nbval starts a notebook's kernel while setting up its first cell: export the lab before that.
+    if item.path.suffix == ".ipynb" and "exported" not in _LAB:
+        settings = lab_settings()
+        lab_broker()
+        os.environ.update({
+            "DATA_DIR": str(settings.data_dir),
+            "KAFKA_PORT": str(settings.kafka_port),
+            "KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        })
+        _LAB["exported"] = True
+
+
+def pytest_sessionfinish(session, exitstatus):
+    broker = _LAB.pop("broker", None)
+    if broker is not None:
+        broker.stop()
