@@ -226,7 +226,7 @@ LATENCY_HISTOGRAMS = Table(
         C("service", "string", False),
         C("endpoint", "string", False),
         C("window_start", "timestamp", False),
-        C("bucket", "int", False, "log bucket: latency in [g^b, g^(b+1)), g = obslab.stream.transform.GAMMA"),
+        C("bucket", "int", False, "log bucket: latency in (g^b, g^(b+1)], g = obslab.stream.transform.GAMMA"),
         C("count", "long", False),
     ),
     key=("service", "endpoint", "window_start", "bucket"),

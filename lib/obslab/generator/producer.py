@@ -4,7 +4,8 @@
                                      \\--fault started/ended--> ground truth (store | file)
 
 The loop is the same for live runs (wall clock, ticks of 0.1 s, waits between them) and for
-simulated runs (ticks of 1 s, no waiting: backfill, `--to-file`, `--max-rate`).
+simulated runs (no waiting: backfill, `--to-file`, `--max-rate`; ticks sized to about 2,000
+events, between 1 s and 60 s, see `simulated_tick`).
 """
 
 from __future__ import annotations
