@@ -74,6 +74,8 @@ def kafka_source(spark, settings: Settings):
         .option("subscribe", settings.topic_raw_events)
         .option("startingOffsets", "earliest")
         .option("failOnDataLoss", "false")  # retention may delete offsets a stopped stream had not read yet
+        # More tasks than Kafka partitions keeps every core busy (3 partitions on 2 cores idle a third).
+        .option("minPartitions", str(2 * spark.sparkContext.defaultParallelism))
     )
     if settings.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from obslab.settings import Settings
-from obslab.stream.transform import GAMMA, window_partials, with_window
+from obslab.stream.transform import DEAD_KEYS, GAMMA, PARTIAL_KEYS, batch_outcome, with_window
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,17 @@ class StreamSink:
             self.counters.skipped_replays += 1
             return []
         watermark_before = self._watermark()
-        w = self.settings.window_seconds
-        frame = with_window(parsed, w).persist()
-        try:
-            from pyspark.sql import functions as F
+        import pyarrow.compute as pc
+        from pyspark.sql import functions as F
 
-            late = F.col("reason").isNull() & (F.col("window_end") <= F.lit(watermark_before))
-            marked = frame.withColumn("reason", F.when(late, F.lit("late")).otherwise(F.col("reason")))
-            partials = window_partials(marked.filter(F.col("reason").isNull())).toArrow()
-            dead = (marked.filter(F.col("reason").isNotNull())
-                    .select("topic", "kafka_partition", "kafka_offset", "raw_payload", "reason").toArrow())
-        finally:
-            frame.unpersist()
+        framed = with_window(parsed, self.settings.window_seconds)
+        late = F.col("reason").isNull() & (F.col("window_end") <= F.lit(watermark_before))
+        marked = framed.withColumn("reason", F.when(late, F.lit("late")).otherwise(F.col("reason")))
+        outcome = batch_outcome(marked).toArrow()  # one pass over the batch
+        is_dead = pc.is_valid(outcome["dead_reason"])
+        partials = outcome.filter(pc.invert(is_dead)).select(PARTIAL_KEYS + ["count", "errors", "latency_sum",
+                                                                             "max_event_time"])
+        dead = outcome.filter(is_dead).select([f"dead_{k}" for k in DEAD_KEYS]).rename_columns(DEAD_KEYS)
         updated = self._merge(batch_id, partials, dead, finalize_all)
         self._publish(updated)
         return updated
