@@ -216,6 +216,75 @@ def stream_cmd(
                    f"watermark {r['watermark']}; {r['stopped_by']}")
 
 
+# ------------------------------------------------------------------ detection
+
+@app.command("detect")
+def detect_cmd(
+    once: bool = typer.Option(False, "--once", help="one run, then exit (scheduled runs)"),
+    poll_seconds: float = typer.Option(None, envvar="DETECT_POLL_SECONDS", help="pause between runs"),
+    no_publish: bool = typer.Option(False, "--no-publish", help="do not publish incidents to Kafka"),
+    as_json: bool = typer.Option(False, "--json", help="print each run's report as JSON"),
+) -> None:
+    """Find anomalies in the stored windows and group them into incidents (idempotent)."""
+    import signal
+    import threading
+
+    from obslab.detect.run import publish_incidents, run_detection
+    from obslab.store import Store
+
+    try:
+        settings = _settings(detect_poll_seconds=poll_seconds)
+        store = Store.from_settings(settings)
+    except ObslabError as err:
+        _fail(err)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while True:
+        try:
+            report = run_detection(store, settings)
+            published = 0 if no_publish else publish_incidents(settings, report.changed)
+        except ObslabError as err:
+            _fail(err)
+        opened = sum(1 for i in report.incidents if i.status == "open")
+        if as_json:
+            typer.echo(json.dumps({"windows": report.windows, "anomalies": report.anomalies,
+                                   "incidents": len(report.incidents), "open": opened,
+                                   "changed": [i.incident_id for i in report.changed], "published": published}))
+        else:
+            typer.echo(f"{report.windows} windows, {report.anomalies} anomalies, {len(report.incidents)} incidents "
+                       f"({opened} open), {len(report.changed)} new or updated")
+        if once or stop.wait(settings.detect_poll_seconds):
+            break
+
+
+@app.command("detect-series")
+def detect_series_cmd(
+    csv_path: str = typer.Option(..., "--csv", help="CSV file with one row per timestamp"),
+    time_col: str = typer.Option(..., "--time-col", help="column of ISO-8601 timestamps, ascending"),
+    value_col: str = typer.Option(..., "--value-col", help="column of numbers"),
+    z: float = typer.Option(None, "--z", envvar="SHIFT_Z", help="robust z-score threshold"),
+    as_json: bool = typer.Option(False, "--json", help='print {"anomalies": [{"timestamp", "score"}]}'),
+) -> None:
+    """Run the generic detector on any single metric series; print the anomalous timestamps."""
+    from pathlib import Path
+
+    from obslab.detect.series import detect_csv
+
+    try:
+        threshold = z if z is not None else _settings().shift_z
+        points = detect_csv(Path(csv_path), time_col, value_col, threshold)
+    except ObslabError as err:
+        _fail(err)
+    found = [p for p in points if p.anomalous]
+    if as_json:
+        typer.echo(json.dumps({"anomalies": [{"timestamp": p.timestamp, "score": p.score} for p in found]}))
+    else:
+        for p in found:
+            typer.echo(f"{p.timestamp}  value={p.value:g}  score={p.score:.1f}")
+        typer.echo(f"{len(found)} of {len(points)} points anomalous (robust z > {threshold:g})", err=True)
+
+
 # ------------------------------------------------------------------ doctor
 
 @app.command("doctor")

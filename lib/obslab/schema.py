@@ -218,6 +218,26 @@ PIPELINE_RUNS = Table(
     doc="One run of one pipeline stage, for the health view.",
 )
 
+INCIDENTS = Table(
+    "incidents",
+    (
+        C("incident_id", "string", False, "service:kind:opened_at"),
+        C("service", "string", False),
+        C("kind", "string", False, "errors | latency | traffic"),
+        C("status", "string", False, "open | resolved"),
+        C("opened_at", "timestamp", False, "start of the first anomalous window"),
+        C("last_anomaly_at", "timestamp", False, "end of the last anomalous window"),
+        C("resolved_at", "timestamp", True),
+        C("severity", "string", False, "worst severity of its anomalies"),
+        C("anomaly_count", "long", False),
+        C("detectors", "string", False),
+        C("endpoints", "string", False),
+        C("updated_at", "timestamp", False),
+    ),
+    key=("incident_id",),
+    doc="Anomalies of one service and kind merged into an incident with a lifecycle.",
+)
+
 # ---------------------------------------------------------------- stream state (see obslab.stream.sink)
 
 LATENCY_HISTOGRAMS = Table(
@@ -272,6 +292,7 @@ TABLES: dict[str, Table] = {
         LATENCY_HISTOGRAMS,
         STREAM_BATCHES,
         STREAM_STATE,
+        INCIDENTS,
     )
 }
 

@@ -71,6 +71,20 @@ class Settings(BaseSettings):
     max_offsets_per_trigger: int | None = Field(None, gt=0, description="cap on events per micro-batch; default no cap")
     checkpoint_name: str = Field("stream", pattern=r"^[A-Za-z0-9_.-]+$", description="folder under DATA_DIR/checkpoints")
 
+    # --- detection
+    error_surge_factor: float = Field(3.0, gt=1, description="error_surge fires above this x the service's baseline error rate")
+    error_confidence_z: float = Field(3.0, gt=0, description="z of the Wilson lower bound that must clear the error threshold")
+    latency_sla_ms: dict[str, float] = Field(default_factory=lambda: {"checkout": 300.0, "payments": 400.0, "search": 150.0},
+                                             description="latency SLA per service in ms (JSON)")
+    latency_spike_factor: float = Field(2.0, gt=1, description="latency_spike fires when avg and p99 exceed this x the SLA")
+    shift_z: float = Field(6.0, gt=0, description="baseline_shift fires beyond this many robust standard deviations")
+    slo_availability: dict[str, float] = Field(default_factory=lambda: {"checkout": 0.99, "payments": 0.99, "search": 0.99},
+                                               description="availability SLO per service (JSON) for burn_rate")
+    burn_threshold: float = Field(14.4, gt=0, description="burn_rate fires above this burn over the short and long window")
+    resolve_after_windows: int = Field(3, ge=1, description="clean windows after which an incident resolves")
+    detect_lookback_minutes: int = Field(180, ge=5, description="history the detector reads each run")
+    detect_poll_seconds: float = Field(5.0, gt=0, description="pause between runs of continuous detection")
+
     # --- store
     store_lock_timeout_seconds: float = Field(30.0, gt=0, description="how long to retry when another process holds the DuckDB file")
 

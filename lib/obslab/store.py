@@ -52,9 +52,16 @@ def _migration_2() -> list[str]:
     ]
 
 
+def _migration_3() -> list[str]:
+    from obslab.schema import INCIDENTS
+
+    return [INCIDENTS.ddl()]
+
+
 MIGRATIONS: list[tuple[int, str, Any]] = [
     (1, "create the lab tables", _migration_1),
     (2, "stream state: latency histograms, applied batches, watermark", _migration_2),
+    (3, "incidents", _migration_3),
 ]
 
 

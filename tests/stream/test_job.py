@@ -156,3 +156,34 @@ def test_exactly_once_across_three_sigkills(spark, broker, lab_settings, tmp_pat
     assert store.count("dead_letter_events") == 0
     assert same_counts(store, lines)  # zero lost, zero double counted
     assert stored(store).request_count.sum() == len(lines) == truth(lines).request_count.sum()
+
+
+@pytest.mark.kafka
+@pytest.mark.spark
+@pytest.mark.slow
+def test_sigterm_stops_the_continuous_stream_cleanly(broker, lab_settings, tmp_path):
+    settings = lab_for(lab_settings, tmp_path)
+    lines = event_lines("clean", seconds=120)
+    publish(settings, lines)
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "DUCKDB_PATH": str(settings.duckdb_path),
+           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "TOPIC_RAW_EVENTS": settings.topic_raw_events,
+           "TOPIC_AGGREGATED_METRICS": settings.topic_aggregated_metrics, "TRIGGER_SECONDS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "obslab.cli", "stream", "--json"], env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = Store.from_settings(settings)
+    deadline = time.monotonic() + 180
+    while _batches(store) == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["stopped_by"] == "signal" and report["events"] == len(lines)
+    assert same_counts(store, lines)
+    deadline = time.monotonic() + 30  # the JVM exits once the driver's pipe to it closes
+    while time.monotonic() < deadline:
+        leftover = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        if not leftover:
+            break
+        time.sleep(0.5)
+    assert leftover == []  # no JVM of the stream is left behind

@@ -1,0 +1,1 @@
+"""Detection: pure detectors over metric windows, incidents, evaluation."""

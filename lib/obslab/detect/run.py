@@ -1,0 +1,100 @@
+"""One detection run over the store: windows -> anomalies -> incidents, written idempotently."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from obslab.detect.detectors import DetectorConfig, Window, detect_series
+from obslab.detect.incidents import Incident, build_incidents
+from obslab.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+_WINDOW_COLUMNS = ("window_start, window_end, request_count, error_count, avg_latency_ms, p99_latency_ms, is_final")
+
+
+def config_from(settings: Settings) -> DetectorConfig:
+    """Detector thresholds from settings: changing a threshold is a settings change, not a code edit."""
+    return DetectorConfig(
+        error_surge_factor=settings.error_surge_factor, error_confidence_z=settings.error_confidence_z,
+        latency_sla_ms=dict(settings.latency_sla_ms), latency_spike_factor=settings.latency_spike_factor,
+        shift_z=settings.shift_z, slo_availability=dict(settings.slo_availability),
+        burn_threshold=settings.burn_threshold)
+
+
+@dataclass
+class DetectReport:
+    """What one detection run found and changed."""
+
+    windows: int
+    anomalies: int
+    incidents: list[Incident]
+    changed: list[Incident]  # new or updated since the previous run
+
+
+def read_series(store, settings: Settings) -> tuple[list[list[Window]], datetime | None]:
+    """Per service and per endpoint: the windows of the lookback period; and the newest final window end."""
+    with store.reader() as con:
+        newest = con.execute("SELECT max(window_start) FROM service_metrics").fetchall()[0][0]
+        if newest is None:
+            return [], None
+        since = newest - timedelta(minutes=settings.detect_lookback_minutes)
+        services = con.execute(f"SELECT service, NULL, {_WINDOW_COLUMNS} FROM service_metrics "
+                               "WHERE window_start >= ? ORDER BY service, window_start", [since]).fetchall()
+        endpoints = con.execute(f"SELECT service, endpoint, {_WINDOW_COLUMNS} FROM endpoint_metrics "
+                                "WHERE window_start >= ? ORDER BY service, endpoint, window_start", [since]).fetchall()
+        latest_final = con.execute("SELECT max(window_end) FROM service_metrics WHERE is_final").fetchall()[0][0]
+    series: dict[tuple, list[Window]] = {}
+    for row in services + endpoints:
+        series.setdefault((row[0], row[1]), []).append(Window(*row))
+    return list(series.values()), latest_final
+
+
+def run_detection(store, settings: Settings | None = None) -> DetectReport:
+    """Detect over the lookback period and write anomalies and incidents; re-running changes nothing."""
+    s = settings or get_settings()
+    store.migrate()
+    cfg = config_from(s)
+    all_series, latest_final = read_series(store, s)
+    anomalies = [a for series in all_series for a in detect_series(series, cfg)]
+    incidents, membership = build_incidents(anomalies, latest_final, s.window_seconds, s.resolve_after_windows)
+    now = datetime.now(timezone.utc)
+    ids = [a.anomaly_id for a in anomalies]
+    with store.reader() as con:
+        seen = dict(con.execute("SELECT anomaly_id, detected_at FROM anomalies WHERE list_contains(?, anomaly_id)",
+                                [ids]).fetchall()) if ids else {}
+        before = {r[0]: r[1:] for r in con.execute(
+            "SELECT incident_id, status, last_anomaly_at, severity, anomaly_count, detectors, endpoints "
+            "FROM incidents").fetchall()}
+    rows = []
+    for a in anomalies:
+        row = a.row()
+        row["incident_id"] = membership[a.anomaly_id]
+        row["detected_at"] = seen.get(a.anomaly_id, now)  # first detection time survives re-runs
+        rows.append(row)
+    changed = [i for i in incidents if before.get(i.incident_id) !=
+               (i.status, i.last_anomaly_at, i.severity, i.anomaly_count, i.detectors, i.endpoints)]
+    incident_rows = [i.row() | {"updated_at": now} for i in changed]
+    store.upsert_many({"anomalies": rows, "incidents": incident_rows})
+    windows = sum(len(x) for x in all_series)
+    return DetectReport(windows, len(anomalies), incidents, changed)
+
+
+def publish_incidents(settings: Settings, incidents: list[Incident]) -> int:
+    """New or updated incidents to the anomalies topic (JSON, key = service)."""
+    if not incidents:
+        return 0
+    from obslab.broker import producer
+
+    p = producer(settings, max_block_ms=10_000)
+    try:
+        for i in incidents:
+            value = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in i.row().items()}
+            p.send(settings.topic_anomalies, key=i.service.encode(), value=json.dumps(value).encode())
+        p.flush(timeout=30)
+    finally:
+        p.close()
+    return len(incidents)
