@@ -217,6 +217,7 @@ class Store:
 
     def upsert_many(self, batches: dict[str, Any]) -> dict[str, int]:
         """Upsert into several tables in one transaction, so readers never see half a batch."""
+        batches = {name: rows for name, rows in batches.items() if not (isinstance(rows, list) and not rows)}
         prepared = {name: _as_arrow(rows) for name, rows in batches.items()}
         for name, data in prepared.items():
             _check_columns(_table(name), data.column_names)

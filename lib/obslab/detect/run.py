@@ -83,6 +83,30 @@ def run_detection(store, settings: Settings | None = None) -> DetectReport:
     return DetectReport(windows, len(anomalies), incidents, changed)
 
 
+def detect_for(store, settings: Settings, seconds: float = 0.0) -> DetectReport:
+    """One run, or (seconds > 0) runs every DETECT_POLL_SECONDS for that long; returns the last report."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    report = run_detection(store, settings)
+    while time.monotonic() + settings.detect_poll_seconds < deadline:
+        time.sleep(settings.detect_poll_seconds)
+        report = run_detection(store, settings)
+    return report
+
+
+def incidents_frame(store, limit: int = 50):
+    """Incidents, newest first, as a DataFrame."""
+    return store.query_df("SELECT * EXCLUDE (updated_at) FROM incidents ORDER BY opened_at DESC LIMIT ?", [limit])
+
+
+def evidence_frame(store, incident_id: str):
+    """The anomalies (evidence) of one incident as a DataFrame."""
+    return store.query_df(
+        "SELECT detector, metric, endpoint, window_start, value, baseline, threshold, request_count, severity, "
+        "used_partial_window FROM anomalies WHERE incident_id = ? ORDER BY window_start, detector", [incident_id])
+
+
 def publish_incidents(settings: Settings, incidents: list[Incident]) -> int:
     """New or updated incidents to the anomalies topic (JSON, key = service)."""
     if not incidents:
