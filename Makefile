@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 help:
 	@echo "make setup       create .venv from requirements.lock, register the 'obslab' kernel, fetch Kafka/Spark jars"
 	@echo "make test        every test, against a real Kafka broker, Spark and DuckDB (what CI runs)"
-	@echo "make test-fast   the tests that need no JVM (under a minute)"
+	@echo "make test-fast   the tests that need no broker, Spark or notebook run (under a minute)"
 	@echo "make lab         JupyterLab on 127.0.0.1:8888"
 	@echo "make broker-start / broker-stop"
 
@@ -19,7 +19,7 @@ test:
 	$(BIN)/python -m pytest
 
 test-fast:
-	$(BIN)/python -m pytest -m "not kafka and not spark and not slow"
+	$(BIN)/python -m pytest tests -m "not kafka and not spark and not slow"
 
 broker-start:
 	$(BIN)/obslab broker start
