@@ -1,0 +1,681 @@
+"""Stream benchmarks (issue 4): throughput, freshness and memory of the Spark stream.
+
+Starts its own real Kafka broker (same code as `obslab broker start`, in a temporary data dir on free
+ports) and measures, in this order:
+
+  freshness   `obslab stream` (subprocess, trigger 5 s) while `obslab generate --rate 1000` publishes the
+              `clean` scenario live for 150 s. Every 0.5 s the store is read (read-only, as the dashboard
+              does) and lag = poll time - stream_state.max_event_time, the latest event time merged into
+              the store. p50/p95 over the polls from 30 s after the generator started to its end.
+  memory      the same with the demo defaults (`demo` scenario at its 10 events/s; window 60, watermark
+              120, trigger 5, local[2], driver memory 1g) for 120 s. Peak RSS = the largest sum of VmRSS
+              over the stream's process tree (Python driver + Spark JVM), sampled every second. The
+              freshness run reports its peak too.
+  throughput  N events (default 2,000,000) of the `mixed` scenario at 1,000 events/s of event time
+              (~34 min) preloaded into a topic at max rate; then, after one warm-up round (reported apart: the
+              first query of a fresh JVM is about twice as slow), R times each, interleaved round by round:
+                stream     `run_stream_job(available_now=True, publish=False)` in-process, on one Spark
+                           session built once (its start time is reported, not counted), with a fresh
+                           checkpoint and a fresh DuckDB file per run. events/s = N / wall seconds of the
+                           call. Every run must put exactly N events into service_metrics.
+                reference  the same events written by the generator to JSONL (same seed, scenario and start
+                           time give the same events), aggregated by ONE DuckDB query over read_json_auto:
+                           per service and 60-s window count, errors, avg and quantile_cont p50/p95/p99.
+              Then, once, where the stream's time goes: the same Kafka read, parse and aggregation as static
+              Spark jobs, step by step (`--no-breakdown` skips this).
+
+CPU seconds of this process, the Spark JVM or stream subprocess, the generator, the broker and everything
+else on the machine are recorded per run, so a run that shared the cores with another workload shows it.
+Results go to BENCHMARKS.md.
+
+    .venv/bin/python bench/bench_stream.py [--events N] [--runs R] [--warmup W]
+                                           [--only throughput|freshness|memory] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench_generator import free_port, machine  # bench/ is on sys.path when this script runs
+
+from obslab.broker import LocalBroker, end_offsets
+from obslab.generator.run import RunPlan, generate
+from obslab.settings import Settings, load_settings
+from obslab.store import Store
+
+PHASES = ("freshness", "memory", "throughput")
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 42
+START = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)  # event time of the first preloaded event
+THROUGHPUT_SCENARIO, THROUGHPUT_RATE = "mixed", 1000.0
+TARGET_EVENTS_PER_S = 100_000
+TARGET_RSS_MIB = 1536  # 1.5 GB, read as 1.5 GiB
+LIVE = {
+    # name: scenario, events/s (None = the scenario's), generator seconds, stream seconds
+    "freshness": ("clean", 1000.0, 150, 170),
+    "memory": ("demo", None, 100, 120),
+}
+WARMUP_S = 30  # lag samples from the generator's first 30 s are skipped
+POLL_S = 0.5
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    """A benchmark run did not do what it was asked to; the figures would be meaningless."""
+
+
+def bench_settings(data_dir: Path) -> Settings:
+    """Settings of an isolated lab; every value that changes the measurement is pinned, not read from .env."""
+    port = free_port()
+    controller = free_port()
+    while controller == port:
+        controller = free_port()
+    return load_settings(
+        data_dir=data_dir, duckdb_path=data_dir / "observability.duckdb", kafka_port=port,
+        kafka_controller_port=controller, kafka_bootstrap_servers="", kafka_partitions=3, kafka_heap="512m",
+        kafka_client="confluent-kafka", scenario=THROUGHPUT_SCENARIO, seed=SEED,
+        events_per_second=THROUGHPUT_RATE, backfill_minutes=0.0, spark_master="local[2]",
+        spark_driver_memory="1g", window_seconds=60, watermark_seconds=120, trigger_seconds=5.0,
+        max_offsets_per_trigger=None, checkpoint_name="stream")
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The environment that makes an `obslab` subprocess see exactly these settings (none inherited)."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    for name, value in s.model_dump(mode="json").items():
+        if value is not None:  # complex settings (dicts, lists) are read from the environment as JSON
+            env[name.upper()] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return env
+
+
+# ---------------------------------------------------------------------------- /proc
+
+
+def processes() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, CPU seconds so far, command name) of every process on the machine."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK, comm)
+    return out
+
+
+def tree(root: int | None, procs: dict[int, tuple[int, float, str]]) -> set[int]:
+    """root and all its descendants."""
+    if root is None or root not in procs:
+        return set()
+    found, todo = {root}, [root]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, _, _) in procs.items():
+            if ppid == parent and pid not in found:
+                found.add(pid)
+                todo.append(pid)
+    return found
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0  # exited, or a zombie
+
+
+def cmdline(pid: int, width: int = 70) -> str:
+    """A short command line: the program and its first arguments, without leading options or a classpath."""
+    try:
+        words = [w.decode(errors="replace") for w in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if w]
+    except OSError:
+        return ""
+    if not words:
+        return ""
+    rest, skip = [], False
+    for word in words[1:]:
+        if skip:
+            skip = False
+        elif word in ("-cp", "-classpath"):
+            skip = True
+        elif not (word.startswith("-") and not rest):
+            rest.append(word)
+    return " ".join([Path(words[0]).name, *rest])[:width]
+
+
+def busy_cpu_seconds() -> float:
+    # CPU time the whole machine spent busy (user, nice, system, irq, softirq), from /proc/stat.
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / CLK
+
+
+class Sampler(threading.Thread):
+    """Every `interval` s: CPU seconds of every process in named groups, and RSS summed over one group.
+
+    A group is a function of the process table returning pids (e.g. a process tree). A process counts
+    with the CPU it used since the sampler started (all of it if it started later); a process that
+    exits counts with its last sample, so up to `interval` seconds of its CPU may be missed.
+    """
+
+    def __init__(self, groups: dict, rss_group: str | None = None, interval: float = 1.0):
+        super().__init__(daemon=True)
+        self.groups, self.rss_group, self.interval = dict(groups), rss_group, interval
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+        self.base = {pid: cpu for pid, (_, cpu, _) in processes().items()}
+        self.busy0 = busy_cpu_seconds()
+        self.last: dict[int, float] = {}  # pid -> latest CPU seconds
+        self.member: dict[int, str] = {}  # pid -> group
+        self.peak_rss = 0.0
+        self.peak_detail: dict[str, float] = {}
+        self.rss_samples = 0
+
+    def add(self, name: str, group) -> None:
+        with self._lock:
+            self.groups[name] = group
+
+    def sample(self) -> dict[int, tuple[int, float, str]]:
+        procs = processes()
+        with self._lock:
+            for name, group in self.groups.items():
+                for pid in group(procs):
+                    if pid in procs:
+                        self.member.setdefault(pid, name)
+                        self.last[pid] = procs[pid][1]
+            if self.rss_group is not None:
+                pids = [p for p, g in self.member.items() if g == self.rss_group and p in procs]
+                detail = {f"{procs[p][2]} ({p})": rss_mib(p) for p in pids}
+                total = sum(detail.values())
+                self.rss_samples += 1
+                if total > self.peak_rss:
+                    self.peak_rss, self.peak_detail = total, detail
+        return procs
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.sample()
+
+    def finish(self) -> dict:
+        """CPU seconds per group, `other` (the rest of the machine) and the busiest other processes."""
+        self._halt.set()
+        if self.ident is not None:  # started as a thread (a one-off measure only samples at the end)
+            self.join()
+        procs = self.sample()
+        busy = busy_cpu_seconds() - self.busy0
+        cpu: dict[str, float] = {name: 0.0 for name in self.groups}
+        for pid, name in self.member.items():
+            cpu[name] += self.last[pid] - self.base.get(pid, 0.0)
+        others = sorted(((procs[p][1] - self.base.get(p, 0.0), procs[p][2], p) for p in procs
+                         if p not in self.member), reverse=True)[:3]
+        out = {f"{name}_cpu_s": round(v, 2) for name, v in cpu.items()}
+        out["other_cpu_s"] = round(busy - sum(cpu.values()), 2)
+        out["busiest_others"] = [f"{cmdline(pid) or comm} ({pid}): {sec:.1f} s" for sec, comm, pid in others
+                                 if sec >= 0.05]
+        if self.rss_group is not None:
+            out["peak_rss_mib"] = round(self.peak_rss, 1)
+            out["peak_rss_detail_mib"] = {k: round(v, 1) for k, v in self.peak_detail.items()}
+            out["rss_samples"] = self.rss_samples
+        return out
+
+
+def only(pid: int):
+    return lambda procs: {pid}
+
+
+def tree_of(pid: int | None):
+    return lambda procs: tree(pid, procs)
+
+
+def children_of(pid: int, but: int | None):
+    """The descendants of `pid` (not pid itself) outside the tree of `but`: here, the Spark JVM."""
+    return lambda procs: tree(pid, procs) - {pid} - tree(but, procs)
+
+
+def median_of(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+# ---------------------------------------------------------------------------- live runs
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL, to the session of a subprocess this script started."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def live_run(base: Settings, name: str, broker: LocalBroker) -> dict:
+    """`obslab stream` and `obslab generate` as subprocesses; lag polled from the store, RSS from /proc."""
+    scenario, rate, gen_s, stream_s = LIVE[name]
+    data = base.data_dir / name
+    s = base.model_copy(update={"data_dir": data, "duckdb_path": data / "observability.duckdb",
+                                "scenario": scenario, "events_per_second": rate,
+                                "topic_raw_events": f"raw_{name}", "checkpoint_name": name})
+    data.mkdir(parents=True)
+    LocalBroker(s).ensure_topics()
+    env = settings_env(s)
+    logs = {k: (data / f"{k}.out").open("wb") for k in ("stream", "generate")}
+    errs = {k: (data / f"{k}.err").open("wb") for k in ("stream", "generate")}
+    stream = gen = None
+    sampler = Sampler({"bench": only(os.getpid()), "broker": tree_of(broker.pid())}, rss_group="stream")
+    try:
+        t_launch = time.monotonic()
+        stream = subprocess.Popen([sys.executable, "-m", "obslab.cli", "stream", "--run-for-seconds", str(stream_s),
+                                   "--json"], env=env, cwd=ROOT, stdout=logs["stream"], stderr=errs["stream"],
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        sampler.add("stream", tree_of(stream.pid))
+        sampler.start()
+        # The query has started when Spark wrote the checkpoint's metadata; only then does the generator begin.
+        ready = data / "checkpoints" / name / "spark" / "metadata"
+        while not ready.exists():
+            if stream.poll() is not None or time.monotonic() - t_launch > 180:
+                raise BenchError(f"{name}: the stream did not start: {tail(data / 'stream.err')}")
+            time.sleep(0.1)
+        stream_ready_s = time.monotonic() - t_launch
+        args = ["generate", "--duration", str(gen_s), "--json"] + (["--rate", f"{rate:g}"] if rate else [])
+        gen_started = time.time()
+        gen = subprocess.Popen([sys.executable, "-m", "obslab.cli", *args], env=env, cwd=ROOT,
+                               stdout=logs["generate"], stderr=errs["generate"], stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+        sampler.add("generator", tree_of(gen.pid))
+        store = Store(s.duckdb_path, lock_timeout_s=10)
+        polls: list[tuple[float, float, float]] = []  # (poll time, max_event_time, updated_at), epoch seconds
+        failed_polls = 0
+        tick = time.monotonic()
+        while gen.poll() is None:
+            tick += POLL_S
+            time.sleep(max(0.0, tick - time.monotonic()))
+            try:
+                rows = store.query("SELECT epoch(max_event_time), epoch(updated_at) FROM stream_state")
+            except Exception:  # noqa: BLE001 - no store or no first batch yet
+                failed_polls += 1
+                continue
+            now = time.time()  # when the read returned: a conservative poll time
+            if rows and rows[0][0] is not None:
+                polls.append((now, rows[0][0], rows[0][1]))
+        gen_ended = time.time()
+        if gen.returncode != 0:
+            raise BenchError(f"{name}: the generator failed: {tail(data / 'generate.err')}")
+        stream.wait(timeout=stream_s + 120)
+        if stream.returncode != 0:
+            raise BenchError(f"{name}: the stream failed: {tail(data / 'stream.err')}")
+    finally:
+        stop_process(gen)
+        stop_process(stream)
+        for f in (*logs.values(), *errs.values()):
+            f.close()
+    usage = sampler.finish()
+    generated = json.loads((data / "generate.out").read_text())["run"]
+    report = json.loads((data / "stream.out").read_text())
+    stored, batches = _store_totals(store)
+    kept = [p for p in polls if gen_started + WARMUP_S <= p[0] <= gen_ended]
+    lags = [p[0] - p[1] for p in kept]
+    commits = sorted({(p[2], p[1]) for p in kept})  # distinct commits: (updated_at, max_event_time)
+    return {
+        "scenario": scenario, "events_per_second": rate or generated["events_sent"] / gen_s,
+        "trigger_seconds": s.trigger_seconds, "generator_seconds": gen_s, "stream_seconds": stream_s,
+        "stream_start_to_query_s": round(stream_ready_s, 1),
+        "events_generated": generated["events_acked"], "events_in_store": stored,
+        "stream_events": report["events"], "batches": report["batches"], "dead_letters": report["dead_letters"],
+        "median_events_per_batch": median_of([b for b in batches]),
+        "lag_samples": len(lags), "failed_polls": failed_polls,
+        "lag_p50_s": round(percentile(lags, 50), 2), "lag_p95_s": round(percentile(lags, 95), 2),
+        "lag_min_s": round(min(lags), 2) if lags else None, "lag_max_s": round(max(lags), 2) if lags else None,
+        # How old the newest event of a batch was when the sink wrote it (updated_at is stamped as the
+        # store transaction starts, tens of ms before its commit): the floor of the lag.
+        "lag_at_write_median_s": round(median_of([u - m for u, m in commits]), 2),
+        "meets_lag_target": percentile(lags, 95) <= s.trigger_seconds + 3,
+        "meets_rss_target": usage["peak_rss_mib"] <= TARGET_RSS_MIB,
+        **usage,
+    }
+
+
+def _store_totals(store: Store) -> tuple[int, list[int]]:
+    total = store.query("SELECT coalesce(sum(request_count), 0) FROM service_metrics")[0][0]
+    batches = [r[0] for r in store.query("SELECT events FROM stream_batches ORDER BY batch_id")]
+    return int(total), batches
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no output)"
+
+
+# ---------------------------------------------------------------------------- throughput
+
+
+def preload(s: Settings, n: int, events_file: Path) -> dict:
+    """N events into the topic (max rate) and the same N events into a JSONL file; fails unless both hold N."""
+    topic = s.topic_raw_events
+    before = sum(end_offsets(s, [topic]).get(topic, {}).values())
+    t0 = time.perf_counter()
+    report, _ = generate(RunPlan(max_rate=True, count=n, start=START, store_truth=False), settings=s)
+    publish_s = time.perf_counter() - t0
+    appended = sum(end_offsets(s, [topic]).get(topic, {}).values()) - before
+    t0 = time.perf_counter()
+    file_report, _ = generate(RunPlan(to_file=events_file, count=n, start=START, store_truth=False), settings=s)
+    file_s = time.perf_counter() - t0
+    with events_file.open("rb") as f:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    if not (report.events_acked == appended == file_report.events_sent == lines == n):
+        raise BenchError(f"preload: {report.events_acked} acked, {appended} appended to {topic!r}, "
+                         f"{lines} lines in {events_file}; expected {n} each")
+    if report.event_time_end != file_report.event_time_end or report.run_id != file_report.run_id:
+        raise BenchError("preload: the topic's and the file's events do not span the same event time")
+    return {"events": n, "publish_s": round(publish_s, 1), "file_s": round(file_s, 1),
+            "event_time_span_s": (report.event_time_end - START).total_seconds(),
+            "file_mib": round(events_file.stat().st_size / 2**20, 1)}
+
+
+def reference_sql(events_file: Path, window_seconds: int) -> str:
+    path = str(events_file).replace("'", "''")
+    w = int(window_seconds)
+    return f"""
+        SELECT service, floor(epoch(event_time) / {w}) * {w} AS window_start, count(*) AS request_count,
+               count(*) FILTER (WHERE status_code >= 400) AS error_count, avg(latency_ms) AS avg_latency_ms,
+               quantile_cont(latency_ms, 0.50) AS p50, quantile_cont(latency_ms, 0.95) AS p95,
+               quantile_cont(latency_ms, 0.99) AS p99
+        FROM read_json_auto('{path}')
+        GROUP BY ALL ORDER BY window_start, service"""
+
+
+def run_reference(events_file: Path, s: Settings, n: int, broker_pid: int | None) -> tuple[dict, list[tuple]]:
+    """One DuckDB query over the JSONL file, on a fresh in-memory connection."""
+    import duckdb
+
+    sampler = Sampler({"bench": only(os.getpid()), "broker": tree_of(broker_pid)})
+    con = duckdb.connect()
+    try:
+        t0 = time.perf_counter()
+        rows = con.execute(reference_sql(events_file, s.window_seconds)).fetchall()
+        seconds = time.perf_counter() - t0
+    finally:
+        con.close()
+    counted = sum(r[2] for r in rows)
+    if counted != n:
+        raise BenchError(f"reference: DuckDB counted {counted} events, expected {n}")
+    return {"seconds": round(seconds, 3), "events_per_s": round(n / seconds, 1), "windows": len(rows),
+            **sampler.finish()}, rows
+
+
+class ProgressLog:
+    """Spark's progress report of each micro-batch, by query name (a StreamingQueryListener)."""
+
+    def __init__(self, spark):
+        from pyspark.sql.streaming import StreamingQueryListener
+
+        log = self.progress = []
+
+        class Listener(StreamingQueryListener):
+            def onQueryStarted(self, event): pass
+            def onQueryIdle(self, event): pass
+            def onQueryTerminated(self, event): pass
+
+            def onQueryProgress(self, event):
+                p = event.progress
+                log.append({"name": p.name, "batch": p.batchId, "rows": p.numInputRows,
+                            "duration_ms": dict(p.durationMs)})
+
+        spark.streams.addListener(Listener())
+
+    def of(self, name: str, timeout: float = 10.0) -> list[dict]:
+        # Listener events arrive asynchronously, possibly after the query has stopped.
+        deadline = time.monotonic() + timeout
+        while not [p for p in self.progress if p["name"] == name] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return [p for p in self.progress if p["name"] == name]
+
+
+def run_stream_once(spark, s: Settings, n: int, run_no: int, progress: ProgressLog, broker_pid: int | None) -> dict:
+    """run_stream_job(available_now) over the whole topic with a fresh checkpoint and store."""
+    from obslab.stream.job import run_stream_job
+
+    name = f"throughput-{run_no}"
+    rs = s.model_copy(update={"checkpoint_name": name, "duckdb_path": s.data_dir / f"{name}.duckdb"})
+    store = Store(rs.duckdb_path)
+    own = os.getpid()
+    sampler = Sampler({"bench": only(own), "broker": tree_of(broker_pid),
+                       "spark": children_of(own, but=broker_pid)}, rss_group="spark")
+    sampler.start()
+    t0 = time.perf_counter()
+    report = run_stream_job(rs, available_now=True, publish=False, spark=spark, store=store)
+    seconds = time.perf_counter() - t0
+    usage = sampler.finish()
+    stored, batches = _store_totals(store)
+    if report.counters.events != n or stored != n or report.counters.dead_letters:
+        raise BenchError(f"{name}: the stream counted {report.counters.events} events ({stored} in service_metrics, "
+                         f"{report.counters.dead_letters} dead letters); expected exactly {n}")
+    steps = progress.of(f"obslab_stream_{name}".replace("-", "_"))
+    durations: dict[str, int] = {}
+    for p in steps:
+        for k, v in p["duration_ms"].items():
+            durations[k] = durations.get(k, 0) + v
+    return {"seconds": round(seconds, 2), "events_per_s": round(n / seconds, 1),
+            "job_seconds": round(report.seconds, 2),
+            "batches": report.counters.batches, "store_events": stored, "spark_duration_ms": durations,
+            "spark_jvm_peak_rss_mib": usage.pop("peak_rss_mib"), **{k: v for k, v in usage.items()
+                                                                 if k not in ("peak_rss_detail_mib", "rss_samples")}}
+
+
+def compare(store_path: Path, rows: list[tuple]) -> dict:
+    """The stream's service windows against the DuckDB reference: counts must be equal, percentiles close."""
+    store = Store(store_path)
+    got = {(r[0], r[1]): r[2:] for r in store.query(
+        "SELECT service, epoch(window_start), request_count, error_count, avg_latency_ms, p50_latency_ms, "
+        "p95_latency_ms, p99_latency_ms FROM service_metrics")}
+    want = {(r[0], float(r[1])): r[2:] for r in rows}
+    if set(got) != set(want):
+        raise BenchError(f"the stream has {len(got)} service windows, the reference {len(want)}; they differ")
+    worst = {"avg": 0.0, "p50": 0.0, "p95": 0.0, "p99": 0.0}
+    for key, w in want.items():
+        g = got[key]
+        if (g[0], g[1]) != (w[0], w[1]):
+            raise BenchError(f"window {key}: stream counted {g[0]} events / {g[1]} errors, reference {w[0]} / {w[1]}")
+        for i, k in enumerate(worst, start=2):
+            worst[k] = max(worst[k], abs(g[i] - w[i]) / abs(w[i]))
+    return {"windows": len(want), "counts_equal": True,
+            "max_relative_difference": {k: float(f"{v:.2g}") for k, v in worst.items()}}
+
+
+def breakdown(spark, s: Settings, n: int) -> dict:
+    """Where the stream's time goes: the same Kafka read, parse and aggregation as static Spark jobs."""
+    from pyspark.sql import functions as F
+
+    from obslab.stream.job import aggregate_static
+    from obslab.stream.transform import batch_outcome, parse_events, with_window
+
+    raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", s.kafka_bootstrap_servers)
+           .option("subscribe", s.topic_raw_events).option("startingOffsets", "earliest")
+           .option("endingOffsets", "latest")
+           .option("minPartitions", str(2 * spark.sparkContext.defaultParallelism)).load())
+    store = Store(s.data_dir / "static.duckdb")
+    store.migrate()
+    steps = {
+        "kafka_read": lambda: raw.select(F.sum(F.length("value"))).collect(),
+        "kafka_read_parse": lambda: parse_events(raw).groupBy("reason").count().collect(),
+        "kafka_read_parse_aggregate": lambda: batch_outcome(with_window(parse_events(raw), s.window_seconds)).toArrow(),
+        "whole_batch_with_duckdb_merge": lambda: aggregate_static(spark, raw, s, store),
+    }
+    out = {}
+    for name, step in steps.items():
+        t0 = time.perf_counter()
+        step()
+        out[f"{name}_s"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def throughput(s: Settings, n: int, runs: int, warmup: int, broker: LocalBroker, with_breakdown: bool) -> dict:
+    from obslab.stream.session import build_session
+
+    events_file = s.data_dir / "events.jsonl"
+    loaded = preload(s, n, events_file)
+    print(f"preloaded {n:,} events ({loaded['publish_s']} s to Kafka, {loaded['file_s']} s to "
+          f"{loaded['file_mib']} MiB of JSONL; {loaded['event_time_span_s'] / 60:.1f} min of event time)",
+          file=sys.stderr)
+    t0 = time.perf_counter()
+    spark = build_session(s, app_name="obslab-bench-stream")
+    session_s = time.perf_counter() - t0
+    progress = ProgressLog(spark)
+    stream_runs, ref_runs, check = [], [], None
+    try:
+        # Interleaved, so drift (page cache, JIT, log segment rolls) spreads over both alike. The warm-up
+        # rounds are reported but left out of the medians: the first query of a fresh JVM runs its code
+        # interpreted and compiles it meanwhile (about twice as slow), as a one-shot `--available-now` would.
+        for run_no in range(1, warmup + runs + 1):
+            label = f"warm-up {run_no}/{warmup}" if run_no <= warmup else f"round {run_no - warmup}/{runs}"
+            r = run_stream_once(spark, s, n, run_no, progress, broker.pid())
+            r["warmup"] = run_no <= warmup
+            stream_runs.append(r)
+            print(f"{label} stream   : {r['events_per_s']:>12,.0f} events/s ({r['seconds']:.1f} s; "
+                  f"CPU s: bench {r['bench_cpu_s']:.1f}, Spark JVM {r['spark_cpu_s']:.1f}, "
+                  f"broker {r['broker_cpu_s']:.1f}, other {r['other_cpu_s']:.1f})", file=sys.stderr)
+            ref, rows = run_reference(events_file, s, n, broker.pid())
+            ref["warmup"] = run_no <= warmup
+            ref_runs.append(ref)
+            print(f"{label} reference: {ref['events_per_s']:>12,.0f} events/s ({ref['seconds']:.2f} s; "
+                  f"CPU s: bench {ref['bench_cpu_s']:.1f}, other {ref['other_cpu_s']:.1f})", file=sys.stderr)
+            if check is None:
+                check = compare(s.data_dir / f"throughput-{run_no}.duckdb", rows)
+        parts = breakdown(spark, s, n) if with_breakdown else None
+    finally:
+        spark.stop()
+    med_stream = median_of([r["events_per_s"] for r in stream_runs if not r["warmup"]])
+    med_ref = median_of([r["events_per_s"] for r in ref_runs if not r["warmup"]])
+
+    def stats(all_runs: list[dict]) -> dict:
+        rs = [r for r in all_runs if not r["warmup"]]
+        rates = [r["events_per_s"] for r in rs]
+        keys = [k for k in rs[0] if k.endswith("_cpu_s")]
+        return {"median_events_per_s": round(median_of(rates), 1), "min": min(rates), "max": max(rates),
+                "warmup_events_per_s": [r["events_per_s"] for r in all_runs if r["warmup"]],
+                "median_seconds": median_of([r["seconds"] for r in rs]),
+                **{f"median_{k}": round(median_of([r[k] for r in rs]), 2) for k in keys}, "runs": all_runs}
+
+    return {"preload": loaded, "scenario": THROUGHPUT_SCENARIO, "event_rate": THROUGHPUT_RATE,
+            "spark_session_start_s": round(session_s, 1), "stream": stats(stream_runs), "reference": stats(ref_runs),
+            "ratio_stream_to_reference": round(med_stream / med_ref, 3),
+            "meets_target": med_stream >= TARGET_EVENTS_PER_S,
+            "check_against_reference": check, "breakdown": parts}
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def versions() -> dict:
+    import duckdb
+    import pyspark
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "lib/obslab/stream", "lib/obslab/store.py",
+                            "lib/obslab/generator"], cwd=ROOT, capture_output=True, text=True).stdout
+    return {"pyspark": pyspark.__version__, "duckdb": duckdb.__version__, "git_head": head.strip(),
+            "uncommitted_in_measured_code": [line[3:] for line in dirty.splitlines()]}
+
+
+def text_report(out: dict) -> str:
+    m = out["machine"]
+    lines = [f"{out['date_utc']}  {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM"]
+    if "throughput" in out:
+        t = out["throughput"]
+        lines += [f"throughput: {t['preload']['events']:,} events, Spark session start {t['spark_session_start_s']} s",
+                  "| variant | median events/s | min | max | median s | ratio to DuckDB | warm-up events/s |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        for name, key in (("stream (available_now)", "stream"), ("reference: DuckDB over JSONL", "reference")):
+            v = t[key]
+            ratio = t["ratio_stream_to_reference"] if key == "stream" else 1.0
+            lines.append(f"| {name} | {v['median_events_per_s']:,.0f} | {v['min']:,.0f} | {v['max']:,.0f} | "
+                         f"{v['median_seconds']:.2f} | {ratio:.3f} | "
+                         f"{', '.join(f'{x:,.0f}' for x in v['warmup_events_per_s'])} |")
+        lines.append(f"meets >= {TARGET_EVENTS_PER_S:,} events/s: {t['meets_target']}; breakdown: {t['breakdown']}")
+    for name in ("freshness", "memory"):
+        if name in out:
+            r = out[name]
+            lines.append(f"{name}: {r['events_per_second']:g} events/s ({r['scenario']}), lag p50 {r['lag_p50_s']} s, "
+                         f"p95 {r['lag_p95_s']} s over {r['lag_samples']} polls; peak RSS {r['peak_rss_mib']} MiB; "
+                         f"{r['events_in_store']:,} of {r['events_generated']:,} events in the store")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=2_000_000,
+                        help="events preloaded for throughput (default 2000000)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs of the stream and of DuckDB (default 3)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="stream and DuckDB runs before the timed ones, reported apart (default 1; 0 to skip)")
+    parser.add_argument("--only", choices=PHASES, help="run one benchmark (default: all three)")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the static jobs that show where time goes")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a summary")
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.runs < 1 or args.warmup < 0:
+        parser.error("--events and --runs must be positive")
+
+    # SIGTERM must unwind through the finally blocks, or the broker JVM (its own session) outlives us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = datetime.now(timezone.utc)
+    out: dict = {"benchmark": "stream (issue 4)", "date_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    with tempfile.TemporaryDirectory(prefix="obslab-bench-") as tmp:
+        settings = bench_settings(Path(tmp))
+        broker = LocalBroker(settings)
+        print(f"starting a broker on {settings.kafka_bootstrap_servers} (data in {tmp})", file=sys.stderr)
+        try:
+            broker.start()
+            for phase in PHASES:  # live runs first: the throughput run's Spark JVM lives until this process exits
+                if args.only not in (None, phase):
+                    continue
+                print(f"{phase} ...", file=sys.stderr)
+                if phase == "throughput":
+                    out[phase] = throughput(settings, args.events, args.runs, args.warmup, broker,
+                                            not args.no_breakdown)
+                else:
+                    out[phase] = live_run(settings, phase, broker)
+                    r = out[phase]
+                    print(f"{phase}: lag p50 {r['lag_p50_s']} s, p95 {r['lag_p95_s']} s; peak RSS "
+                          f"{r['peak_rss_mib']} MiB; CPU s: stream {r['stream_cpu_s']}, generator "
+                          f"{r['generator_cpu_s']}, broker {r['broker_cpu_s']}, other {r['other_cpu_s']}",
+                          file=sys.stderr)
+        finally:
+            print(broker.stop(), file=sys.stderr)
+    out["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out["machine"] = {**machine(), **versions()}
+    out["settings"] = {k: getattr(settings, k) for k in ("spark_master", "spark_driver_memory", "window_seconds",
+                                                          "watermark_seconds", "trigger_seconds", "kafka_partitions",
+                                                          "kafka_heap", "kafka_client", "seed")}
+    print(json.dumps(out, indent=2, default=str) if args.json else text_report(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
