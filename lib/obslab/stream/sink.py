@@ -65,10 +65,10 @@ class StreamSink:
 
     def apply(self, parsed, batch_id: int, finalize_all: bool = False) -> list[dict]:
         """Apply one parsed batch; `finalize_all` marks every window final (end of a static input)."""
-        if self._already_applied(batch_id):
+        applied, watermark_before = self._progress(batch_id)
+        if applied:
             self.counters.skipped_replays += 1
             return []
-        watermark_before = self._watermark()
         import pyarrow.compute as pc
         from pyspark.sql import functions as F
 
@@ -84,16 +84,15 @@ class StreamSink:
         self._publish(updated)
         return updated
 
-    def _already_applied(self, batch_id: int) -> bool:
+    def _progress(self, batch_id: int) -> tuple[bool, datetime]:
+        """(was this batch applied already, the watermark before it), in one read of the store."""
         if not self.store.path.exists():
-            return False
-        rows = self.store.query("SELECT 1 FROM stream_batches WHERE query_id = ? AND batch_id = ?",
-                                [self.query_id, batch_id])
-        return bool(rows)
-
-    def _watermark(self) -> datetime:
-        rows = self.store.query("SELECT watermark FROM stream_state WHERE query_id = ?", [self.query_id])
-        return rows[0][0] if rows and rows[0][0] is not None else _NEVER
+            return False, _NEVER
+        with self.store.reader() as con:
+            applied = con.execute("SELECT 1 FROM stream_batches WHERE query_id = ? AND batch_id = ?",
+                                  [self.query_id, batch_id]).fetchall()
+            state = con.execute("SELECT watermark FROM stream_state WHERE query_id = ?", [self.query_id]).fetchall()
+        return bool(applied), state[0][0] if state and state[0][0] is not None else _NEVER
 
     # ------------------------------------------------------------------ the merge
 

@@ -3,7 +3,8 @@
     Kafka rows (topic, partition, offset, value)
       -> parse_events      one row per record: typed event fields + `reason` (NULL when the event is good)
       -> with_window       + window_start, window_end (tumbling, event time)
-      -> window_partials   (service, endpoint, window_start, bucket) -> count, errors, latency_sum
+      -> batch_outcome     good events: (service, endpoint, window_start, bucket) -> count, errors,
+                           latency_sum, max_event_time; bad events: one row each, with their reason
 
 The partials are mergeable: adding the partials of two batches gives the partials of both, so a
 window spread over many micro-batches ends with its full value (`obslab.stream.sink` merges them).
@@ -90,15 +91,6 @@ def latency_bucket(latency: Column) -> Column:
     """Log bucket index of a latency in ms (see GAMMA)."""
     clamped = F.greatest(latency, F.lit(_MIN_LATENCY_MS))
     return F.ceil(F.log(clamped) / F.lit(math.log(GAMMA))).cast("int") - 1
-
-
-def window_partials(good: DataFrame) -> DataFrame:
-    """(service, endpoint, window_start, window_end, bucket) -> count, errors, latency_sum, max_event_time."""
-    return (
-        good.withColumn("bucket", latency_bucket(F.col("latency_ms")))
-        .groupBy("service", "endpoint", "window_start", "window_end", "bucket")
-        .agg(*_partial_aggregates())
-    )
 
 
 def _partial_aggregates() -> list[Column]:
