@@ -12,7 +12,7 @@ from kafka.admin import NewTopic
 
 from obslab.broker import admin_client, consumer
 from obslab.errors import BrokerError
-from obslab.generator.producer import KafkaSink, faults_file_for
+from obslab.generator.producer import ConfluentSink, KafkaSink, faults_file_for
 from obslab.generator.run import RunPlan, generate
 from obslab.generator.scenario import load_scenario
 from obslab.settings import load_settings
@@ -66,10 +66,11 @@ def test_backfill_writes_fault_free_history_before_the_run(tmp_path):
     assert times[0].startswith("2026-03-01T08:55") and times[2999] < "2026-03-01T09:00"  # past timestamps first
 
 
-def test_unreachable_broker_is_a_clear_error_after_bounded_retries():
+@pytest.mark.parametrize("sink", [KafkaSink, ConfluentSink])
+def test_unreachable_broker_is_a_clear_error_after_bounded_retries(sink):
     settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
     with pytest.raises(BrokerError, match=r"cannot reach Kafka at 127\.0\.0\.1:\d+ after 2 attempts.*broker start"):
-        KafkaSink(settings, connect_attempts=2, first_backoff_s=0.1)
+        sink(settings, connect_attempts=2, first_backoff_s=0.1)
 
 
 def _consume_all(settings, topic, expected, timeout_s=60):

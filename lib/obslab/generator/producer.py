@@ -60,7 +60,8 @@ class KafkaSink:
         self.first_error: str | None = None
         options = dict(linger_ms=20, batch_size=256 * 1024, max_block_ms=10_000, bootstrap_timeout_ms=5_000)
         options.update(producer_overrides)
-        self._producer = _connect(lambda: producer(settings, **options), settings, connect_attempts, first_backoff_s)
+        self._producer = _with_retries(lambda: producer(settings, **options), settings, connect_attempts,
+                                       first_backoff_s)
         self._partition = self._partition_per_service()
         self._lock = threading.Lock()
 
@@ -131,24 +132,10 @@ class ConfluentSink:
     def _check_topic(self, settings: Settings, attempts: int, first_backoff_s: float) -> None:
         from confluent_kafka import KafkaException
 
-        delay = first_backoff_s
-        for attempt in range(1, attempts + 1):
-            try:
-                topics = self._producer.list_topics(timeout=5).topics
-            except KafkaException as err:
-                if attempt == attempts:
-                    raise BrokerError(
-                        f"cannot reach Kafka at {settings.kafka_bootstrap_servers} after {attempts} attempts "
-                        f"({err}). Start the local broker with `obslab broker start`, or check "
-                        "KAFKA_BOOTSTRAP_SERVERS. Nothing was sent."
-                    ) from None
-                log.warning("Kafka not reachable (attempt %d/%d); retrying in %.0f s", attempt, attempts, delay)
-                time.sleep(delay)
-                delay *= 2
-                continue
-            if self.topic not in topics:
-                raise BrokerError(f"topic {self.topic!r} does not exist; run `obslab broker start` to create it")
-            return
+        topics = _with_retries(lambda: self._producer.list_topics(timeout=5).topics, settings, attempts,
+                               first_backoff_s, KafkaException)
+        if self.topic not in topics:
+            raise BrokerError(f"topic {self.topic!r} does not exist; run `obslab broker start` to create it")
 
     def _on_delivery(self, err, _msg) -> None:
         if err is not None:
@@ -182,20 +169,21 @@ class ConfluentSink:
         return self.sent - self.failed
 
 
-def _connect(factory, settings: Settings, attempts: int, first_backoff_s: float):
-    """Create a client, retrying with exponential backoff; a clear BrokerError when it never answers."""
-    from kafka.errors import KafkaError
-
+def _with_retries(call, settings: Settings, attempts: int, first_backoff_s: float, errors=None):
+    """Run `call` (reach the brokers), retrying with exponential backoff on the client's errors
+    (kafka-python's by default); a clear BrokerError when the brokers never answer."""
+    if errors is None:
+        from kafka.errors import KafkaError as errors
     delay = first_backoff_s
     for attempt in range(1, attempts + 1):
         try:
-            return factory()
-        except KafkaError as err:
+            return call()
+        except errors as err:
             if attempt == attempts:
                 raise BrokerError(
                     f"cannot reach Kafka at {settings.kafka_bootstrap_servers} after {attempts} attempts "
-                    f"({type(err).__name__}). Start the local broker with `obslab broker start`, or check "
-                    "KAFKA_BOOTSTRAP_SERVERS. Nothing was sent."
+                    f"({type(err).__name__}: {err}). Start the local broker with `obslab broker start`, or "
+                    "check KAFKA_BOOTSTRAP_SERVERS. Nothing was sent."
                 ) from None
             log.warning("Kafka at %s not reachable (attempt %d/%d); retrying in %.0f s",
                         settings.kafka_bootstrap_servers, attempt, attempts, delay)
