@@ -172,7 +172,7 @@ def generate_cmd(
                    + (f"; stopped early: {report.stopped_early}" if report.stopped_early else ""))
         if report.first_error:
             typer.echo(f"first error: {report.first_error}", err=True)
-    raise typer.Exit(code=1 if report.events_failed else 0)
+    raise typer.Exit(code=1 if report.events_failed or (backfill and backfill.events_failed) else 0)
 
 
 # ------------------------------------------------------------------ stream

@@ -324,6 +324,7 @@ def run_stream(
     end = stream.start + timedelta(seconds=duration_s) if duration_s is not None else None
     wall0 = time.monotonic()
     last_progress = wall0
+    sent0, failed0 = sink.sent, sink.failed  # a sink may be shared with an earlier run (backfill)
     open_faults: dict[str, Fault] = {}
     try:
         while not stop.is_set():
@@ -341,7 +342,7 @@ def run_stream(
                 if truth:
                     truth.started(fault)
             sink.send(batch)
-            report.events_sent = sink.sent
+            report.events_sent = sink.sent - sent0
             for fault in batch.ended:
                 open_faults.pop(fault.fault_id, None)
                 if truth:
@@ -362,9 +363,9 @@ def run_stream(
         sink.flush()
         report.event_time_end = t
         report.seconds = time.monotonic() - wall0
-        report.events_sent = sink.sent
-        report.events_failed = sink.failed
-        report.events_acked = sink.acked
+        report.events_sent = sink.sent - sent0
+        report.events_failed = sink.failed - failed0
+        report.events_acked = report.events_sent - report.events_failed
         report.first_error = getattr(sink, "first_error", None)
         # Faults cut short by the end of the run end when the run ended.
         for fault in open_faults.values():

@@ -62,11 +62,8 @@ def generate(plan: RunPlan, settings: Settings | None = None, store=None, stop: 
             history = backfill_stream(stream, s.backfill_minutes)
             backfill = run_stream(history, SimulatedClock(history.start), sink, None,
                                   duration_s=s.backfill_minutes * 60, stop=stop)
-            sink_offset = sink.sent
-        else:
-            sink_offset = 0
         clock = SimulatedClock(start) if simulated else WallClock()
-        report = run_stream(stream, clock, _Offset(sink, sink_offset), truth, duration_s=duration,
+        report = run_stream(stream, clock, sink, truth, duration_s=duration,
                             count=plan.count, stop=stop, progress=progress)
     finally:
         sink.close()
@@ -83,38 +80,6 @@ def per_minute(events_file: Path):
     return (df.groupby(["service", "minute"])
               .agg(requests=("event_id", "size"), error_rate=("error", "mean"), avg_latency_ms=("latency_ms", "mean"))
               .round(3).reset_index())
-
-
-class _Offset:
-    """A sink seen from one run: counts only what this run sent (backfill shares the sink)."""
-
-    def __init__(self, sink, offset: int):
-        self._sink, self._offset = sink, offset
-
-    def send(self, batch) -> None:
-        self._sink.send(batch)
-
-    def flush(self) -> None:
-        self._sink.flush()
-
-    def close(self) -> None:
-        self._sink.close()
-
-    @property
-    def sent(self) -> int:
-        return self._sink.sent - self._offset
-
-    @property
-    def failed(self) -> int:
-        return self._sink.failed
-
-    @property
-    def acked(self) -> int:
-        return self.sent - self.failed
-
-    @property
-    def first_error(self):
-        return getattr(self._sink, "first_error", None)
 
 
 def _next_tick(now: datetime) -> datetime:
