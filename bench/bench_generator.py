@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -67,6 +68,22 @@ def bench_settings(data_dir: Path) -> Settings:
 
 
 # ---------------------------------------------------------------------------- machine
+
+
+@contextmanager
+def bench_broker(make_settings):
+    """A real broker in a temporary data folder, from `make_settings(folder)`; always stopped."""
+    # SIGTERM must unwind through the finally below, or the broker JVM (its own session) outlives us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with tempfile.TemporaryDirectory(prefix="obslab-bench-") as tmp:
+        settings = make_settings(Path(tmp))
+        broker = LocalBroker(settings)
+        print(f"starting a broker on {settings.kafka_bootstrap_servers} (data in {tmp})", file=sys.stderr)
+        try:
+            broker.start()
+            yield settings, broker
+        finally:
+            print(broker.stop(), file=sys.stderr)
 
 
 def machine() -> dict:
@@ -220,30 +237,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.events < 1 or args.runs < 1:
         parser.error("--events and --runs must be positive")
 
-    # SIGTERM must unwind through the finally below, or the broker JVM (its own session) outlives us.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = datetime.now(timezone.utc)
-    with tempfile.TemporaryDirectory(prefix="obslab-bench-") as tmp:
-        settings = bench_settings(Path(tmp))
-        broker = LocalBroker(settings)
-        print(f"starting a broker on {settings.kafka_bootstrap_servers} (data in {tmp})", file=sys.stderr)
-        try:
-            broker.start()
-            value = sample_event(settings)
-            if args.warmup:
-                for variant in VARIANTS:
-                    measure(variant, settings, args.warmup, value, broker.pid())
-            results: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-            # Interleaved, so drift (page cache, JIT, log segment rolls) spreads over all variants alike.
-            for round_no in range(1, args.runs + 1):
-                for variant in VARIANTS:
-                    r = measure(variant, settings, args.events, value, broker.pid())
-                    results[variant].append(r)
-                    print(f"round {round_no}/{args.runs} {variant:>15}: {r['events_per_s']:>10,.0f} events/s "
-                          f"({r['seconds']:.2f} s; CPU s: client {r['client_cpu_s']:.1f}, "
-                          f"broker {r['broker_cpu_s']:.1f}, other {r['other_cpu_s']:.1f})", file=sys.stderr)
-        finally:
-            print(broker.stop(), file=sys.stderr)
+    with bench_broker(bench_settings) as (settings, broker):
+        value = sample_event(settings)
+        if args.warmup:
+            for variant in VARIANTS:
+                measure(variant, settings, args.warmup, value, broker.pid())
+        results: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+        # Interleaved, so drift (page cache, JIT, log segment rolls) spreads over all variants alike.
+        for round_no in range(1, args.runs + 1):
+            for variant in VARIANTS:
+                r = measure(variant, settings, args.events, value, broker.pid())
+                results[variant].append(r)
+                print(f"round {round_no}/{args.runs} {variant:>15}: {r['events_per_s']:>10,.0f} events/s "
+                      f"({r['seconds']:.2f} s; CPU s: client {r['client_cpu_s']:.1f}, "
+                      f"broker {r['broker_cpu_s']:.1f}, other {r['other_cpu_s']:.1f})", file=sys.stderr)
 
     summary = summarize(results)
     out = {"benchmark": "generator throughput (issue 3)", "date_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),

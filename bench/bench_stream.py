@@ -41,13 +41,12 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_generator import free_port, machine  # bench/ is on sys.path when this script runs
+from bench_generator import bench_broker, free_port, machine  # bench/ is on sys.path when this script runs
 
 from obslab.broker import LocalBroker, end_offsets
 from obslab.generator.run import RunPlan, generate
@@ -642,32 +641,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.events < 1 or args.runs < 1 or args.warmup < 0:
         parser.error("--events and --runs must be positive")
 
-    # SIGTERM must unwind through the finally blocks, or the broker JVM (its own session) outlives us.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = datetime.now(timezone.utc)
     out: dict = {"benchmark": "stream (issue 4)", "date_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    with tempfile.TemporaryDirectory(prefix="obslab-bench-") as tmp:
-        settings = bench_settings(Path(tmp))
-        broker = LocalBroker(settings)
-        print(f"starting a broker on {settings.kafka_bootstrap_servers} (data in {tmp})", file=sys.stderr)
-        try:
-            broker.start()
-            for phase in PHASES:  # live runs first: the throughput run's Spark JVM lives until this process exits
-                if args.only not in (None, phase):
-                    continue
-                print(f"{phase} ...", file=sys.stderr)
-                if phase == "throughput":
-                    out[phase] = throughput(settings, args.events, args.runs, args.warmup, broker,
-                                            not args.no_breakdown)
-                else:
-                    out[phase] = live_run(settings, phase, broker)
-                    r = out[phase]
-                    print(f"{phase}: lag p50 {r['lag_p50_s']} s, p95 {r['lag_p95_s']} s; peak RSS "
-                          f"{r['peak_rss_mib']} MiB; CPU s: stream {r['stream_cpu_s']}, generator "
-                          f"{r['generator_cpu_s']}, broker {r['broker_cpu_s']}, other {r['other_cpu_s']}",
-                          file=sys.stderr)
-        finally:
-            print(broker.stop(), file=sys.stderr)
+    with bench_broker(bench_settings) as (settings, broker):
+        for phase in PHASES:  # live runs first: the throughput run's Spark JVM lives until this process exits
+            if args.only not in (None, phase):
+                continue
+            print(f"{phase} ...", file=sys.stderr)
+            if phase == "throughput":
+                out[phase] = throughput(settings, args.events, args.runs, args.warmup, broker,
+                                        not args.no_breakdown)
+            else:
+                out[phase] = live_run(settings, phase, broker)
+                r = out[phase]
+                print(f"{phase}: lag p50 {r['lag_p50_s']} s, p95 {r['lag_p95_s']} s; peak RSS "
+                      f"{r['peak_rss_mib']} MiB; CPU s: stream {r['stream_cpu_s']}, generator "
+                      f"{r['generator_cpu_s']}, broker {r['broker_cpu_s']}, other {r['other_cpu_s']}",
+                      file=sys.stderr)
     out["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     out["machine"] = {**machine(), **versions()}
     out["settings"] = {k: getattr(settings, k) for k in ("spark_master", "spark_driver_memory", "window_seconds",
