@@ -1,3 +1,4 @@
+import os
 import re
 import socket
 import subprocess
@@ -76,11 +77,11 @@ def test_ten_thousand_events_round_trip(broker, lab_settings):
 
 
 @pytest.mark.kafka
-def test_cli_status_lists_topics_with_offsets(broker, lab_settings, monkeypatch):
+def test_cli_status_lists_topics_with_offsets(broker, lab_settings):
     env = {"DATA_DIR": str(lab_settings.data_dir), "KAFKA_PORT": str(lab_settings.kafka_port),
            "KAFKA_CONTROLLER_PORT": str(lab_settings.kafka_controller_port)}
     out = subprocess.run([sys.executable, "-m", "obslab.cli", "broker", "status"],
-                         env={**__import__("os").environ, **env}, capture_output=True, text=True, timeout=120)
+                         env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     for topic in ("raw_events", "aggregated_metrics", "anomalies"):
         assert re.search(rf"^\s+{topic}\s+\d+ messages", out.stdout, re.M), out.stdout
