@@ -84,6 +84,7 @@ class Store:
     def __init__(self, path: Path | str, lock_timeout_s: float = 30.0):
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
+        self._held: duckdb.DuckDBPyConnection | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "Store":
@@ -122,8 +123,25 @@ class Store:
                     log.info("still waiting for %s: %s", self.path, message)
 
     @contextmanager
+    def held(self) -> Iterator["Store"]:
+        """Keep one read-write connection open for many operations: for a store only this process
+        uses (an evaluation's scratch store), where opening the file per operation would dominate."""
+        if self._held is not None:
+            yield self
+            return
+        self._held = self._open(read_only=False)
+        try:
+            yield self
+        finally:
+            self._held.close()
+            self._held = None
+
+    @contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection for one short read; closed on exit."""
+        if self._held is not None:
+            yield self._held
+            return
         con = self._open(read_only=True)
         try:
             yield con
@@ -133,7 +151,7 @@ class Store:
     @contextmanager
     def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection inside one transaction: committed on exit, rolled back on error."""
-        con = self._open(read_only=False)
+        con = self._held or self._open(read_only=False)
         try:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -143,7 +161,8 @@ class Store:
                 raise
             con.execute("COMMIT")
         finally:
-            con.close()
+            if con is not self._held:
+                con.close()
 
     # --------------------------------------------------------------- schema
 
