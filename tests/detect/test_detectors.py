@@ -35,7 +35,7 @@ def test_error_surge_fires_with_evidence():
     assert [a.window_start for a in found] == [T0 + timedelta(minutes=30), T0 + timedelta(minutes=31)]
     a = found[0]
     assert a.detector == "error_surge" and a.metric == "error_rate" and a.kind == "errors"
-    assert a.baseline == pytest.approx(0.02, abs=0.01)  # the median of clean history
+    assert a.baseline == pytest.approx(0.02, abs=0.01)  # the pooled rate of clean history
     assert a.threshold == pytest.approx(3 * a.baseline)
     assert a.request_count == 200 and a.severity in ("high", "critical") and not a.used_partial_window
 
@@ -47,6 +47,17 @@ def test_small_windows_do_not_fire_on_noise():
     assert wilson_lower(2, 10, 3.0) < 0.06 < wilson_lower(60, 200, 3.0)
     # An open window with few requests is not judged at all yet.
     assert error_surge(windows(at={30: {"count": 12, "errors": 12, "final": False}}), CFG) == []
+
+
+def test_a_sparse_series_with_mostly_error_free_windows_is_quiet():
+    # An endpoint with 35 requests a window at ~2 % errors: 16 of 30 windows have no error, so the
+    # median window rate is 0. A baseline built from that median made 3 errors in 34 requests
+    # look like a surge (seen on the live pipeline); the pooled rate (18 / 1050) does not.
+    errors = [0] * 16 + [1] * 10 + [2] * 4
+    at = {m: {"errors": e} for m, e in enumerate(errors)}
+    series = windows(n=31, count=35, at={**at, 30: {"count": 34, "errors": 3}})
+    assert error_surge(series, CFG) == []
+    assert error_surge(windows(n=31, count=35, at={**at, 30: {"count": 34, "errors": 12}}), CFG)
 
 
 def test_baseline_excludes_anomalous_windows():

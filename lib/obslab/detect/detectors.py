@@ -90,7 +90,9 @@ class DetectorConfig:
     burn_threshold: float = 14.4
     burn_short_windows: int = 5
     burn_long_windows: int = 60
-    min_partial_requests: int = 30
+    min_partial_requests: int = 30  # an open window is judged once it holds this many requests
+
+    NEVER = 2**62  # as min_partial_requests: only final windows are judged
 
 
 def severity(ratio: float) -> str:
@@ -120,18 +122,27 @@ def _usable(w: Window, cfg: DetectorConfig) -> bool:
 
 
 def error_surge(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
-    """Error rate above k x baseline, judged by the Wilson lower bound so small windows stay quiet."""
+    """Error rate above k x baseline, judged by the Wilson lower bound so small windows stay quiet.
+
+    The baseline is the pooled rate (errors / requests) of the last clean final windows, not the
+    median of their rates: on a sparse series (an endpoint with a few requests a window) most
+    windows have no error at all, and a median of 0 would make any error look like a surge.
+    """
     out, history = [], []
     for w in series:
         recent = history[-cfg.lookback_windows:]
-        base = median(recent) if len(recent) >= cfg.min_history else cfg.error_rate_prior
+        requests = sum(n for n, _ in recent)
+        if len(recent) >= cfg.min_history and requests > 0:
+            base = sum(e for _, e in recent) / requests
+        else:
+            base = cfg.error_rate_prior
         base = max(base, cfg.error_rate_floor)
         threshold = cfg.error_surge_factor * base
         lower = wilson_lower(w.error_count, w.request_count, cfg.error_confidence_z)
         if _usable(w, cfg) and lower > threshold:
             out.append(_anomaly("error_surge", w, "error_rate", w.error_rate, base, threshold, w.error_rate / threshold))
         elif w.is_final:
-            history.append(w.error_rate)
+            history.append((w.request_count, w.error_count))
     return out
 
 
