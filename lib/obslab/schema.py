@@ -143,7 +143,7 @@ ANOMALIES = Table(
         C("window_end", "timestamp", False),
         C("request_count", "long"),
         C("severity", "string", False, "medium | high | critical"),
-        C("used_partial_window", "bool", False, "true when the window was not final yet"),
+        C("used_partial_window", "bool", False, "true when first raised while its window was still open"),
         C("detected_at", "timestamp", False),
     ),
     key=("anomaly_id",),

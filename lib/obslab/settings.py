@@ -82,6 +82,7 @@ class Settings(BaseSettings):
                                                description="availability SLO per service (JSON) for burn_rate")
     burn_threshold: float = Field(14.4, gt=0, description="burn_rate fires above this burn over the short and long window")
     resolve_after_windows: int = Field(3, ge=1, description="clean windows after which an incident resolves")
+    partial_window_min_requests: int = Field(30, ge=0, description="an open window is judged early once it holds this many requests; 0: final windows only")
     detect_lookback_minutes: int = Field(180, ge=5, description="history the detector reads each run")
     detect_poll_seconds: float = Field(5.0, gt=0, description="pause between runs of continuous detection")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
-from obslab.detect.detectors import DetectorConfig, Window, detect_series
+from obslab.detect.detectors import Anomaly, DetectorConfig, Window, detect_series
 from obslab.detect.incidents import Incident, build_incidents
 from obslab.settings import Settings, get_settings
 
@@ -22,7 +22,8 @@ def config_from(settings: Settings) -> DetectorConfig:
         error_surge_factor=settings.error_surge_factor, error_confidence_z=settings.error_confidence_z,
         latency_sla_ms=dict(settings.latency_sla_ms), latency_spike_factor=settings.latency_spike_factor,
         shift_z=settings.shift_z, slo_availability=dict(settings.slo_availability),
-        burn_threshold=settings.burn_threshold)
+        burn_threshold=settings.burn_threshold,
+        min_partial_requests=settings.partial_window_min_requests or DetectorConfig.NEVER)
 
 
 @dataclass
@@ -53,34 +54,67 @@ def read_series(store, settings: Settings) -> tuple[list[list[Window]], datetime
     return list(series.values()), latest_final
 
 
-def run_detection(store, settings: Settings | None = None) -> DetectReport:
-    """Detect over the lookback period and write anomalies and incidents; re-running changes nothing."""
+_ANOMALY_FIELDS = ("detector, service, endpoint, metric, value, baseline, threshold, window_start, window_end, "
+                   "request_count, severity, used_partial_window")
+
+
+def run_detection(store, settings: Settings | None = None, now: datetime | None = None) -> DetectReport:
+    """Detect over the lookback period and write anomalies and incidents; re-running changes nothing.
+
+    An anomaly once raised stays raised: an early detection on an open window that the full window
+    no longer supports keeps its row (it was reported), and its incident resolves like any other.
+    Its first `detected_at` and `used_partial_window` survive later runs. `now` is the detection
+    time to record (default: the wall clock; evaluation passes simulated time).
+    """
     s = settings or get_settings()
     store.migrate()
     cfg = config_from(s)
     all_series, latest_final = read_series(store, s)
-    anomalies = [a for series in all_series for a in detect_series(series, cfg)]
-    incidents, membership = build_incidents(anomalies, latest_final, s.window_seconds, s.resolve_after_windows)
-    now = datetime.now(timezone.utc)
-    ids = [a.anomaly_id for a in anomalies]
+    found = {a.anomaly_id: a for series in all_series for a in detect_series(series, cfg)}
+    now = now or datetime.now(timezone.utc)
     with store.reader() as con:
-        seen = dict(con.execute("SELECT anomaly_id, detected_at FROM anomalies WHERE list_contains(?, anomaly_id)",
-                                [ids]).fetchall()) if ids else {}
+        newest = con.execute("SELECT max(window_start) FROM service_metrics").fetchall()[0][0]
+        stored = con.execute(f"SELECT {_ANOMALY_FIELDS}, detected_at FROM anomalies WHERE window_start >= ?",
+                             [newest - timedelta(minutes=s.detect_lookback_minutes)]).fetchall() if newest else []
         before = {r[0]: r[1:] for r in con.execute(
             "SELECT incident_id, status, last_anomaly_at, severity, anomaly_count, detectors, endpoints "
             "FROM incidents").fetchall()}
+        still_open = con.execute("SELECT * EXCLUDE (updated_at) FROM incidents WHERE status = 'open'").fetchall()
+    earlier, first_seen = {}, {}
+    for row in stored:
+        a = Anomaly(*row[:-1])
+        earlier[a.anomaly_id] = a
+        first_seen[a.anomaly_id] = (row[-1], a.used_partial_window)  # survive re-runs
+    raised = earlier | found
+    incidents, membership = build_incidents(list(raised.values()), latest_final, s.window_seconds,
+                                            s.resolve_after_windows)
     rows = []
-    for a in anomalies:
+    for a in raised.values():
         row = a.row()
         row["incident_id"] = membership[a.anomaly_id]
-        row["detected_at"] = seen.get(a.anomaly_id, now)  # first detection time survives re-runs
+        if a.anomaly_id in first_seen:
+            row["detected_at"], row["used_partial_window"] = first_seen[a.anomaly_id]
+        else:
+            row["detected_at"] = now
         rows.append(row)
     changed = [i for i in incidents if before.get(i.incident_id) !=
                (i.status, i.last_anomaly_at, i.severity, i.anomaly_count, i.detectors, i.endpoints)]
-    incident_rows = [i.row() | {"updated_at": now} for i in changed]
-    store.upsert_many({"anomalies": rows, "incidents": incident_rows})
+    changed += _aged_out(still_open, {i.incident_id for i in incidents}, s)
+    store.upsert_many({"anomalies": rows, "incidents": [i.row() | {"updated_at": now} for i in changed]})
     windows = sum(len(x) for x in all_series)
-    return DetectReport(windows, len(anomalies), incidents, changed)
+    return DetectReport(windows, len(found), incidents, changed)
+
+
+def _aged_out(still_open: list[tuple], current: set[str], s: Settings) -> list[Incident]:
+    """Open incidents whose anomalies all left the lookback period (the stream was stopped for a
+    long time): nothing can update them any more, so they resolve rather than stay open forever."""
+    gap = timedelta(seconds=s.window_seconds * s.resolve_after_windows)
+    out = []
+    for row in still_open:
+        incident = Incident(*row)
+        if incident.incident_id not in current:
+            out.append(replace(incident, status="resolved", resolved_at=incident.last_anomaly_at + gap))
+    return out
 
 
 def detect_for(store, settings: Settings, seconds: float = 0.0) -> DetectReport:
