@@ -266,7 +266,7 @@ def detect_series_cmd(
     z: float = typer.Option(None, "--z", envvar="SHIFT_Z", help="robust z-score threshold"),
     as_json: bool = typer.Option(False, "--json", help='print {"anomalies": [{"timestamp", "score"}]}'),
 ) -> None:
-    """Run the generic detector on any single metric series; print the anomalous timestamps."""
+    """Run the generic detectors (spike, level shift) on any single metric series; print the anomalous timestamps."""
     from pathlib import Path
 
     from obslab.detect.series import detect_csv
@@ -278,11 +278,50 @@ def detect_series_cmd(
         _fail(err)
     found = [p for p in points if p.anomalous]
     if as_json:
-        typer.echo(json.dumps({"anomalies": [{"timestamp": p.timestamp, "score": p.score} for p in found]}))
+        typer.echo(json.dumps({"anomalies": [{"timestamp": p.timestamp, "score": p.score, "rule": p.rule}
+                                             for p in found]}))
     else:
         for p in found:
-            typer.echo(f"{p.timestamp}  value={p.value:g}  score={p.score:.1f}")
-        typer.echo(f"{len(found)} of {len(points)} points anomalous (robust z > {threshold:g})", err=True)
+            typer.echo(f"{p.timestamp}  {p.rule:<5}  value={p.value:g}  score={p.score:.1f}")
+        typer.echo(f"{len(found)} of {len(points)} points anomalous (spike: robust z > {threshold:g}; "
+                   "shift: where a sustained level change began)", err=True)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    scenario: str = typer.Option(..., "--scenario", help="a shipped scenario name or a path to a YAML file"),
+    seed: int = typer.Option(None, "--seed", help="random seed (default: SEED)"),
+    events_per_second: float = typer.Option(None, "--events-per-second", help="rate (default: the scenario's)"),
+    minutes: float = typer.Option(None, "--minutes", help="simulated length (default: the scenario's)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON (see the README)"),
+) -> None:
+    """Measure detection against the scenario's injected faults: precision, recall, time to detect."""
+    from obslab.detect.evaluate import evaluate
+
+    try:
+        settings = _settings()
+        report = evaluate(scenario, settings, seed=seed, events_per_second=events_per_second, minutes=minutes)
+    except ObslabError as err:
+        _fail(err)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+        return
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.0f} %"
+
+    for f in report.faults:
+        where = f.service + (f" {f.endpoint}" if f.endpoint else "")
+        found = f"detected after {f.ttd_seconds:g} s" if f.detected else "MISSED"
+        typer.echo(f"{f.start:%H:%M:%S}  {f.type:<20} {where:<26} {found}")
+    for i in report.incidents:
+        if not i.matched:
+            typer.echo(f"{i.opened_at:%H:%M:%S}  false incident {i.incident_id}")
+    ttd = report.median_ttd_seconds
+    typer.echo(f"{report.scenario} (seed {report.seed}, {report.events:,} events, {report.duration_seconds / 60:g} "
+               f"min): recall {pct(report.recall)}, precision {pct(report.precision)}, median time to detect "
+               f"{'n/a' if ttd is None else f'{ttd:g} s'}, {report.false_incidents} false incidents "
+               f"({report.false_incidents_per_hour:g}/h); store: {report.store_path}")
 
 
 # ------------------------------------------------------------------ doctor

@@ -80,7 +80,7 @@ class StreamSink:
         partials = outcome.filter(pc.invert(is_dead)).select(PARTIAL_KEYS + ["count", "errors", "latency_sum",
                                                                              "max_event_time"])
         dead = outcome.filter(is_dead).select([f"dead_{k}" for k in DEAD_KEYS]).rename_columns(DEAD_KEYS)
-        updated = self._merge(batch_id, partials, dead, finalize_all)
+        updated = self.merge(batch_id, partials, dead, finalize_all)
         self._publish(updated)
         return updated
 
@@ -96,7 +96,9 @@ class StreamSink:
 
     # ------------------------------------------------------------------ the merge
 
-    def _merge(self, batch_id: int, partials, dead, finalize_all: bool) -> list[dict]:
+    def merge(self, batch_id: int, partials, dead, finalize_all: bool = False) -> list[dict]:
+        """Merge one batch's partials and dead letters (Arrow tables shaped like `batch_outcome`'s
+        two halves) in one transaction; returns the service windows it changed."""
         w = self.settings.window_seconds
         now = datetime.now(timezone.utc)
         with self.store.writer() as con:

@@ -106,16 +106,17 @@ PARTIAL_KEYS = ["service", "endpoint", "window_start", "window_end", "bucket"]
 DEAD_KEYS = ["topic", "kafka_partition", "kafka_offset", "raw_payload", "reason"]
 
 
-def batch_outcome(marked: DataFrame) -> DataFrame:
+def batch_outcome(marked: DataFrame, extra_keys: tuple[str, ...] = ()) -> DataFrame:
     """Partials of the good events and the bad events themselves, in ONE aggregation.
 
     Good rows group by the partial keys (dead-letter keys NULL); each bad row is its own group
     (partial keys NULL). Splitting with a filter instead would let Spark push the filter below the
-    parse and run from_json once per field reference: several times slower.
+    parse and run from_json once per field reference: several times slower. `extra_keys` split the
+    partials further (evaluation splits them by trigger interval to replay micro-batches).
     """
     good = F.col("reason").isNull()
     keys = [F.when(good, latency_bucket(F.col("latency_ms"))).alias("bucket") if k == "bucket"
-            else F.when(good, F.col(k)).alias(k) for k in PARTIAL_KEYS]
+            else F.when(good, F.col(k)).alias(k) for k in [*PARTIAL_KEYS, *extra_keys]]
     keys += [F.when(~good, F.col(k)).alias(f"dead_{k}") for k in DEAD_KEYS]
     return marked.groupBy(*keys).agg(*_partial_aggregates())
 
