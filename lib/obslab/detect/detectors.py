@@ -79,6 +79,7 @@ class DetectorConfig:
     error_surge_factor: float = 3.0
     error_confidence_z: float = 3.0
     error_rate_prior: float = 0.02
+    error_prior_requests: float = 500.0
     error_rate_floor: float = 0.005
     latency_sla_ms: dict = field(default_factory=lambda: {"checkout": 300.0, "payments": 400.0, "search": 150.0})
     latency_spike_factor: float = 2.0
@@ -126,16 +127,18 @@ def error_surge(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
 
     The baseline is the pooled rate (errors / requests) of the last clean final windows, not the
     median of their rates: on a sparse series (an endpoint with a few requests a window) most
-    windows have no error at all, and a median of 0 would make any error look like a surge.
+    windows have no error at all, and a median of 0 would make any error look like a surge. It is
+    shrunk towards the prior rate by `error_prior_requests` pseudo-requests, so a short history
+    that happens to hold almost no error (1 in 400 where 2 % is usual) cannot set the bar at a
+    fraction of normal; with more history the series' own rate takes over.
     """
     out, history = [], []
     for w in series:
         recent = history[-cfg.lookback_windows:]
         requests = sum(n for n, _ in recent)
-        if len(recent) >= cfg.min_history and requests > 0:
-            base = sum(e for _, e in recent) / requests
-        else:
-            base = cfg.error_rate_prior
+        errors = sum(e for _, e in recent)
+        prior = cfg.error_prior_requests
+        base = (errors + cfg.error_rate_prior * prior) / (requests + prior) if requests + prior else cfg.error_rate_prior
         base = max(base, cfg.error_rate_floor)
         threshold = cfg.error_surge_factor * base
         lower = wilson_lower(w.error_count, w.request_count, cfg.error_confidence_z)
