@@ -168,6 +168,9 @@ INCIDENT_SUMMARIES = Table(
         C("tokens", "long"),
         C("prompt_version", "string"),
         C("created_at", "timestamp", False),
+        C("requested_backend", "string", True, "the backend asked for (auto resolved); differs from backend on fallback"),
+        C("attempts", "int", True, "model calls made (a second one after an ungrounded first)"),
+        C("fallback_reason", "string", True, "why the template text was stored instead of the model's"),
     ),
     key=("incident_id", "facts_hash"),
     doc="The narrator's explanation of one incident, with the facts it was given.",
@@ -238,6 +241,19 @@ INCIDENTS = Table(
     doc="Anomalies of one service and kind merged into an incident with a lifecycle.",
 )
 
+STATUS_COUNTS = Table(
+    "status_counts",
+    (
+        C("service", "string", False),
+        C("endpoint", "string", False),
+        C("window_start", "timestamp", False),
+        C("status_code", "int", False, "a failed request's status code (>= 400)"),
+        C("count", "long", False),
+    ),
+    key=("service", "endpoint", "window_start", "status_code"),
+    doc="Failed requests per endpoint, window and status code: the error mix the narrator reports.",
+)
+
 # ---------------------------------------------------------------- stream state (see obslab.stream.sink)
 
 LATENCY_HISTOGRAMS = Table(
@@ -293,6 +309,7 @@ TABLES: dict[str, Table] = {
         STREAM_BATCHES,
         STREAM_STATE,
         INCIDENTS,
+        STATUS_COUNTS,
     )
 }
 

@@ -58,10 +58,22 @@ def _migration_3() -> list[str]:
     return [INCIDENTS.ddl()]
 
 
+def _migration_4() -> list[str]:
+    from obslab.schema import STATUS_COUNTS
+
+    return [
+        STATUS_COUNTS.ddl(),
+        "ALTER TABLE incident_summaries ADD COLUMN IF NOT EXISTS requested_backend VARCHAR",
+        "ALTER TABLE incident_summaries ADD COLUMN IF NOT EXISTS attempts INTEGER",
+        "ALTER TABLE incident_summaries ADD COLUMN IF NOT EXISTS fallback_reason VARCHAR",
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, Any]] = [
     (1, "create the lab tables", _migration_1),
     (2, "stream state: latency histograms, applied batches, watermark", _migration_2),
     (3, "incidents", _migration_3),
+    (4, "narrator: status_counts (error mix), provenance of summaries", _migration_4),
 ]
 
 

@@ -7,6 +7,7 @@ import sys
 import time
 from datetime import timedelta
 
+import pandas as pd
 import pytest
 from kafka import TopicPartition
 
@@ -65,6 +66,12 @@ def test_a_window_split_over_three_batches_ends_with_its_full_value(spark, broke
     assert [r[:3] + tuple(round(v, 6) for v in r[3:]) for r in split] == \
            [r[:3] + tuple(round(v, 6) for v in r[3:]) for r in once]
     assert not any(store.query("SELECT is_final FROM service_metrics")[0])  # no later data: still open
+    # The error mix: failed requests per endpoint, window and status code, merged over the batches.
+    events = pd.DataFrame([json.loads(line) for line in lines])
+    failed = events[events.status_code >= 400]
+    want = sorted((s, e, int(c), int(n)) for (s, e, c), n in failed.groupby(["service", "endpoint", "status_code"]).size().items())
+    got = sorted(tuple(r) for r in store.query("SELECT service, endpoint, status_code, sum(count) FROM status_counts GROUP BY ALL"))
+    assert got == want and len(want) > 3
 
 
 @pytest.mark.kafka

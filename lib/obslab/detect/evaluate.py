@@ -176,11 +176,10 @@ def evaluate(scenario: str | Path, settings: Settings | None = None, seed: int |
 
 def _interval_partials(spark, events_file: Path, s: Settings):
     """(partials with an `interval` column, dead letters) of the events, by the stream's transform."""
-    import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
     from obslab.stream.session import build_session
-    from obslab.stream.transform import DEAD_KEYS, PARTIAL_KEYS, batch_outcome, parse_events, with_window
+    from obslab.stream.transform import batch_outcome, parse_events, split_outcome, with_window
 
     spark = spark or build_session(s, app_name="obslab-evaluate")
     raw = spark.read.text(str(events_file)).select(
@@ -189,13 +188,8 @@ def _interval_partials(spark, events_file: Path, s: Settings):
     framed = with_window(parse_events(raw), s.window_seconds)
     trigger_micros = int(round(s.trigger_seconds * 1_000_000))
     framed = framed.withColumn("interval", F.floor(F.unix_micros("event_time") / F.lit(trigger_micros)))
-    outcome = batch_outcome(framed, extra_keys=("interval",)).toArrow()
-    is_dead = pc.is_valid(outcome["dead_reason"])
-    partials = outcome.filter(pc.invert(is_dead)).select(
-        [*PARTIAL_KEYS, "interval", "count", "errors", "latency_sum", "max_event_time"])
-    partials = partials.sort_by("interval")
-    dead = outcome.filter(is_dead).select([f"dead_{k}" for k in DEAD_KEYS]).rename_columns(DEAD_KEYS)
-    return partials, dead
+    partials, dead = split_outcome(batch_outcome(framed, extra_keys=("interval",)).toArrow(), ("interval",))
+    return partials.sort_by("interval"), dead
 
 
 def _replay(store, s: Settings, partials, dead) -> None:

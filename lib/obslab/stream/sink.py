@@ -9,6 +9,7 @@ before the commit re-applies the batch, a crash after it skips the replay: every
 Per batch, in one transaction:
     dead letters (malformed + late)       -> dead_letter_events      (insert, ignore duplicates)
     partials (endpoint, window, bucket)   -> latency_histograms       (counts added)
+    failed requests by status code        -> status_counts            (counts added)
                                           -> endpoint_metrics sums    (counts and latency sum added)
     touched windows                       -> endpoint_metrics, service_metrics recomputed (rates, avg, pXX)
     watermark = max event time - WATERMARK_SECONDS; windows ending at or before it become final
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from obslab.settings import Settings
-from obslab.stream.transform import DEAD_KEYS, GAMMA, PARTIAL_KEYS, batch_outcome, with_window
+from obslab.stream.transform import GAMMA, batch_outcome, split_outcome, with_window
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +70,12 @@ class StreamSink:
         if applied:
             self.counters.skipped_replays += 1
             return []
-        import pyarrow.compute as pc
         from pyspark.sql import functions as F
 
         framed = with_window(parsed, self.settings.window_seconds)
         late = F.col("reason").isNull() & (F.col("window_end") <= F.lit(watermark_before))
         marked = framed.withColumn("reason", F.when(late, F.lit("late")).otherwise(F.col("reason")))
-        outcome = batch_outcome(marked).toArrow()  # one pass over the batch
-        is_dead = pc.is_valid(outcome["dead_reason"])
-        partials = outcome.filter(pc.invert(is_dead)).select(PARTIAL_KEYS + ["count", "errors", "latency_sum",
-                                                                             "max_event_time"])
-        dead = outcome.filter(is_dead).select([f"dead_{k}" for k in DEAD_KEYS]).rename_columns(DEAD_KEYS)
+        partials, dead = split_outcome(batch_outcome(marked).toArrow())  # one pass over the batch
         updated = self.merge(batch_id, partials, dead, finalize_all)
         self._publish(updated)
         return updated
@@ -112,6 +108,12 @@ class StreamSink:
                 con.execute(
                     "INSERT OR IGNORE INTO dead_letter_events "
                     "SELECT topic, kafka_partition, kafka_offset, raw_payload, reason, ? FROM batch_dead", [now])
+                con.execute("""
+                    INSERT INTO status_counts
+                    SELECT service, endpoint, window_start, error_code, sum(count) FROM batch_partials
+                    WHERE error_code IS NOT NULL GROUP BY ALL
+                    ON CONFLICT (service, endpoint, window_start, status_code)
+                    DO UPDATE SET count = status_counts.count + excluded.count""")
                 con.execute("""
                     INSERT INTO latency_histograms
                     SELECT service, endpoint, window_start, bucket, sum(count) FROM batch_partials GROUP BY ALL

@@ -3,8 +3,8 @@
     Kafka rows (topic, partition, offset, value)
       -> parse_events      one row per record: typed event fields + `reason` (NULL when the event is good)
       -> with_window       + window_start, window_end (tumbling, event time)
-      -> batch_outcome     good events: (service, endpoint, window_start, bucket) -> count, errors,
-                           latency_sum, max_event_time; bad events: one row each, with their reason
+      -> batch_outcome     good events: (service, endpoint, window_start, bucket, error_code) -> count,
+                           errors, latency_sum, max_event_time; bad events: one row each, with their reason
 
 The partials are mergeable: adding the partials of two batches gives the partials of both, so a
 window spread over many micro-batches ends with its full value (`obslab.stream.sink` merges them).
@@ -102,7 +102,9 @@ def _partial_aggregates() -> list[Column]:
     ]
 
 
-PARTIAL_KEYS = ["service", "endpoint", "window_start", "window_end", "bucket"]
+# error_code: the status code of failed requests (>= 400), NULL for the rest, so the error mix per
+# window comes out of the same aggregation at the cost of a few extra rows (errors are rare).
+PARTIAL_KEYS = ["service", "endpoint", "window_start", "window_end", "bucket", "error_code"]
 DEAD_KEYS = ["topic", "kafka_partition", "kafka_offset", "raw_payload", "reason"]
 
 
@@ -115,10 +117,22 @@ def batch_outcome(marked: DataFrame, extra_keys: tuple[str, ...] = ()) -> DataFr
     partials further (evaluation splits them by trigger interval to replay micro-batches).
     """
     good = F.col("reason").isNull()
-    keys = [F.when(good, latency_bucket(F.col("latency_ms"))).alias("bucket") if k == "bucket"
-            else F.when(good, F.col(k)).alias(k) for k in [*PARTIAL_KEYS, *extra_keys]]
+    special = {"bucket": latency_bucket(F.col("latency_ms")),
+               "error_code": F.when(F.col("status_code") >= 400, F.col("status_code"))}
+    keys = [F.when(good, special.get(k, F.col(k))).alias(k) for k in [*PARTIAL_KEYS, *extra_keys]]
     keys += [F.when(~good, F.col(k)).alias(f"dead_{k}") for k in DEAD_KEYS]
     return marked.groupBy(*keys).agg(*_partial_aggregates())
+
+
+def split_outcome(outcome, extra_keys: tuple[str, ...] = ()):
+    """`batch_outcome` collected as Arrow -> (partials, dead letters), the two tables the sink merges."""
+    import pyarrow.compute as pc
+
+    is_dead = pc.is_valid(outcome["dead_reason"])
+    partials = outcome.filter(pc.invert(is_dead)).select(
+        [*PARTIAL_KEYS, *extra_keys, "count", "errors", "latency_sum", "max_event_time"])
+    dead = outcome.filter(is_dead).select([f"dead_{k}" for k in DEAD_KEYS]).rename_columns(DEAD_KEYS)
+    return partials, dead
 
 
 def bucket_value(bucket: int) -> float:
