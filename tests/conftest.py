@@ -36,3 +36,22 @@ def spark(lab_settings):
 @pytest.fixture()
 def store_path(tmp_path) -> Path:
     return tmp_path / "observability.duckdb"
+
+
+@pytest.fixture(scope="session")
+def evaluated(spark, tmp_path_factory):
+    """`evaluated(name)`: the evaluation of a shipped scenario (default settings, seed 42), run once
+    per test run; its scratch store holds windows, anomalies, incidents and the ground truth."""
+    from obslab.detect.evaluate import evaluate
+    from obslab.settings import load_settings
+
+    settings = load_settings(data_dir=tmp_path_factory.mktemp("evaluated"))
+    cache: dict = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = evaluate(name, settings, spark=spark)
+        return cache[name]
+
+    get.settings = settings
+    return get

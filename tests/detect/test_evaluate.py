@@ -20,9 +20,8 @@ def _ttd_target(settings) -> float:
 
 
 @pytest.fixture(scope="module")
-def fault_reports(spark, tmp_path_factory):
-    settings = load_settings(data_dir=tmp_path_factory.mktemp("evaluate"))
-    return settings, {name: evaluate(name, settings, spark=spark) for name in ("demo", "workshop", "mixed")}
+def fault_reports(evaluated):
+    return evaluated.settings, {name: evaluated(name) for name in ("demo", "workshop", "mixed")}
 
 
 @pytest.mark.parametrize("name", ["demo", "workshop", "mixed"])
