@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 .PHONY: setup test test-fast broker-start broker-stop lab clean-data help
 
 help:
-	@echo "make setup       create .venv from requirements.lock, register the 'obslab' kernel, fetch Kafka/Spark jars"
+	@echo "make setup       create .venv from requirements.lock (builds llama-cpp-python once), register the kernel, fetch Kafka/Spark jars, assemble the model"
 	@echo "make test        every test, against a real Kafka broker, Spark and DuckDB (what CI runs)"
 	@echo "make test-fast   the tests that need no broker, Spark or notebook run (under a minute)"
 	@echo "make lab         JupyterLab on 127.0.0.1:8888"

