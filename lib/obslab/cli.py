@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import datetime
 
 import typer
 
@@ -285,6 +286,47 @@ def detect_series_cmd(
             typer.echo(f"{p.timestamp}  {p.rule:<5}  value={p.value:g}  score={p.score:.1f}")
         typer.echo(f"{len(found)} of {len(points)} points anomalous (spike: robust z > {threshold:g}; "
                    "shift: where a sustained level change began)", err=True)
+
+
+@app.command("narrate")
+def narrate_cmd(
+    once: bool = typer.Option(False, "--once", help="one pass over the pending incidents, then exit"),
+    backend: str = typer.Option(None, "--backend", envvar="NARRATOR_BACKEND", help="auto | ollama | llamacpp | template"),
+    limit: int = typer.Option(None, "--limit", help="at most this many incidents per pass"),
+    as_json: bool = typer.Option(False, "--json", help="print each stored summary as JSON"),
+) -> None:
+    """Explain new or changed incidents in plain words (local model or template), grounded in the facts."""
+    import signal
+    import threading
+
+    from obslab.narrate.backends import make_backend
+    from obslab.narrate.run import narrate_pending
+    from obslab.store import Store
+
+    try:
+        settings = _settings(narrator_backend=backend)
+        store = Store.from_settings(settings)
+        chosen, why = make_backend(settings)
+    except (ObslabError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"narrator backend: {why}", err=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while True:
+        try:
+            done = narrate_pending(store, chosen, settings, limit)
+        except ObslabError as err:
+            _fail(err)
+        for n in done:
+            r = n.row
+            if as_json:
+                typer.echo(json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()}))
+            else:
+                mark = "" if r["fallback_reason"] is None else f"  [template: {r['fallback_reason']}]"
+                typer.echo(f"{r['incident_id']} ({r['backend']}, {r['latency_ms']:.0f} ms): {r['summary']}{mark}")
+        if once or stop.wait(settings.narrate_poll_seconds):
+            break
 
 
 @app.command("evaluate")

@@ -86,6 +86,18 @@ class Settings(BaseSettings):
     detect_lookback_minutes: int = Field(180, ge=5, description="history the detector reads each run")
     detect_poll_seconds: float = Field(5.0, gt=0, description="pause between runs of continuous detection")
 
+    # --- narrator
+    narrator_backend: Literal["auto", "ollama", "llamacpp", "template"] = Field(
+        "auto", description="auto: ollama if it answers with the model, else the embedded llamacpp, else template")
+    ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server for the ollama backend")
+    ollama_model: str = Field("phi", description="Ollama model name")
+    llm_model_path: Path | None = Field(None, description="GGUF model of the llamacpp backend; default: CACHE_DIR/models/gemma-3-270m-q4_k_m.gguf")
+    llm_threads: int = Field(2, ge=1, description="CPU threads of the embedded model")
+    narrate_max_tokens: int = Field(96, ge=8, le=1024, description="longest generated summary, in tokens")
+    narrate_temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature (0: greedy, repeatable)")
+    narrate_timeout_seconds: float = Field(30.0, gt=0, description="a narration slower than this falls back to the template")
+    narrate_poll_seconds: float = Field(5.0, gt=0, description="pause between runs of the continuous narrator")
+
     # --- store
     store_lock_timeout_seconds: float = Field(30.0, gt=0, description="how long to retry when another process holds the DuckDB file")
 
@@ -96,7 +108,7 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value.strip()
 
-    @field_validator("data_dir", "cache_dir", "duckdb_path")
+    @field_validator("data_dir", "cache_dir", "duckdb_path", "llm_model_path")
     @classmethod
     def _anchor_relative_paths(cls, value: Path | None) -> Path | None:
         # Relative paths mean the project's, wherever a notebook or DAG happens to run.
@@ -108,6 +120,8 @@ class Settings(BaseSettings):
     def _derive(self) -> "Settings":
         if self.duckdb_path is None:
             self.duckdb_path = self.data_dir / "observability.duckdb"
+        if self.llm_model_path is None:
+            self.llm_model_path = self.cache_dir / "models" / "gemma-3-270m-q4_k_m.gguf"
         if not self.kafka_bootstrap_servers:
             self.kafka_bootstrap_servers = f"{self.kafka_host}:{self.kafka_port}"
         if self.kafka_port == self.kafka_controller_port:

@@ -1,0 +1,1 @@
+"""The incident narrator: facts from the store, a local model (or rules), a grounding check."""
