@@ -227,9 +227,6 @@ def detect_cmd(
     as_json: bool = typer.Option(False, "--json", help="print each run's report as JSON"),
 ) -> None:
     """Find anomalies in the stored windows and group them into incidents (idempotent)."""
-    import signal
-    import threading
-
     from obslab.detect.run import publish_incidents, run_detection
     from obslab.store import Store
 
@@ -238,15 +235,10 @@ def detect_cmd(
         store = Store.from_settings(settings)
     except ObslabError as err:
         _fail(err)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while True:
-        try:
-            report = run_detection(store, settings)
-            published = 0 if no_publish else publish_incidents(settings, report.changed)
-        except ObslabError as err:
-            _fail(err)
+
+    def step() -> None:
+        report = run_detection(store, settings)
+        published = 0 if no_publish else publish_incidents(settings, report.changed)
         opened = sum(1 for i in report.incidents if i.status == "open")
         if as_json:
             typer.echo(json.dumps({"windows": report.windows, "anomalies": report.anomalies,
@@ -255,7 +247,24 @@ def detect_cmd(
         else:
             typer.echo(f"{report.windows} windows, {report.anomalies} anomalies, {len(report.incidents)} incidents "
                        f"({opened} open), {len(report.changed)} new or updated")
-        if once or stop.wait(settings.detect_poll_seconds):
+
+    _repeat(step, once, settings.detect_poll_seconds)
+
+
+def _repeat(step, once: bool, poll_seconds: float) -> None:
+    """Run `step` once, or every `poll_seconds` until SIGINT or SIGTERM; an ObslabError ends with its message."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while True:
+        try:
+            step()
+        except ObslabError as err:
+            _fail(err)
+        if once or stop.wait(poll_seconds):
             break
 
 
@@ -296,9 +305,6 @@ def narrate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print each stored summary as JSON"),
 ) -> None:
     """Explain new or changed incidents in plain words (local model or template), grounded in the facts."""
-    import signal
-    import threading
-
     from obslab.narrate.backends import make_backend
     from obslab.narrate.run import narrate_pending
     from obslab.store import Store
@@ -310,23 +316,17 @@ def narrate_cmd(
     except (ObslabError, ValueError) as err:
         _fail(err)
     typer.echo(f"narrator backend: {why}", err=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while True:
-        try:
-            done = narrate_pending(store, chosen, settings, limit)
-        except ObslabError as err:
-            _fail(err)
-        for n in done:
+
+    def step() -> None:
+        for n in narrate_pending(store, chosen, settings, limit):
             r = n.row
             if as_json:
                 typer.echo(json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()}))
             else:
                 mark = "" if r["fallback_reason"] is None else f"  [template: {r['fallback_reason']}]"
                 typer.echo(f"{r['incident_id']} ({r['backend']}, {r['latency_ms']:.0f} ms): {r['summary']}{mark}")
-        if once or stop.wait(settings.narrate_poll_seconds):
-            break
+
+    _repeat(step, once, settings.narrate_poll_seconds)
 
 
 @app.command("evaluate")

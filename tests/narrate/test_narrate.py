@@ -71,3 +71,19 @@ def test_the_embedded_model_narrates_the_shipped_incidents_grounded(evaluated, t
     record_property("narration_latency_ms_p50", statistics.median(latencies))
     print(f"\nembedded model: {len(by_model)} of {len(rows)} narratives grounded on its own; "
           f"median latency {statistics.median(latencies):.0f} ms")
+
+
+def test_cli_narrates_once_and_says_which_backend(evaluated, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from obslab.cli import app
+
+    store = _copy(evaluated("demo"), tmp_path)
+    monkeypatch.setenv("DUCKDB_PATH", str(store.path))
+    result = CliRunner().invoke(app, ["narrate", "--once", "--backend", "template", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == len(evaluated("demo").incidents) and all(r["backend"] == "template" for r in rows)
+    assert "narrator backend: template: asked for" in result.output
+    again = CliRunner().invoke(app, ["narrate", "--once", "--backend", "template", "--json"])
+    assert again.exit_code == 0 and not [line for line in again.stdout.splitlines() if line.startswith("{")]

@@ -91,19 +91,19 @@ def render_facts(facts: dict) -> str:
              f"time: {facts['start']} to {facts['end']} UTC ({facts['duration_minutes']} min)"]
     signal = facts.get("signal")
     if signal:
-        lines.append(f"signal: {signal['label']} {_num(signal['value'])}{signal['unit']}, usually "
-                     f"{_num(signal['baseline'])}{signal['unit']} ({_num(signal['ratio'])} times), "
-                     f"threshold {_num(signal['threshold'])}{signal['unit']}")
+        lines.append(f"signal: {signal['label']} {shown(signal['value'])}{signal['unit']}, usually "
+                     f"{shown(signal['baseline'])}{signal['unit']} ({shown(signal['ratio'])} times), "
+                     f"threshold {shown(signal['threshold'])}{signal['unit']}")
     lines.append(f"requests: {facts['requests']} ({facts['requests_per_minute']} per minute, usually "
-                 f"{_num(facts['before']['requests_per_minute'])})")
-    lines.append(f"errors: {_num(facts['error_rate_pct'])}% (usually {_num(facts['before']['error_rate_pct'])}%)")
-    lines.append(f"latency: avg {_num(facts['avg_latency_ms'])} ms, p99 {_num(facts['p99_latency_ms'])} ms "
-                 f"(usually {_num(facts['before']['avg_latency_ms'])} ms and {_num(facts['before']['p99_latency_ms'])} ms)")
+                 f"{shown(facts['before']['requests_per_minute'])})")
+    lines.append(f"errors: {shown(facts['error_rate_pct'])}% (usually {shown(facts['before']['error_rate_pct'])}%)")
+    lines.append(f"latency: avg {shown(facts['avg_latency_ms'])} ms, p99 {shown(facts['p99_latency_ms'])} ms "
+                 f"(usually {shown(facts['before']['avg_latency_ms'])} ms and {shown(facts['before']['p99_latency_ms'])} ms)")
     if facts["status_codes"]:
         lines.append("status codes: " + ", ".join(f"{c['code']} x{c['count']}" for c in facts["status_codes"]))
     for e in facts["top_endpoints"]:
-        lines.append(f"endpoint: {json.dumps(e['endpoint'])[:90]} {e['requests']} requests, "
-                     f"{_num(e['error_rate_pct'])}% errors, avg {_num(e['avg_latency_ms'])} ms")
+        lines.append(f"endpoint: {quoted(e['endpoint'])} {e['requests']} requests, "
+                     f"{shown(e['error_rate_pct'])}% errors, avg {shown(e['avg_latency_ms'])} ms")
     lines.append(f"before: {facts['before']['trend']}")
     lines.append("others: " + ", ".join(f"{o['service']} {o['state']}" for o in facts["other_services"]))
     return "\n".join(lines)
@@ -199,7 +199,14 @@ def _hhmm(t: datetime) -> str:
     return f"{t.astimezone(timezone.utc):%H:%M}"
 
 
-def _num(x) -> str:
+def quoted(name: str) -> str:
+    """A name from the data as the narrator shows it: a JSON string of at most 80 characters, so
+    whatever it says reads as a value, never as prose or prompt text."""
+    return json.dumps(name[:80])
+
+
+def shown(x) -> str:
+    """A fact number as the narrator writes it: whole numbers without '.0', None as 'unknown'."""
     if x is None:
         return "unknown"
     if isinstance(x, float) and x.is_integer():

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 
+from obslab.narrate.facts import quoted, shown
+
 
 PROMPT_VERSION = "fewshot-v4"
 STOP = ["###", "\nFacts:", "\n\n"]
@@ -86,23 +88,23 @@ def prompt_facts(facts: dict) -> str:
              f"time: {facts['start']} to {facts['end']} UTC"]
     kind = facts["kind"]
     if kind == "errors":
-        lines.append(f"errors: {_n(facts['error_rate_pct'])}% of {facts['requests']} requests "
-                     f"(usually {_n(b['error_rate_pct'])}%)")
+        lines.append(f"errors: {shown(facts['error_rate_pct'])}% of {facts['requests']} requests "
+                     f"(usually {shown(b['error_rate_pct'])}%)")
         if facts["status_codes"]:
             lines.append("most failures were: " + " and ".join(f"{c['code']} ({c['count']})"
                                                              for c in facts["status_codes"][:2]))
         if facts["top_endpoints"]:
-            lines.append(f"most affected endpoint: {_q(facts['top_endpoints'][0]['endpoint'])}")
+            lines.append(f"most affected endpoint: {quoted(facts['top_endpoints'][0]['endpoint'])}")
     elif kind == "latency":
-        lines.append(f"latency: avg {_n(facts['avg_latency_ms'])} ms, p99 {_n(facts['p99_latency_ms'])} ms "
-                     f"(usually {_n(b['avg_latency_ms'])} ms and {_n(b['p99_latency_ms'])} ms)")
+        lines.append(f"latency: avg {shown(facts['avg_latency_ms'])} ms, p99 {shown(facts['p99_latency_ms'])} ms "
+                     f"(usually {shown(b['avg_latency_ms'])} ms and {shown(b['p99_latency_ms'])} ms)")
         if facts["top_endpoints"]:
-            lines.append(f"slowest endpoint: {_q(facts['top_endpoints'][0]['endpoint'])}")
+            lines.append(f"slowest endpoint: {quoted(facts['top_endpoints'][0]['endpoint'])}")
         lines.append(f"before: {b['trend']}")
     else:
-        lines.append(f"requests: {facts['requests_per_minute']} per minute (usually {_n(b['requests_per_minute'])})")
-        lines.append(f"errors: {_n(facts['error_rate_pct'])}% (usually {_n(b['error_rate_pct'])}%)")
-        lines.append(f"latency: avg {_n(facts['avg_latency_ms'])} ms (usually {_n(b['avg_latency_ms'])} ms)")
+        lines.append(f"requests: {facts['requests_per_minute']} per minute (usually {shown(b['requests_per_minute'])})")
+        lines.append(f"errors: {shown(facts['error_rate_pct'])}% (usually {shown(b['error_rate_pct'])}%)")
+        lines.append(f"latency: avg {shown(facts['avg_latency_ms'])} ms (usually {shown(b['avg_latency_ms'])} ms)")
     lines.append("others: " + ", ".join(f"{o['service']} {o['state']}" for o in facts["other_services"]))
     return "\n".join(lines)
 
@@ -124,14 +126,6 @@ def summary_start(facts: dict) -> str:
     return facts["service"].capitalize()
 
 
-def _q(name: str) -> str:
-    return json.dumps(name)[:90]
-
-
-def _n(x) -> str:
-    if x is None:
-        return "unknown"
-    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
 
 
 NARRATIVE_SCHEMA = {

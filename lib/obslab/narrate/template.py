@@ -7,14 +7,9 @@ construction (the tests check it with the same grounding check as the models' te
 
 from __future__ import annotations
 
-import json
+from obslab.narrate.facts import quoted as q, shown
 
 MAX_SUMMARY_WORDS = 80
-
-
-def q(name: str) -> str:
-    """A name from the data, quoted (JSON string, cut to 80 characters): shown as data, never as prose."""
-    return json.dumps(name[:80])
 
 
 def title(f: dict) -> str:
@@ -26,19 +21,19 @@ def summary(f: dict) -> str:
     b = f["before"]
     when = f"from {f['start']} to {f['end']} UTC"
     if f["kind"] == "errors":
-        first = (f"{f['service'].capitalize()} failed {_n(f['error_rate_pct'])}% of {f['requests']} requests {when}, "
-                 f"against a usual {_n(b['error_rate_pct'])}%.")
+        first = (f"{f['service'].capitalize()} failed {shown(f['error_rate_pct'])}% of {f['requests']} requests {when}, "
+                 f"against a usual {shown(b['error_rate_pct'])}%.")
         codes = f["status_codes"]
         detail = ("Most failures were " + " and ".join(f"{c['code']} ({c['count']})" for c in codes[:2]) + "."
                   if codes else "")
     elif f["kind"] == "latency":
-        first = (f"{f['service'].capitalize()} slowed down {when}: average latency {_n(f['avg_latency_ms'])} ms and "
-                 f"p99 {_n(f['p99_latency_ms'])} ms, against a usual {_n(b['avg_latency_ms'])} ms and "
-                 f"{_n(b['p99_latency_ms'])} ms.")
+        first = (f"{f['service'].capitalize()} slowed down {when}: average latency {shown(f['avg_latency_ms'])} ms and "
+                 f"p99 {shown(f['p99_latency_ms'])} ms, against a usual {shown(b['avg_latency_ms'])} ms and "
+                 f"{shown(b['p99_latency_ms'])} ms.")
         detail = ""
     else:
         first = (f"{f['service'].capitalize()} received {f['requests_per_minute']} requests per minute {when}, "
-                 f"against a usual {_n(b['requests_per_minute'])}.")
+                 f"against a usual {shown(b['requests_per_minute'])}.")
         detail = ""
     top = f["top_endpoints"]
     where = f"The most affected endpoint was {q(top[0]['endpoint'])}." if top and f["kind"] != "traffic" else ""
@@ -83,13 +78,13 @@ def likely_causes(f: dict) -> list[str]:
 def impact(f: dict) -> str:
     b = f["before"]
     if f["kind"] == "errors":
-        return (f"{_n(f['error_rate_pct'])}% of {f['requests']} requests to {f['service']} failed between "
-                f"{f['start']} and {f['end']} UTC (usually {_n(b['error_rate_pct'])}%).")
+        return (f"{shown(f['error_rate_pct'])}% of {f['requests']} requests to {f['service']} failed between "
+                f"{f['start']} and {f['end']} UTC (usually {shown(b['error_rate_pct'])}%).")
     if f["kind"] == "latency":
-        return (f"Requests to {f['service']} took {_n(f['avg_latency_ms'])} ms on average (p99 "
-                f"{_n(f['p99_latency_ms'])} ms) between {f['start']} and {f['end']} UTC.")
+        return (f"Requests to {f['service']} took {shown(f['avg_latency_ms'])} ms on average (p99 "
+                f"{shown(f['p99_latency_ms'])} ms) between {f['start']} and {f['end']} UTC.")
     return (f"{f['service']} handled {f['requests_per_minute']} requests per minute between {f['start']} and "
-            f"{f['end']} UTC, usually {_n(b['requests_per_minute'])}.")
+            f"{f['end']} UTC, usually {shown(b['requests_per_minute'])}.")
 
 
 def suggested_actions(f: dict) -> list[str]:
@@ -117,11 +112,3 @@ def narrative(f: dict) -> dict:
 def _bounded(text: str, words: int = MAX_SUMMARY_WORDS) -> str:
     parts = text.split()
     return text if len(parts) <= words else " ".join(parts[:words]).rstrip(",;") + " ..."
-
-
-def _n(x) -> str:
-    if x is None:
-        return "unknown"
-    if isinstance(x, float) and x.is_integer():
-        return str(int(x))
-    return str(x)
