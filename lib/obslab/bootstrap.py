@@ -288,6 +288,25 @@ def step_model() -> str:
     return f"assembled {MODEL_FILE.relative_to(ROOT)} ({MODEL_FILE.stat().st_size // 2**20} MiB)"
 
 
+def chromium_binary() -> str | None:
+    """Debian's chromium (the browser test drives it through Playwright), if installed."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def step_browser() -> str:
+    """Debian's chromium for the dashboard's browser test; installed with apt-get when this runs as root."""
+    found = chromium_binary()
+    if found:
+        return f"chromium present: {found}"
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        _run(["apt-get", "update", "-qq"], env=env)
+        _run(["apt-get", "install", "-y", "-qq", "chromium"], env=env)
+        return f"installed chromium: {chromium_binary()}"
+    return ("chromium not found and not installable from here (needs apt-get as root): the browser test "
+            "will fail until it is installed, e.g. `sudo apt-get install chromium`")
+
+
 def step_data_dirs() -> str:
     for sub in ("kafka", "checkpoints", "runs", "logs"):
         (ROOT / "data" / sub).mkdir(parents=True, exist_ok=True)
@@ -304,6 +323,7 @@ STEPS: list[tuple[str, Callable[[], str]]] = [
     ("kafka-jars", step_kafka_jars),
     ("spark-kafka-jars", step_spark_kafka_jars),
     ("model", step_model),
+    ("browser", step_browser),
     ("data-dirs", step_data_dirs),
 ]
 

@@ -1,0 +1,106 @@
+"""What the dashboard shows, as DataFrames read from the store (read-only, one short read each).
+
+    overview(store, services)          per service: last window's rate, error rate, p95/p99, status
+    series(store, services, since)     windows per service (final and open) for the charts
+    incident_list(store, since)        incidents with their newest narrative and its provenance
+    anomaly_list(store, since)         anomalies for the timeline
+    fault_list(store, since)           injected faults (ground truth)
+    health(store)                      freshness, dead letters, the last run of each stage
+
+Status of a service: `incident` while one of its incidents is open, `degraded` when its newest
+window is anomalous without an incident yet, else `healthy`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+
+
+def overview(store, services: list[str]) -> pd.DataFrame:
+    df = store.query_df("""
+        WITH latest AS (
+            SELECT service, max(window_start) AS window_start FROM service_metrics
+            WHERE list_contains(?, service) GROUP BY service)
+        SELECT m.service, m.window_start, m.window_end, m.request_count,
+               m.request_count / (epoch(m.window_end) - epoch(m.window_start)) AS requests_per_second,
+               m.error_rate, m.p95_latency_ms, m.p99_latency_ms, m.is_final,
+               (SELECT count(*) FROM incidents i WHERE i.service = m.service AND i.status = 'open') AS open_incidents,
+               (SELECT count(*) FROM anomalies a WHERE a.service = m.service
+                  AND a.window_start = m.window_start) AS anomalies_now
+        FROM service_metrics m JOIN latest USING (service, window_start)
+        ORDER BY m.service""", [services])
+    df["status"] = [("incident" if o else "degraded" if a else "healthy")
+                    for o, a in zip(df.open_incidents, df.anomalies_now)]
+    return df
+
+
+def series(store, services: list[str], since: datetime) -> pd.DataFrame:
+    df = store.query_df("""
+        SELECT service, window_start, window_end, request_count, error_rate * 100 AS error_rate_pct,
+               avg_latency_ms, p95_latency_ms, p99_latency_ms, is_final
+        FROM service_metrics WHERE list_contains(?, service) AND window_start >= ?
+        ORDER BY service, window_start""", [services, since])
+    df["window"] = df.is_final.map({True: "final", False: "open (partial)"})
+    return df
+
+
+def incident_list(store, services: list[str], since: datetime) -> pd.DataFrame:
+    return store.query_df("""
+        SELECT i.incident_id, i.service, i.kind, i.status, i.severity, i.opened_at, i.last_anomaly_at,
+               i.resolved_at, i.detectors, s.title, s.summary, s.likely_causes, s.impact, s.suggested_actions,
+               s.facts, s.backend, s.model, s.grounded, s.fallback_reason, s.latency_ms
+        FROM incidents i
+        LEFT JOIN (SELECT * FROM incident_summaries QUALIFY row_number() OVER
+                   (PARTITION BY incident_id ORDER BY created_at DESC) = 1) s USING (incident_id)
+        WHERE list_contains(?, i.service) AND i.last_anomaly_at >= ?
+        ORDER BY i.opened_at DESC""", [services, since])
+
+
+def anomaly_list(store, services: list[str], since: datetime) -> pd.DataFrame:
+    return store.query_df("""
+        SELECT service, coalesce(endpoint, '(service)') AS endpoint, detector, metric, severity, window_start,
+               window_end, value, threshold, used_partial_window, incident_id
+        FROM anomalies WHERE list_contains(?, service) AND window_start >= ? ORDER BY window_start""",
+                          [services, since])
+
+
+def fault_list(store, services: list[str], since: datetime) -> pd.DataFrame:
+    return store.query_df("""
+        SELECT fault_type, service, endpoint, start_time, coalesce(end_time, now()) AS end_time, magnitude,
+               end_time IS NULL AS running
+        FROM injected_incidents WHERE list_contains(?, service) AND coalesce(end_time, now()) >= ?
+        ORDER BY start_time""", [services, since])
+
+
+def health(store, now: datetime | None = None) -> dict:
+    """Freshness of the data, dead letters, and when each stage last did something."""
+    now = now or datetime.now(timezone.utc)
+    with store.reader() as con:
+        last_event = con.execute("SELECT max(max_event_time) FROM stream_state").fetchall()[0][0]
+        last_window = con.execute("SELECT max(window_end) FROM service_metrics").fetchall()[0][0]
+        events, dead = con.execute("SELECT coalesce(sum(events), 0), coalesce(sum(dead_letters), 0) "
+                                   "FROM stream_batches").fetchall()[0]
+        stages = {
+            "stream": con.execute("SELECT max(applied_at) FROM stream_batches").fetchall()[0][0],
+            "detect": con.execute("SELECT max(updated_at) FROM incidents").fetchall()[0][0],
+            "narrate": con.execute("SELECT max(created_at) FROM incident_summaries").fetchall()[0][0],
+            "generate": con.execute("SELECT max(start_time) FROM injected_incidents").fetchall()[0][0],
+        }
+        runs = con.execute("SELECT stage, max(coalesce(finished_at, started_at)) FROM pipeline_runs "
+                           "GROUP BY stage").fetchall()
+    for stage, at in runs:
+        stages[stage] = max([t for t in (stages.get(stage), at) if t is not None], default=None)
+    newest = last_event or last_window
+    return {"last_event": newest, "freshness_seconds": (now - newest).total_seconds() if newest else None,
+            "events": int(events), "dead_letters": int(dead),
+            "dead_letter_rate": dead / (events + dead) if events + dead else 0.0,
+            "stages": {k: v for k, v in stages.items()}}
+
+
+def since_for(minutes: int | None, newest: datetime | None) -> datetime:
+    """The start of the time range: the last `minutes` before the newest data (all data when None)."""
+    if minutes is None or newest is None:
+        return datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return newest - timedelta(minutes=minutes)
