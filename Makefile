@@ -3,12 +3,14 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup test test-fast broker-start broker-stop lab clean-data help
+.PHONY: setup test test-fast demo stop status broker-start broker-stop lab clean-data help
 
 help:
 	@echo "make setup       create .venv from requirements.lock (builds llama-cpp-python once), register the kernel, fetch Kafka/Spark jars, assemble the model"
 	@echo "make test        every test, against a real Kafka broker, Spark and DuckDB (what CI runs)"
 	@echo "make test-fast   the tests that need no broker, Spark or notebook run (under a minute)"
+	@echo "make demo        broker, generator, stream, detector, narrator and dashboard (http://127.0.0.1:8501); Ctrl-C stops"
+	@echo "make stop        stop a demo started elsewhere; make status lists its processes"
 	@echo "make lab         JupyterLab on 127.0.0.1:8888"
 	@echo "make broker-start / broker-stop"
 
@@ -17,6 +19,15 @@ setup:
 
 test:
 	$(BIN)/python -m pytest
+
+demo:  # the whole pipeline on this machine; Ctrl-C stops it
+	$(BIN)/obslab demo
+
+stop:
+	$(BIN)/obslab demo-stop
+
+status:
+	$(BIN)/obslab status
 
 test-fast:
 	$(BIN)/python -m pytest tests -m "not kafka and not spark and not slow"

@@ -366,6 +366,78 @@ def evaluate_cmd(
                f"({report.false_incidents_per_hour:g}/h); store: {report.store_path}")
 
 
+# ------------------------------------------------------------------ the demo
+
+@app.command("demo")
+def demo_cmd(
+    scenario: str = typer.Option("demo", "--scenario", help="generator scenario (name or YAML path)"),
+    backfill_minutes: float = typer.Option(10.0, "--backfill-minutes", help="fault-free history first, for baselines"),
+    port: int = typer.Option(8501, "--port", help="dashboard port on 127.0.0.1"),
+    minutes: float = typer.Option(None, "--minutes", help="stop by itself after this long (default: at Ctrl-C)"),
+) -> None:
+    """Start the whole pipeline (broker, generator, stream, detector, narrator, dashboard); Ctrl-C stops it."""
+    import signal
+    import threading
+    import time
+
+    from obslab import demo
+    from obslab.store import Store
+
+    settings = _settings(scenario=scenario)
+    if demo.status(settings) and any(p.running for p in demo.status(settings)):
+        _fail(ObslabError("a demo is already running (see `obslab status`); stop it with `obslab demo-stop`"))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    began = time.time()
+    try:
+        demo.start(settings, env={"SCENARIO": scenario, "BACKFILL_MINUTES": str(backfill_minutes)}, dashboard_port=port)
+    except ObslabError as err:
+        demo.stop(settings)
+        _fail(err)
+    typer.echo(f"dashboard: http://127.0.0.1:{port}   logs: {settings.logs_dir}   stop: Ctrl-C or `obslab demo-stop`")
+    store, announced = Store.from_settings(settings), False
+    try:
+        while not stop.wait(1.0):
+            if not announced:
+                try:
+                    first = demo.first_narration(store, began)
+                except ObslabError:
+                    first = None
+                if first:
+                    typer.echo(f"first incident narrated {first[0]:.0f} s after start: {first[1]}")
+                    announced = True
+            if minutes is not None and time.time() - began > minutes * 60:
+                break
+            if not any(p.running for p in demo.status(settings)):
+                typer.echo("every demo process has exited; see the logs", err=True)
+                break
+    finally:
+        typer.echo(f"stopping: {', '.join(demo.stop(settings)) or 'nothing was running'}; broker stopped")
+
+
+@app.command("demo-stop")
+def demo_stop_cmd() -> None:
+    """Stop a demo started elsewhere (every recorded process, then the broker)."""
+    from obslab import demo
+
+    stopped = demo.stop(_settings())
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}; broker stopped")
+
+
+@app.command("status")
+def status_cmd() -> None:
+    """The demo's processes: running or not, and the last line of each log."""
+    from obslab import demo
+
+    infos = demo.status(_settings())
+    if not infos:
+        typer.echo("no demo process recorded (start one with `make demo`)")
+    for p in infos:
+        state = typer.style("running", fg=typer.colors.GREEN) if p.running else typer.style("exited ", fg=typer.colors.RED)
+        typer.echo(f"{p.name:<10} {state} pid {p.pid:<8} {p.last_line}")
+
+
 # ------------------------------------------------------------------ doctor
 
 @app.command("doctor")
