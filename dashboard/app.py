@@ -43,9 +43,12 @@ with st.sidebar:
                 "(production defaults: 60 s and 5 s), so incidents come and go quickly.")
 
 
-def read_all() -> dict:
+@st.cache_data(ttl=2, show_spinner=False)
+def read_all(path: str, services: list[str], minutes: int | None) -> dict:
+    """Everything one refresh shows; cached for 2 s, so several open tabs cost one read."""
+    store = Store(path, settings.store_lock_timeout_seconds)
     newest = store.query("SELECT max(window_start) FROM service_metrics")[0][0]
-    since = views.since_for(RANGES[range_name], newest)
+    since = views.since_for(minutes, newest)
     return {"overview": views.overview(store, services), "series": views.series(store, services, since),
             "incidents": views.incident_list(store, services, since),
             "anomalies": views.anomaly_list(store, services, since),
@@ -56,7 +59,7 @@ def read_all() -> dict:
 def data() -> dict | None:
     """This refresh's data, or the last data read (marked stale) while the store cannot be read."""
     try:
-        fresh = read_all()
+        fresh = read_all(str(store.path), services, RANGES[range_name])
     except StoreError as err:
         last = st.session_state.get("last_data")
         if last is None:
