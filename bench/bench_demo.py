@@ -80,16 +80,18 @@ def one_run() -> dict:
             browser = pw.chromium.launch(executable_path=chromium_binary(), headless=True, args=["--no-sandbox"])
             page = browser.new_page()
             deadline = time.time() + 360
+            loaded = False
             while time.time() < deadline and visible is None:
                 try:
-                    if page.url == "about:blank":
+                    if not loaded:
                         page.goto(f"http://127.0.0.1:{web}", timeout=5000)
+                        page.wait_for_selector('[data-testid="stMetric"]', timeout=5000)
+                        loaded = True
                     page.get_by_role("tab", name="Incidents").click(timeout=2000)
                     if page.get_by_text("Likely causes").count():
                         visible = time.time() - started
-                except Exception:  # noqa: BLE001 - not up yet: try again
-                    if page.url != "about:blank" and "127.0.0.1" not in page.url:
-                        page.goto("about:blank")
+                except Exception:  # noqa: BLE001 - not up yet (no server, no data): try again
+                    pass
                 time.sleep(2)
             browser.close()
         time.sleep(3)  # a few more memory samples with everything running

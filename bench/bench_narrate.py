@@ -47,6 +47,7 @@ def run(rounds: int) -> dict:
     report = evaluate("mixed", settings)
     store = Store(report.store_path)
     facts = [build_facts(store, i.incident_id, settings.window_seconds) for i in report.incidents]
+    facts.sort(key=lambda f: f["kind"])  # as `obslab narrate` takes them: grouped by kind
     model = LlamaCppBackend(settings.llm_model_path, settings.llm_threads, settings.narrate_max_tokens,
                             settings.narrate_temperature)
     started = time.monotonic()

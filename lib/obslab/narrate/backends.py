@@ -22,7 +22,7 @@ from pathlib import Path
 
 from obslab.errors import MissingDependencyError
 from obslab.narrate import template
-from obslab.narrate.prompts import NARRATIVE_SCHEMA, STOP, chat_messages, fewshot_prefix, fewshot_prompt, summary_start
+from obslab.narrate.prompts import NARRATIVE_SCHEMA, STOP, chat_messages, fewshot_prompt, summary_start
 from obslab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,6 @@ class LlamaCppBackend:
         self.model = self.model_path.name
         self.threads, self.max_tokens, self.temperature = threads, max_tokens, temperature
         self._llm = None
-        self._prefix_states: dict = {}
 
     def _load(self):
         if self._llm is None:
@@ -70,21 +69,12 @@ class LlamaCppBackend:
                               verbose=False)
         return self._llm
 
-    def _restore_prefix(self, llm, kind: str) -> None:
-        """Put the evaluated examples of this kind back into the model's context: only the facts and
-        the summary are then computed (llama.cpp reuses the longest common prefix of a prompt)."""
-        state = self._prefix_states.get(kind)
-        if state is None:
-            llm.reset()
-            llm.eval(llm.tokenize(fewshot_prefix(kind).encode()))
-            state = self._prefix_states[kind] = llm.save_state()
-        else:
-            llm.load_state(state)
-
     def generate(self, facts: dict, attempt: int, deadline: float) -> Generation:
         llm = self._load()
+        # Prompts of one incident kind share their examples: llama.cpp keeps the evaluated prefix of
+        # the previous prompt and computes only what differs. (Saving a state per kind instead costs
+        # ~0.5 GB each in llama-cpp-python, which copies its logits buffer into every state.)
         prompt = fewshot_prompt(facts)
-        self._restore_prefix(llm, facts["kind"])
         stopped = {"deadline": False}
 
         def past_deadline(_ids, _logits) -> bool:

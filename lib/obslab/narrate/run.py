@@ -82,11 +82,12 @@ def compose(facts: dict, backend, settings: Settings) -> Narration:
 
 def pending_incidents(store, limit: int | None = None) -> list[str]:
     """Incidents without a summary, or changed since their newest one; newest first."""
+    # Grouped by kind (newest kind first): consecutive prompts of one kind share the model's cached prefix.
     sql = """
         SELECT i.incident_id FROM incidents i
         LEFT JOIN (SELECT incident_id, max(created_at) AS at FROM incident_summaries GROUP BY 1) s USING (incident_id)
         WHERE s.at IS NULL OR i.updated_at > s.at
-        ORDER BY i.opened_at DESC"""
+        ORDER BY max(i.opened_at) OVER (PARTITION BY i.kind) DESC, i.kind, i.opened_at DESC"""
     rows = store.query(sql + (" LIMIT ?" if limit else ""), [limit] if limit else [])
     return [r[0] for r in rows]
 
