@@ -316,6 +316,11 @@ def narrate_cmd(
     except (ObslabError, ValueError) as err:
         _fail(err)
     typer.echo(f"narrator backend: {why}", err=True)
+    if hasattr(chosen, "warm_up"):
+        try:
+            typer.echo(f"model loaded and warmed up in {chosen.warm_up():.1f} s", err=True)
+        except ObslabError as err:
+            _fail(err)
 
     def step() -> None:
         for n in narrate_pending(store, chosen, settings, limit):

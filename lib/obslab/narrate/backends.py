@@ -22,7 +22,7 @@ from pathlib import Path
 
 from obslab.errors import MissingDependencyError
 from obslab.narrate import template
-from obslab.narrate.prompts import NARRATIVE_SCHEMA, STOP, chat_messages, fewshot_prompt, summary_start
+from obslab.narrate.prompts import NARRATIVE_SCHEMA, STOP, chat_messages, fewshot_prefix, fewshot_prompt, summary_start
 from obslab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,13 @@ class LlamaCppBackend:
             self._llm = Llama(model_path=str(self.model_path), n_ctx=2048, n_threads=self.threads, seed=0,
                               verbose=False)
         return self._llm
+
+    def warm_up(self) -> float:
+        """Load the model and evaluate the first examples now, outside any narration's timeout (the
+        narrator does this at start, before the first incident); returns the seconds it took."""
+        started = time.monotonic()
+        self._load().create_completion(fewshot_prefix("errors"), max_tokens=1)
+        return time.monotonic() - started
 
     def generate(self, facts: dict, attempt: int, deadline: float) -> Generation:
         llm = self._load()

@@ -8,7 +8,9 @@ Per incident that changed since its last summary (or never had one):
     template                              stored instead, with the reason (ungrounded, timeout, error)
 
 A backend that fails, hangs or talks nonsense costs at most NARRATE_TIMEOUT_SECONDS per incident,
-in the narrator's own process: the stream and the detector never wait for it.
+in the narrator's own process: the stream and the detector never wait for it. (`obslab narrate`
+loads and warms up the embedded model before its first pass, outside that timeout: on a busy demo
+machine the first load and prompt took over 30 s once and fell back to the template.)
 """
 
 from __future__ import annotations
