@@ -100,13 +100,13 @@ class LocalBroker:
             return "broker is not running"
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and process_alive(pid):
             time.sleep(0.2)
         how = "stopped"
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
             how = f"did not stop within {STOP_TIMEOUT_S:.0f} s; killed"
-            while _alive(pid):
+            while process_alive(pid):
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
         return f"broker (PID {pid}) {how}"
@@ -117,7 +117,7 @@ class LocalBroker:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        if not _alive(pid):
+        if not process_alive(pid):
             return None
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -268,14 +268,15 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while the process runs; a zombie (exited, not yet reaped) is not running, and is reaped
+    here when it is a child of this process."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie (exited, not yet reaped by its parent) is not a running broker.
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
         if state == "Z":

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from obslab.broker import process_alive
 from obslab.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +89,7 @@ def status(settings: Settings) -> list[ProcessInfo]:
         if log.exists():
             lines = log.read_text(errors="replace").replace("\r", "\n").strip().splitlines()
             last = lines[-1][-200:] if lines else ""
-        out.append(ProcessInfo(name, meta["pid"], meta["command"], log, _alive(meta["pid"]), last))
+        out.append(ProcessInfo(name, meta["pid"], meta["command"], log, process_alive(meta["pid"]), last))
     return out
 
 
@@ -133,20 +134,6 @@ def _reap(pid: int) -> None:
         pass  # started by another process (`obslab demo-stop`): its own parent reaps it
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not running: read its state.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -154,7 +141,7 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return any(_alive(int(p)) for p in _group_members(pgid))
+    return any(process_alive(int(p)) for p in _group_members(pgid))
 
 
 def _group_members(pgid: int) -> list[str]:
