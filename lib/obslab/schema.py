@@ -210,15 +210,49 @@ DEAD_LETTER_EVENTS = Table(
 PIPELINE_RUNS = Table(
     "pipeline_runs",
     (
-        C("run_id", "string", False),
-        C("stage", "string", False, "generate | stream | detect | narrate | quality | retention"),
+        C("run_id", "string", False, "<dag_id>/<dag run id>/<task_id> for a scheduled notebook task"),
+        C("stage", "string", False, "the task: generate | stream | detect | narrate | monitoring | quality"),
         C("started_at", "timestamp", False),
         C("finished_at", "timestamp"),
         C("status", "string", False, "running | ok | failed"),
         C("details", "json"),
+        C("dag_id", "string", True, "Airflow DAG that ran it"),
+        C("dag_run_id", "string", True, "Airflow run id"),
+        C("notebook", "string", True, "the notebook that was run"),
+        C("output_notebook", "string", True, "the executed notebook kept as the record of the run"),
+        C("error", "string", True, "first line of the error when the run failed"),
     ),
     key=("run_id",),
-    doc="One run of one pipeline stage, for the health view.",
+    doc="One run of one scheduled task (an executed notebook), for the dashboard's Runs view.",
+)
+
+HEALTH_CHECKS = Table(
+    "health_checks",
+    (
+        C("run_id", "string", False, "one id per monitoring run"),
+        C("check_name", "string", False, "broker | stream_lag | freshness | dead_letters | detector | narrator | narrator_backend"),
+        C("ok", "bool", False),
+        C("value", "double", True, "what was measured (NULL when it could not be)"),
+        C("bound", "double", True, "the setting it was compared with"),
+        C("message", "string", False, "what was found and, on failure, what to do"),
+        C("checked_at", "timestamp", False),
+    ),
+    key=("run_id", "check_name"),
+    doc="Results of the monitoring checks (obslab health, monitoring DAG), one row per check and run.",
+)
+
+QUALITY_CHECKS = Table(
+    "quality_checks",
+    (
+        C("run_id", "string", False, "one id per data-quality run"),
+        C("check_name", "string", False),
+        C("ok", "bool", False),
+        C("violations", "long", False, "rows (or windows) that break the rule"),
+        C("message", "string", False, "what was found, with examples"),
+        C("checked_at", "timestamp", False),
+    ),
+    key=("run_id", "check_name"),
+    doc="Results of the data-quality validation, one row per rule and run.",
 )
 
 INCIDENTS = Table(
@@ -305,6 +339,8 @@ TABLES: dict[str, Table] = {
         INJECTED_INCIDENTS,
         DEAD_LETTER_EVENTS,
         PIPELINE_RUNS,
+        HEALTH_CHECKS,
+        QUALITY_CHECKS,
         LATENCY_HISTOGRAMS,
         STREAM_BATCHES,
         STREAM_STATE,

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     seed: int = Field(42, description="random seed; the same seed and scenario give the same events")
     events_per_second: float | None = Field(None, gt=0, description="generator rate; default: the scenario's")
     backfill_minutes: float = Field(0.0, ge=0, description="minutes of fault-free history written before a live run")
+    generate_seconds: float = Field(0.0, ge=0, description="seconds of traffic notebooks 01 and 02 generate first (simulated time ending now); the pipeline DAG's generate task runs only when > 0")
+    generate_to: Literal["kafka", "file"] = Field("kafka", description="where notebook 01 sends events: kafka (publish) or file (JSONL under DATA_DIR/runs)")
 
     # --- stream
     window_seconds: int = Field(60, ge=1, le=86_400, description="tumbling event-time window length")
@@ -97,6 +99,14 @@ class Settings(BaseSettings):
     narrate_temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature (0: greedy, repeatable)")
     narrate_timeout_seconds: float = Field(30.0, gt=0, description="a narration slower than this falls back to the template")
     narrate_poll_seconds: float = Field(5.0, gt=0, description="pause between runs of the continuous narrator")
+    narrate_max_incidents: int = Field(10, ge=1, description="at most this many incidents narrated per pass; the rest wait for the next")
+
+    # --- monitoring and data quality (obslab health, the monitoring and data-quality DAGs)
+    health_max_lag_events: int = Field(100_000, ge=0, description="stream lag bound: Kafka end offsets minus the offsets the stream has committed")
+    health_max_freshness_seconds: float = Field(600.0, gt=0, description="newest event in the store must be at most this old")
+    health_max_dead_letter_rate: float = Field(0.01, ge=0, le=1, description="dead letters / events of the stream's batches in the last hour")
+    health_max_stage_age_seconds: float = Field(900.0, gt=0, description="the detector and the narrator must have run within this")
+    retention_days: int = Field(7, ge=1, description="data quality deletes metrics, anomalies, incidents, summaries, dead letters and run records older than this")
 
     # --- store
     store_lock_timeout_seconds: float = Field(30.0, gt=0, description="how long to retry when another process holds the DuckDB file")

@@ -69,11 +69,23 @@ def _migration_4() -> list[str]:
     ]
 
 
+def _migration_5() -> list[str]:
+    from obslab.schema import HEALTH_CHECKS, QUALITY_CHECKS
+
+    return [
+        *(f"ALTER TABLE pipeline_runs ADD COLUMN IF NOT EXISTS {c} VARCHAR"
+          for c in ("dag_id", "dag_run_id", "notebook", "output_notebook", "error")),
+        HEALTH_CHECKS.ddl(),
+        QUALITY_CHECKS.ddl(),
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, Any]] = [
     (1, "create the lab tables", _migration_1),
     (2, "stream state: latency histograms, applied batches, watermark", _migration_2),
     (3, "incidents", _migration_3),
     (4, "narrator: status_counts (error mix), provenance of summaries", _migration_4),
+    (5, "scheduled runs: notebook task records, health checks, data-quality checks", _migration_5),
 ]
 
 
