@@ -3,14 +3,15 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup test test-fast demo stop status broker-start broker-stop lab clean-data help
+.PHONY: setup test test-fast demo stop status airflow broker-start broker-stop lab clean-data help
 
 help:
 	@echo "make setup       create .venv from requirements.lock (builds llama-cpp-python once), register the kernel, fetch Kafka/Spark jars, assemble the model"
 	@echo "make test        every test, against a real Kafka broker, Spark and DuckDB (what CI runs)"
 	@echo "make test-fast   the tests that need no broker, Spark or notebook run (under a minute)"
 	@echo "make demo        broker, generator, stream, detector, narrator and dashboard (http://127.0.0.1:8501); Ctrl-C stops"
-	@echo "make stop        stop a demo started elsewhere; make status lists its processes"
+	@echo "make stop        stop a demo started elsewhere, and the lab's Airflow; make status lists the demo's processes"
+	@echo "make airflow     Airflow 3 with the project's DAGs on http://127.0.0.1:8080 (prints how to log in)"
 	@echo "make lab         JupyterLab on 127.0.0.1:8888"
 	@echo "make broker-start / broker-stop"
 
@@ -25,6 +26,10 @@ demo:  # the whole pipeline on this machine; Ctrl-C stops it
 
 stop:
 	$(BIN)/obslab demo-stop
+	$(BIN)/obslab airflow stop
+
+airflow:  # scheduled notebooks: Airflow on 127.0.0.1, AIRFLOW_HOME in data/airflow; `make stop` stops it
+	$(BIN)/obslab airflow start
 
 status:
 	$(BIN)/obslab status

@@ -301,7 +301,7 @@ def detect_series_cmd(
 def narrate_cmd(
     once: bool = typer.Option(False, "--once", help="one pass over the pending incidents, then exit"),
     backend: str = typer.Option(None, "--backend", envvar="NARRATOR_BACKEND", help="auto | ollama | llamacpp | template"),
-    limit: int = typer.Option(None, "--limit", help="at most this many incidents per pass"),
+    limit: int = typer.Option(None, "--limit", envvar="NARRATE_MAX_INCIDENTS", help="at most this many incidents per pass"),
     as_json: bool = typer.Option(False, "--json", help="print each stored summary as JSON"),
 ) -> None:
     """Explain new or changed incidents in plain words (local model or template), grounded in the facts."""
@@ -310,7 +310,7 @@ def narrate_cmd(
     from obslab.store import Store
 
     try:
-        settings = _settings(narrator_backend=backend)
+        settings = _settings(narrator_backend=backend, narrate_max_incidents=limit)
         store = Store.from_settings(settings)
         chosen, why = make_backend(settings)
     except (ObslabError, ValueError) as err:
@@ -323,7 +323,7 @@ def narrate_cmd(
             _fail(err)
 
     def step() -> None:
-        for n in narrate_pending(store, chosen, settings, limit):
+        for n in narrate_pending(store, chosen, settings, settings.narrate_max_incidents):
             r = n.row
             if as_json:
                 typer.echo(json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()}))
@@ -428,6 +428,56 @@ def demo_stop_cmd() -> None:
 
     stopped = demo.stop(_settings())
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}; broker stopped")
+
+
+# ------------------------------------------------------------------ airflow
+
+airflow_app = typer.Typer(help="The lab's Airflow (scheduled notebooks), on 127.0.0.1 only.", no_args_is_help=True)
+app.add_typer(airflow_app, name="airflow")
+
+
+@airflow_app.command("start")
+def airflow_start(port: int = typer.Option(None, "--port", envvar="AIRFLOW_PORT", help="UI and API port on 127.0.0.1")) -> None:
+    """Start Airflow's API server, scheduler and DAG processor with the project's DAGs; wait until it answers."""
+    from obslab.schedule import server
+
+    try:
+        typer.echo(server.start(_settings(airflow_port=port)))
+    except ObslabError as err:
+        _fail(err)
+
+
+@airflow_app.command("stop")
+def airflow_stop() -> None:
+    """Stop the lab's Airflow processes."""
+    from obslab.schedule import server
+
+    typer.echo(f"stopped: {', '.join(server.stop(_settings())) or 'nothing was running'}")
+
+
+@airflow_app.command("status")
+def airflow_status() -> None:
+    """The lab's Airflow processes, and whether the UI answers. Exit code 1 when it does not."""
+    from obslab.schedule import server
+
+    settings = _settings()
+    for p in server.status(settings):
+        typer.echo(f"{p.name:<22} {'running' if p.running else 'exited '} pid {p.pid:<8} {p.last_line[:100]}")
+    ok = server.answers(settings)
+    typer.echo(f"{server.url(settings)}: {'answers' if ok else 'does not answer'}")
+    raise typer.Exit(code=0 if ok else 1)
+
+
+@airflow_app.command("password")
+def airflow_password() -> None:
+    """Print the admin password Airflow generated at its first start."""
+    from obslab.schedule import server
+
+    settings = _settings()
+    try:
+        typer.echo(server.password(settings))
+    except FileNotFoundError:
+        _fail(ObslabError(f"no password yet at {server.password_file(settings)}: start Airflow once (`make airflow`)"))
 
 
 @app.command("status")

@@ -62,24 +62,25 @@ def start(settings: Settings, env: dict[str, str] | None = None, dashboard_port:
 
     LocalBroker(settings).start()
     Store.from_settings(settings).migrate()
+    return [spawn(settings, name, cmd, env) for name, cmd in commands(settings, dashboard_port).items()]
+
+
+def spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str] | None = None) -> ProcessInfo:
+    """Start one lab process in its own session, output to DATA_DIR/logs/<name>.log, recorded by name."""
     run_dir(settings).mkdir(parents=True, exist_ok=True)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    started = []
-    for name, cmd in commands(settings, dashboard_port).items():
-        log = settings.logs_dir / f"{name}.log"
-        with log.open("a") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        (run_dir(settings) / f"{name}.json").write_text(json.dumps({"pid": proc.pid, "command": cmd,
-                                                                    "log": str(log)}))
-        started.append(ProcessInfo(name, proc.pid, cmd, log, True, ""))
-    return started
+    log = settings.logs_dir / f"{name}.log"
+    with log.open("a") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    (run_dir(settings) / f"{name}.json").write_text(json.dumps({"pid": proc.pid, "command": cmd, "log": str(log)}))
+    return ProcessInfo(name, proc.pid, cmd, log, True, "")
 
 
-def status(settings: Settings) -> list[ProcessInfo]:
-    """Each recorded process of the demo, alive or not, with the last line of its log."""
+def status(settings: Settings, names: tuple[str, ...] = PROCESSES) -> list[ProcessInfo]:
+    """Each recorded process (of the demo, by default), alive or not, with the last line of its log."""
     out = []
-    for name in PROCESSES:
+    for name in names:
         record = run_dir(settings) / f"{name}.json"
         if not record.exists():
             continue
@@ -93,10 +94,11 @@ def status(settings: Settings) -> list[ProcessInfo]:
     return out
 
 
-def stop(settings: Settings, grace_s: float = 30.0, broker: bool = True) -> list[str]:
+def stop(settings: Settings, grace_s: float = 30.0, broker: bool = True,
+         names: tuple[str, ...] = PROCESSES) -> list[str]:
     """Stop every recorded process group (SIGTERM, then SIGKILL after `grace_s`) and the broker."""
     stopped = []
-    infos = status(settings)
+    infos = status(settings, names)
     for info in infos:
         if info.running:
             _signal_group(info.pid, signal.SIGTERM)

@@ -80,3 +80,35 @@ class CheckpointMismatchError(StreamError):
             f"again, or start a fresh stream with another CHECKPOINT_NAME (or delete {path} to re-read "
             "the topic from the beginning)."
         )
+
+
+class CheckpointBusyError(StreamError):
+    """Another stream query already runs on this checkpoint; two would corrupt it."""
+
+    def __init__(self, path: str, holder: str):
+        self.path, self.holder = path, holder
+        super().__init__(
+            f"checkpoint {path} is in use by {holder}: a continuous stream (`make demo` or `obslab stream`) "
+            "already runs on it, and two queries must never share a checkpoint. Stop that stream "
+            "(`obslab demo-stop`), or let it do the streaming and run only detection and narration."
+        )
+
+
+class NotebookTaskError(ObslabError):
+    """A scheduled notebook failed in one of its cells; the kept notebook shows where."""
+
+    def __init__(self, notebook: str, output: object, cell: int | None, error: str):
+        self.notebook, self.output, self.cell, self.error = notebook, output, cell, error
+        where = f"cell {cell}" if cell is not None else "a cell"
+        super().__init__(f"notebook {notebook} failed in {where}: {error}. The executed notebook, with the "
+                         f"error under the failing cell, is kept at {output} (open it with `jupyter lab`).")
+
+
+class DataQualityError(ObslabError):
+    """The store breaks data-quality rules; names each failed rule, its violations and what to do."""
+
+    def __init__(self, failed: list):
+        self.failed = failed  # the failed obslab.quality.QualityCheck objects
+        lines = "\n".join(f"  - {c.name} ({c.violations} violations): {c.message}" for c in failed)
+        super().__init__(f"{len(failed)} data-quality rule(s) failed:\n{lines}\nFix the cause each rule names, "
+                         "then check again with `obslab quality --no-retention` (or re-run notebook 08).")

@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     health_max_freshness_seconds: float = Field(600.0, gt=0, description="newest event in the store must be at most this old")
     health_max_dead_letter_rate: float = Field(0.01, ge=0, le=1, description="dead letters / events of the stream's batches in the last hour")
     health_max_stage_age_seconds: float = Field(900.0, gt=0, description="the detector and the narrator must have run within this")
+    airflow_port: int = Field(8080, ge=1, le=65535, description="port of Airflow's UI and API on 127.0.0.1 (`make airflow`)")
     retention_days: int = Field(7, ge=1, description="data quality deletes metrics, anomalies, incidents, summaries, dead letters and run records older than this")
 
     # --- store

@@ -28,6 +28,14 @@ class RunPlan:
     count: int | None = None
     start: datetime | None = None  # event time of the first event; default now
 
+    @classmethod
+    def ending_now(cls, seconds: float, to_file: Path | None = None, store_truth: bool = True) -> "RunPlan":
+        """The last `seconds` of traffic, generated in simulated time (as fast as it goes), so no
+        event is dated in the future and the stream's watermark stays at the wall clock."""
+        start = _next_tick(datetime.now(timezone.utc) - timedelta(seconds=seconds))
+        return cls(to_file=to_file, max_rate=to_file is None, store_truth=store_truth, duration_s=seconds,
+                   start=start)
+
 
 def generate(plan: RunPlan, settings: Settings | None = None, store=None, stop: threading.Event | None = None,
              progress: Callable[[RunReport], None] | None = None) -> tuple[RunReport, RunReport | None]:

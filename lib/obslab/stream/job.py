@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from obslab.errors import CheckpointMismatchError, StreamError
+from obslab.errors import CheckpointBusyError, CheckpointMismatchError, StreamError
 from obslab.settings import Settings, get_settings
 from obslab.stream.sink import SinkCounters, StreamSink
 from obslab.stream.transform import parse_events
@@ -66,6 +66,40 @@ def open_checkpoint(settings: Settings) -> str:
     return meta["query_id"]
 
 
+class CheckpointLock:
+    """An exclusive lock on a checkpoint for one stream query's lifetime (released when the process
+    ends, however it ends). A second query on the same checkpoint fails at once, naming the holder."""
+
+    def __init__(self, settings: Settings):
+        self.path = checkpoint_path(settings) / "obslab.lock"
+        self._file = None
+
+    def __enter__(self) -> "CheckpointLock":
+        import fcntl
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise CheckpointBusyError(str(self.path.parent), holder) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"PID {os.getpid()}")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor releases the lock
+            self._file = None
+
+
 def kafka_source(spark, settings: Settings):
     """The raw_events topic as a streaming DataFrame (earliest offsets on a new checkpoint)."""
     reader = (
@@ -91,11 +125,19 @@ def run_stream_job(
     store=None,
     publish: bool = True,
 ) -> StreamReport:
-    """Run the stream until stopped, until `run_for_seconds`, or (available_now) until caught up."""
+    """Run the stream until stopped, until `run_for_seconds`, or (available_now) until caught up.
+
+    The checkpoint is locked for the whole run: a second query on it fails at once (CheckpointBusyError)."""
+    s = settings or get_settings()
+    with CheckpointLock(s):
+        return _run_locked(s, available_now, run_for_seconds, stop, spark, store, publish)
+
+
+def _run_locked(s: Settings, available_now: bool, run_for_seconds: float | None, stop: threading.Event | None,
+                spark, store, publish: bool) -> StreamReport:
     from obslab.store import Store
     from obslab.stream.session import build_session
 
-    s = settings or get_settings()
     store = store or Store.from_settings(s)
     store.migrate()
     query_id = open_checkpoint(s)

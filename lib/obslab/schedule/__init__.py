@@ -1,0 +1,1 @@
+"""Scheduled runs: notebooks as Airflow tasks (`tasks`) and the lab's own Airflow (`server`)."""
