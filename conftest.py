@@ -17,6 +17,11 @@ import pytest
 
 _LAB: dict = {}
 
+# Airflow reads AIRFLOW_HOME when it is first imported (obslab.schedule imports it) and writes there:
+# keep that inside this run's temporary files, never in the user's ~/airflow.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="obslab-airflow-home-")
+os.environ.pop("AIRFLOW_CONFIG", None)
+
 
 def free_port() -> int:
     with socket.socket() as sock:

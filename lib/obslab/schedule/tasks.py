@@ -30,8 +30,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.:+-]")
 
 
 def notebook_path(name: str) -> Path:
-    """notebooks/<name>.ipynb"""
-    return NOTEBOOKS / f"{name}.ipynb"
+    """notebooks/<name>.ipynb for a lab notebook's name; a path to an .ipynb file as it is."""
+    return Path(name) if name.endswith(".ipynb") else NOTEBOOKS / f"{name}.ipynb"
 
 
 def declared_parameters(notebook: Path) -> dict[str, dict]:
