@@ -44,7 +44,7 @@ broker-stop:
 	$(BIN)/obslab broker stop
 
 lab:
-	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir .  # the project: notebooks/ and the kept runs in data/runs/
 
 clean-data:
 	$(BIN)/obslab broker stop

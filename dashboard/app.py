@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote
 
 import altair as alt
 import pandas as pd
@@ -22,6 +24,7 @@ from obslab.generator.profiles import SERVICES
 from obslab.settings import load_settings
 from obslab.store import Store
 
+ROOT = Path(__file__).resolve().parents[1]
 SEVERITY_COLOURS = alt.Scale(domain=["medium", "high", "critical"], range=["#f2c94c", "#f2994a", "#eb5757"])
 METRICS = {"error rate (%)": "error_rate_pct", "p95 latency (ms)": "p95_latency_ms",
            "p99 latency (ms)": "p99_latency_ms", "requests per window": "request_count"}
@@ -53,6 +56,8 @@ def read_all(path: str, services: list[str], minutes: int | None) -> dict:
             "incidents": views.incident_list(store, services, since),
             "anomalies": views.anomaly_list(store, services, since),
             "faults": views.fault_list(store, services, since), "health": views.health(store),
+            "runs": views.runs(store), "checks": views.health_checks(store),
+            "quality": views.quality_checks(store),
             "read_at": datetime.now(timezone.utc)}
 
 
@@ -143,6 +148,42 @@ def health_panel(d: dict) -> None:
     c3.metric("Dead-letter rate", f"{100 * h['dead_letter_rate']:.2f} %")
     st.dataframe(pd.DataFrame([{"stage": k, "last activity (UTC)": v} for k, v in h["stages"].items()]),
                  hide_index=True, key="stages")
+    st.subheader("Monitoring checks (newest run)")
+    if d["checks"].empty:
+        st.text("No monitoring run yet: `obslab health` or the monitoring_dag records one.")
+    else:
+        st.dataframe(d["checks"], hide_index=True, key="health_checks")
+    st.subheader("Data quality (newest run)")
+    if d["quality"].empty:
+        st.text("No data-quality run yet: `obslab quality` or the data_quality_dag records one.")
+    else:
+        st.dataframe(d["quality"], hide_index=True, key="quality_checks")
+
+
+def notebook_link(path: str | None) -> str | None:
+    """The kept notebook in JupyterLab (`make lab` serves the project folder on 127.0.0.1:8888)."""
+    if not isinstance(path, str):
+        return None
+    try:
+        relative = Path(path).resolve().relative_to(ROOT)
+    except ValueError:
+        return None
+    return "http://127.0.0.1:8888/lab/tree/" + quote(str(relative))
+
+
+def runs_panel(d: dict) -> None:
+    dag_runs, tasks = d["runs"]
+    if dag_runs.empty:
+        st.text("No scheduled run yet: `make airflow` runs the notebooks on a schedule (see the README).")
+        return
+    st.dataframe(dag_runs, hide_index=True, key="dag_runs",
+                 column_config={"seconds": st.column_config.NumberColumn("seconds", format="%.0f")})
+    tasks = tasks.assign(open=[notebook_link(p) for p in tasks.output_notebook])
+    st.dataframe(tasks, hide_index=True, key="task_runs",
+                 column_config={"seconds": st.column_config.NumberColumn("seconds", format="%.0f"),
+                                "open": st.column_config.LinkColumn("JupyterLab", display_text="open")})
+    st.caption("Each task's executed notebook (code and outputs) is kept at output_notebook; open it with "
+               "`make lab` (JupyterLab on 127.0.0.1:8888) or `.venv/bin/jupyter lab <path>`.")
 
 
 @st.fragment(run_every=f"{int(refresh)}s")
@@ -151,8 +192,8 @@ def live() -> None:
     if d is None:
         return
     overview_row(d)
-    tab_charts, tab_incidents, tab_timeline, tab_health = st.tabs(
-        ["Metrics", "Incidents", "Anomaly timeline", "Pipeline health"])
+    tab_charts, tab_incidents, tab_timeline, tab_health, tab_runs = st.tabs(
+        ["Metrics", "Incidents", "Anomaly timeline", "Pipeline health", "Runs"])
     with tab_charts:
         for service in services:
             st.altair_chart(service_chart(d, service, METRICS[metric_name], metric_name), width="stretch")
@@ -168,6 +209,8 @@ def live() -> None:
         st.dataframe(d["faults"], hide_index=True, key="faults")
     with tab_health:
         health_panel(d)
+    with tab_runs:
+        runs_panel(d)
     st.caption(f"read {d['read_at']:%H:%M:%S} UTC from {settings.duckdb_path}")
 
 

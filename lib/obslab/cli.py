@@ -493,6 +493,106 @@ def status_cmd() -> None:
         typer.echo(f"{p.name:<10} {state} pid {p.pid:<8} {p.last_line}")
 
 
+# ------------------------------------------------------------------ data quality
+
+@app.command("quality")
+def quality_cmd(
+    as_json: bool = typer.Option(False, "--json", help="print the checks, deletions and file sizes as JSON"),
+    no_retention: bool = typer.Option(False, "--no-retention", help="only check: delete and compact nothing"),
+    retention_days: int = typer.Option(None, envvar="RETENTION_DAYS", help="keep this many days of data"),
+    window_seconds: int = typer.Option(None, envvar="WINDOW_SECONDS", help="window length the checks expect"),
+) -> None:
+    """Check the store's data-quality rules and record them, then apply retention and compact. Exit 1 when a rule fails."""
+    from datetime import timezone
+
+    from obslab import quality
+    from obslab.store import Store
+
+    try:
+        settings = _settings(retention_days=retention_days, window_seconds=window_seconds)
+        store = Store.from_settings(settings)
+        store.migrate()
+        now = datetime.now(timezone.utc)
+        run_id = quality.new_run_id(now)
+        checks = quality.validate(store, settings, now)
+        quality.record(store, run_id, checks, now)
+        # Retention runs even when a rule failed: the store must stay bounded when the data is bad.
+        deleted = {} if no_retention else quality.apply_retention(store, settings, now)
+        sizes = None if no_retention else quality.compact(store)
+    except ObslabError as err:
+        _fail(err)
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        typer.echo(json.dumps({"run_id": run_id, "ok": not failed, "checks": [vars(c) for c in checks],
+                               "deleted": deleted, "file_bytes": None if sizes is None else
+                               {"before": sizes[0], "after": sizes[1]}}))
+    else:
+        for c in checks:
+            mark = typer.style("ok  ", fg=typer.colors.GREEN) if c.ok else typer.style("FAIL", fg=typer.colors.RED)
+            typer.echo(f"{mark} {c.name:<28} {c.message}")
+        if sizes is not None:
+            gone = ", ".join(f"{t} {n}" for t, n in deleted.items() if n) or "nothing"
+            typer.echo(f"retention ({settings.retention_days} days): deleted {gone}; "
+                       f"file {sizes[0]:,} -> {sizes[1]:,} bytes")
+        typer.echo(f"run {run_id}: {len(checks) - len(failed)} of {len(checks)} rules passed")
+    raise typer.Exit(code=1 if failed else 0)
+
+
+# ------------------------------------------------------------------ monitoring
+
+@app.command("health")
+def health_cmd(
+    as_json: bool = typer.Option(False, "--json", help="print the checks as JSON"),
+    no_record: bool = typer.Option(False, "--no-record", help="do not write the results to health_checks"),
+    health_max_lag_events: int = typer.Option(
+        None, envvar="HEALTH_MAX_LAG_EVENTS", help="stream_lag: events the stream may be behind"),
+    health_max_freshness_seconds: float = typer.Option(
+        None, envvar="HEALTH_MAX_FRESHNESS_SECONDS", help="freshness: how old the newest event may be"),
+    health_max_dead_letter_rate: float = typer.Option(
+        None, envvar="HEALTH_MAX_DEAD_LETTER_RATE", help="dead_letters: dead letters / events in the last hour"),
+    health_max_stage_age_seconds: float = typer.Option(
+        None, envvar="HEALTH_MAX_STAGE_AGE_SECONDS", help="detector, narrator: seconds since their last run"),
+    backend: str = typer.Option(None, "--backend", envvar="NARRATOR_BACKEND", help="auto | ollama | llamacpp | template"),
+) -> None:
+    """Check broker, stream lag, freshness, dead letters, detector, narrator and its model; exit 1 when one fails."""
+    from datetime import timezone
+
+    from obslab import health
+    from obslab.store import Store
+
+    try:
+        settings = _settings(health_max_lag_events=health_max_lag_events,
+                             health_max_freshness_seconds=health_max_freshness_seconds,
+                             health_max_dead_letter_rate=health_max_dead_letter_rate,
+                             health_max_stage_age_seconds=health_max_stage_age_seconds, narrator_backend=backend)
+    except ObslabError as err:
+        _fail(err)
+    store = Store.from_settings(settings)
+    now = datetime.now(timezone.utc)
+    run_id = health.new_run_id(now)
+    checks = health.run_checks(settings, store, now)  # never raises: a broken check is a failed one
+    not_recorded = None
+    if not no_record:
+        try:
+            health.record(store, run_id, checks, now)
+        except ObslabError as err:  # still show the checks, then fail
+            not_recorded = err
+    if as_json:
+        typer.echo(json.dumps({"run_id": run_id, "ok": all(c.ok for c in checks),
+                               "recorded": not no_record and not_recorded is None,
+                               "checks": [vars(c) for c in checks]}))
+    else:
+        for c in checks:
+            mark = typer.style("ok  ", fg=typer.colors.GREEN) if c.ok else typer.style("FAIL", fg=typer.colors.RED)
+            typer.echo(f"{mark} {c.name:<17} {health.number(c.value):>10} {health.number(c.bound):>10}  {c.message}")
+        failed = sum(not c.ok for c in checks)
+        typer.echo(f"run {run_id}: {len(checks) - failed} of {len(checks)} checks passed"
+                   + (" (recorded in health_checks)" if not no_record and not_recorded is None else ""))
+    if not_recorded is not None:
+        _fail(not_recorded)
+    raise typer.Exit(code=0 if all(c.ok for c in checks) else 1)
+
+
 # ------------------------------------------------------------------ doctor
 
 @app.command("doctor")

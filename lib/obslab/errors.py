@@ -100,7 +100,7 @@ class NotebookTaskError(ObslabError):
     def __init__(self, notebook: str, output: object, cell: int | None, error: str):
         self.notebook, self.output, self.cell, self.error = notebook, output, cell, error
         where = f"cell {cell}" if cell is not None else "a cell"
-        super().__init__(f"notebook {notebook} failed in {where}: {error}. The executed notebook, with the "
+        super().__init__(f"notebook {notebook} failed in {where}: {error.rstrip('.')}. The executed notebook, with the "
                          f"error under the failing cell, is kept at {output} (open it with `jupyter lab`).")
 
 
@@ -109,6 +109,22 @@ class DataQualityError(ObslabError):
 
     def __init__(self, failed: list):
         self.failed = failed  # the failed obslab.quality.QualityCheck objects
-        lines = "\n".join(f"  - {c.name} ({c.violations} violations): {c.message}" for c in failed)
+        lines = "\n".join(f"  - {c.name}, {c.violations} violation(s): {c.message}" for c in failed)
         super().__init__(f"{len(failed)} data-quality rule(s) failed:\n{lines}\nFix the cause each rule names, "
                          "then check again with `obslab quality --no-retention` (or re-run notebook 08).")
+
+
+class HealthCheckFailed(ObslabError):
+    """Monitoring checks failed; names each one's measured value, its bound and what to do."""
+
+    def __init__(self, failed: list):
+        self.failed = failed  # the failed obslab.health.Check objects
+
+        def num(x) -> str:
+            return "n/a" if x is None else f"{int(x):,}" if float(x).is_integer() else f"{x:.4g}"
+
+        # The first line names them all: a scheduled task's record keeps only the first line.
+        summary = ", ".join(f"{c.name} {num(c.value)} (bound {num(c.bound)})" for c in failed)
+        lines = "\n".join(f"  - {c.message}" for c in failed)
+        super().__init__(f"{len(failed)} health check(s) failed: {summary}\n{lines}\nFix the cause each "
+                         "check names, then check again with `obslab health` (or re-run notebook 07).")

@@ -99,8 +99,46 @@ def health(store, now: datetime | None = None) -> dict:
             "stages": {k: v for k, v in stages.items()}}
 
 
+def runs(store, limit: int = 200) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scheduled runs, newest first: (one row per DAG run, one row per task with its kept notebook).
+
+    A DAG run is `failed` when one of its tasks failed, `running` while one runs, else `ok`."""
+    tasks = store.query_df("""
+        SELECT dag_id, dag_run_id, stage AS task, status, started_at, finished_at,
+               epoch(coalesce(finished_at, now())) - epoch(started_at) AS seconds, output_notebook, error
+        FROM pipeline_runs WHERE dag_id IS NOT NULL ORDER BY started_at DESC LIMIT ?""", [limit])
+    dag_runs = store.query_df("""
+        SELECT dag_id, dag_run_id,
+               CASE WHEN bool_or(status = 'failed') THEN 'failed'
+                    WHEN bool_or(status = 'running') THEN 'running' ELSE 'ok' END AS status,
+               min(started_at) AS started_at, max(finished_at) AS finished_at,
+               epoch(max(coalesce(finished_at, now()))) - epoch(min(started_at)) AS seconds,
+               string_agg(stage || ' ' || status, ', ' ORDER BY started_at) AS tasks
+        FROM pipeline_runs WHERE dag_id IS NOT NULL
+        GROUP BY dag_id, dag_run_id ORDER BY min(started_at) DESC LIMIT ?""", [limit])
+    return dag_runs, tasks
+
+
 def since_for(minutes: int | None, newest: datetime | None) -> datetime:
     """The start of the time range: the last `minutes` before the newest data (all data when None)."""
     if minutes is None or newest is None:
         return datetime(1970, 1, 1, tzinfo=timezone.utc)
     return newest - timedelta(minutes=minutes)
+
+
+def quality_checks(store) -> pd.DataFrame:
+    """The rules of the newest data-quality run, failed ones first (empty before the first run)."""
+    return store.query_df("""
+        SELECT check_name, ok, violations, message, checked_at, run_id FROM quality_checks
+        WHERE run_id = (SELECT arg_max(run_id, checked_at) FROM quality_checks)
+        ORDER BY ok, check_name""")
+
+
+def health_checks(store) -> pd.DataFrame:
+    """The checks of the newest monitoring run, failed ones first (empty before the first run)."""
+    from obslab.health import CHECK_NAMES
+
+    return store.query_df("""
+        SELECT check_name, ok, value, bound, message, checked_at, run_id FROM health_checks
+        WHERE run_id = (SELECT arg_max(run_id, checked_at) FROM health_checks)
+        ORDER BY ok, list_position(?, check_name)""", [list(CHECK_NAMES)])

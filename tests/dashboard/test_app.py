@@ -62,3 +62,24 @@ def test_a_busy_store_shows_the_last_data_as_stale(demo_store):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_runs_view_lists_scheduled_runs_with_their_kept_notebooks(demo_store):
+    from datetime import datetime, timedelta, timezone
+
+    from obslab.schedule.tasks import record
+
+    t0 = datetime(2026, 11, 28, 8, 0, tzinfo=timezone.utc)
+    for task, status, offset in (("stream", "ok", 0), ("detect", "failed", 20)):
+        record(demo_store, f"obslab_pipeline/scheduled__1/{task}", stage=task, status=status,
+               dag_id="obslab_pipeline", dag_run_id="scheduled__1", started_at=t0 + timedelta(seconds=offset),
+               finished_at=t0 + timedelta(seconds=offset + 10), output_notebook=f"/runs/scheduled__1/{task}.ipynb",
+               error="RuntimeError: boom" if status == "failed" else None)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    frames = [d.value for d in at.dataframe]
+    dag_runs = next(f for f in frames if "tasks" in f.columns and "dag_run_id" in f.columns)
+    assert (dag_runs.iloc[0].dag_run_id, dag_runs.iloc[0].status) == ("scheduled__1", "failed")
+    tasks = next(f for f in frames if "output_notebook" in f.columns)
+    assert sorted(tasks.output_notebook) == ["/runs/scheduled__1/detect.ipynb", "/runs/scheduled__1/stream.ipynb"]
+    assert "RuntimeError: boom" in set(tasks.error)

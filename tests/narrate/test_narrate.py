@@ -80,6 +80,7 @@ def test_cli_narrates_once_and_says_which_backend(evaluated, tmp_path, monkeypat
 
     store = _copy(evaluated("demo"), tmp_path)
     monkeypatch.setenv("DUCKDB_PATH", str(store.path))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))  # the narrator's heartbeat goes here, not into the project
     result = CliRunner().invoke(app, ["narrate", "--once", "--backend", "template", "--json"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from obslab.health import beat
 from obslab.narrate import template
 from obslab.narrate.facts import build_facts, facts_hash
 from obslab.narrate.grounding import missing_headline, problems
@@ -113,6 +114,7 @@ def narrate_pending(store, backend, settings: Settings, limit: int | None = None
         narration = narrate_incident(store, incident_id, backend, settings)
         if narration is not None:
             done.append(narration)
+    beat(settings, "narrate", detail=f"{len(done)} incident(s) narrated with {backend.name}")
     return done
 
 
