@@ -59,13 +59,26 @@ def lab_broker():
 def pytest_runtest_setup(item):
     # nbval starts a notebook's kernel while setting up its first cell: export the lab before that.
     if item.path.suffix == ".ipynb" and "exported" not in _LAB:
-        settings = lab_settings()
+        from obslab.broker import LocalBroker
+        from obslab.settings import load_settings
+
+        shared = lab_settings()
         lab_broker()
+        # The notebooks get a clean lab of their own on the shared broker: their own data folder and
+        # topics, so what tests publish on purpose (malformed events, say) never reaches them, and
+        # notebook 07's checks judge the pipeline the notebooks ran, not the tests' leftovers.
+        settings = load_settings(data_dir=shared.data_dir / "notebooks", kafka_port=shared.kafka_port,
+                                 kafka_controller_port=shared.kafka_controller_port, kafka_bootstrap_servers="",
+                                 topic_raw_events="nb_raw_events", topic_aggregated_metrics="nb_aggregated_metrics",
+                                 topic_anomalies="nb_anomalies")
+        LocalBroker(settings).ensure_topics()
         os.environ.update({
             "DATA_DIR": str(settings.data_dir),
             "KAFKA_PORT": str(settings.kafka_port),
             "KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            **{name.upper(): getattr(settings, name) for name in
+               ("topic_raw_events", "topic_aggregated_metrics", "topic_anomalies")},
         })
         _LAB["exported"] = True
 
