@@ -13,9 +13,9 @@ Reference, measured in the same run and interleaved: the same three notebooks wi
 parameters, run by papermill directly (no Airflow), on a second lab folder and topic with the same
 3,000 events: what Airflow adds on top of the notebooks.
 
-Memory: every 0.5 s, the RSS of every process in Airflow's process groups (from psutil), split into
-Airflow's own processes (API server, scheduler, DAG processor, task supervisors) and what the tasks
-start (notebook kernels, Spark's JVM); idle for 60 s after the DAGs are parsed, and during each run.
+Memory: every 0.5 s, RSS and PSS of Airflow's processes and all they started (see `Memory`), split
+into Airflow's own processes and what the tasks run (notebook kernels, Spark's JVM); idle for 60 s
+after the DAGs are parsed, and during each run.
 
     .venv/bin/python bench/bench_airflow.py [--runs 5] [--json]
 """
@@ -67,30 +67,44 @@ class Api:
 
 
 class Memory:
-    """Samples RSS of the Airflow process groups in a thread: Airflow's own processes and the rest."""
+    """Samples the memory of Airflow's processes and everything they started, in a thread.
 
-    def __init__(self, pgids: list[int]):
-        self.pgids, self.samples, self._stop = pgids, [], threading.Event()
+    The tree is walked from the three Airflow processes by parent (notebook kernels start in a
+    session of their own, so process groups would miss them). Split: Airflow's own processes (API
+    server, scheduler and its executor workers, DAG processor, task supervisors) and what the tasks
+    run (notebook kernels, Spark's JVM). RSS counts pages shared by forked processes once per
+    process; PSS splits them, so the PSS sum is the memory the tree really holds.
+    """
+
+    def __init__(self, roots: list[int]):
+        self.roots, self.samples, self._stop = roots, [], threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _tree(self):
+        import psutil
+
+        for root in self.roots:
+            try:
+                parent = psutil.Process(root)
+                yield from (parent, *parent.children(recursive=True))
+            except psutil.Error:
+                continue
 
     def _run(self) -> None:
         import psutil
 
         while not self._stop.wait(0.5):
-            own = tasks = 0
-            for proc in psutil.process_iter(["pid", "cmdline", "memory_info"]):
+            sample = {"own_rss": 0, "own_pss": 0, "tasks_rss": 0, "tasks_pss": 0}
+            for proc in self._tree():
                 try:
-                    if os.getpgid(proc.pid) not in self.pgids:
-                        continue
-                    cmd = " ".join(proc.info["cmdline"] or [])
-                    rss = proc.info["memory_info"].rss
-                except (psutil.Error, OSError):
+                    cmd = " ".join(proc.cmdline())
+                    mem = proc.memory_full_info()
+                except psutil.Error:
                     continue
-                if "ipykernel" in cmd or "java" in cmd.split(" ")[0] or "/java " in cmd:
-                    tasks += rss
-                else:
-                    own += rss
-            self.samples.append((own, tasks))
+                side = "tasks" if ("ipykernel" in cmd or cmd.split(" ")[0].endswith("java")) else "own"
+                sample[f"{side}_rss"] += mem.rss
+                sample[f"{side}_pss"] += mem.pss
+            self.samples.append(sample)
 
     def __enter__(self) -> "Memory":
         self._thread.start()
@@ -104,9 +118,14 @@ class Memory:
         mib = 1024 * 1024
         if not self.samples:
             return {}
-        return {"airflow_peak_mib": round(max(o for o, _ in self.samples) / mib),
-                "airflow_median_mib": round(statistics.median(o for o, _ in self.samples) / mib),
-                "with_tasks_peak_mib": round(max(o + t for o, t in self.samples) / mib)}
+        out = {}
+        for kind in ("rss", "pss"):
+            own = [x[f"own_{kind}"] for x in self.samples]
+            both = [x[f"own_{kind}"] + x[f"tasks_{kind}"] for x in self.samples]
+            out |= {f"airflow_{kind}_peak_mib": round(max(own) / mib),
+                    f"airflow_{kind}_median_mib": round(statistics.median(own) / mib),
+                    f"with_tasks_{kind}_peak_mib": round(max(both) / mib)}
+        return out
 
 
 def wait_idle(api: Api, timeout_s: float = 900) -> None:
@@ -120,12 +139,12 @@ def wait_idle(api: Api, timeout_s: float = 900) -> None:
     raise TimeoutError("a pipeline run did not finish")
 
 
-def airflow_run(api: Api, settings, pgids: list[int]) -> dict:
+def airflow_run(api: Api, settings, roots: list[int]) -> dict:
     """Trigger one pipeline run with 5 minutes of traffic; its times, parts and memory."""
     run = api.call("POST", "/dags/obslab_pipeline/dagRuns",
                    {"logical_date": None, "conf": {"generate_seconds": GENERATE_SECONDS}})
     run_id = run["dag_run_id"]
-    with Memory(pgids) as memory:
+    with Memory(roots) as memory:
         while True:
             state = api.call("GET", f"/dags/obslab_pipeline/dagRuns/{run_id}")
             if state["state"] in ("success", "failed"):
@@ -180,18 +199,18 @@ def main() -> None:
         started_s = round(time.monotonic() - began, 1)
         # The reference's notebook kernels read their lab from the environment (Airflow has its own).
         os.environ.update({k: v for k, v in server.environment(reference).items() if not k.startswith("AIRFLOW")})
-        pgids = [p.pid for p in server.status(settings)]
+        roots = [p.pid for p in server.status(settings)]
         api = Api(settings)
         while len(api.call("GET", "/dags")["dags"]) < 3:
             time.sleep(2)
-        with Memory(pgids) as idle:
+        with Memory(roots) as idle:
             time.sleep(60)
         api.call("PATCH", "/dags/obslab_pipeline", {"is_paused": False})
         runs, refs = [], []
         try:
             for i in range(args.runs):
                 wait_idle(api)
-                runs.append(airflow_run(api, settings, pgids))
+                runs.append(airflow_run(api, settings, roots))
                 print(json.dumps({"airflow": runs[-1]}), file=sys.stderr, flush=True)
                 wait_idle(api)
                 out = reference.data_dir / "runs" / f"ref{i}"
@@ -214,8 +233,9 @@ def main() -> None:
         "reference_median_stream_detect_narrate_s": med(r["stream_detect_narrate_s"] for r in refs),
         "reference_median_parts_s": {t: med(r["parts_s"][t] for r in refs) for t in refs[0]["parts_s"]},
         "idle_memory": idle.peak(),
-        "run_memory_peak_mib": {"airflow": max(r["airflow_peak_mib"] for r in runs),
-                                "with_tasks": max(r["with_tasks_peak_mib"] for r in runs)},
+        "run_memory_peak_mib": {key: max(r[key] for r in runs) for key in
+                                ("airflow_rss_peak_mib", "airflow_pss_peak_mib", "with_tasks_rss_peak_mib",
+                                 "with_tasks_pss_peak_mib")},
         "scheduled_runs_meanwhile": [{"wall_s": round((datetime.fromisoformat(r["end_date"]) -
                                                        datetime.fromisoformat(r["start_date"])).total_seconds(), 1),
                                       "state": r["state"]} for r in cron],
