@@ -20,7 +20,6 @@ import streamlit as st
 
 from obslab import views
 from obslab.errors import StoreError
-from obslab.generator.profiles import SERVICES
 from obslab.settings import load_settings
 from obslab.store import Store
 
@@ -34,9 +33,30 @@ st.set_page_config(page_title="obslab", layout="wide")
 settings = load_settings()
 store = Store.from_settings(settings)
 
+
+@st.cache_data(ttl=2, show_spinner=False)
+def known_services(path: str) -> list[str]:
+    """The services the store has data of; cached like the data, so the filter costs no extra read per tab."""
+    return views.services(Store(path, settings.store_lock_timeout_seconds))
+
+
+def service_options() -> list[str]:
+    """The filter's choices: the store's services, or the last ones read while the store is busy."""
+    try:
+        st.session_state["known_services"] = known_services(str(store.path))
+    except StoreError:
+        pass  # the data area says why; keep the last list
+    return st.session_state.get("known_services", [])
+
+
 with st.sidebar:
     st.title("obslab")
-    services = st.multiselect("Services", list(SERVICES), default=list(SERVICES), key="services")
+    options = service_options()
+    # A service that left the store (retention) leaves the selection too, or the widget would reject it.
+    if "services" in st.session_state:
+        st.session_state["services"] = [s for s in st.session_state["services"] if s in options]
+    # Nothing chosen means every service, so one that appears later is shown without a click.
+    services = st.multiselect("Services", options, key="services", placeholder="all services") or options
     range_name = st.selectbox("Time range", list(RANGES), index=1, key="range")
     metric_name = st.selectbox("Metric", list(METRICS), key="metric")
     refresh = st.number_input("Refresh every (s)", min_value=1, max_value=300,
@@ -81,8 +101,7 @@ def overview_row(d: dict) -> None:
     for col, row in zip(cols, d["overview"].itertuples()):
         with col:
             st.metric(f"{row.service} · {row.status}", f"{row.requests_per_second:.1f} req/s",
-                      help=f"window {row.window_start:%H:%M:%S}-{row.window_end:%H:%M:%S} UTC"
-                           f"{'' if row.is_final else ' (open)'}")
+                      help=f"window {row.window_start:%H:%M:%S}-{row.window_end:%H:%M:%S} UTC, {row.rate_basis}")
             st.text(f"errors {100 * row.error_rate:.1f}%   p95 {row.p95_latency_ms:.0f} ms   "
                     f"p99 {row.p99_latency_ms:.0f} ms")
 

@@ -400,3 +400,16 @@ def test_notebook_parameters_are_settings():
     assert set(params) == {"retention_days", "window_seconds"}
     assert set(params) <= set(Settings.model_fields)
     assert all(p["help"] and p["inferred_type_name"] != "None" for p in params.values())
+
+
+def test_an_outage_incident_has_no_windows_and_that_is_not_a_violation(clean, settings):
+    # payments went silent 09:10-09:12: the detector judged those periods as zero-request windows
+    # (nothing is stored for them), so the incident has no window, by its nature
+    outage = incident("payments:traffic:x", "payments", T0 + 10 * MINUTE, T0 + 12 * MINUTE) | {"kind": "traffic"}
+    silent = anomaly("a-silent", "payments:traffic:x", "payments", T0 + 10 * MINUTE) | {
+        "detector": "baseline_shift", "metric": "request_count", "value": 0.0, "request_count": 0}
+    clean.upsert_many({"incidents": [outage], "anomalies": [silent]})
+    assert by_name(validate(clean, settings, NOW))["incidents_without_windows"].ok
+    # the same incident raised on a window with requests, which is gone, is still a violation
+    clean.upsert_many({"anomalies": [silent | {"request_count": 12}]})
+    assert not by_name(validate(clean, settings, NOW))["incidents_without_windows"].ok

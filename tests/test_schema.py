@@ -8,6 +8,7 @@ def test_store_has_the_tables_the_pipeline_needs():
         "service_metrics", "endpoint_metrics", "anomalies", "incident_summaries",
         "injected_incidents", "dead_letter_events", "pipeline_runs",
         "latency_histograms", "stream_batches", "stream_state",  # the stream's exactly-once state
+        "stream_offsets", "stream_endpoints",  # the Kafka position the store counted to; kept endpoint names
         "incidents", "status_counts",  # detection; the error mix for the narrator
         "health_checks", "quality_checks",  # monitoring and data-quality results
     }

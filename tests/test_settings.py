@@ -78,3 +78,53 @@ def test_every_setting_is_documented_in_readme_and_env_example():
         assert f"`{name}`" in readme, f"{name} missing from the README settings table"
         assert f"{name}=" in example, f"{name} missing from .env.example"
         assert meaning, f"{name} has no description"
+
+
+@pytest.mark.parametrize(
+    "env, said",
+    [
+        # no error budget: burn rate = error rate / (1 - SLO) would divide by zero
+        ({"SLO_AVAILABILITY": '{"checkout": 1.0}'}, "strictly between 0 and 1"),
+        ({"SLO_AVAILABILITY": '{"checkout": 0}'}, "strictly between 0 and 1"),  # every request may fail: no SLO
+        ({"SLO_AVAILABILITY": '{"checkout": 99.9}'}, "strictly between 0 and 1"),  # a percentage, not a fraction
+        ({"SLO_AVAILABILITY": '{"": 0.99}'}, "needs a name"),  # a service without a name
+        ({"LATENCY_SLA_MS": '{"search": 0}'}, "above 0 ms"),  # every request would breach it
+        ({"LATENCY_SLA_MS": '{"search": -150}'}, "above 0 ms"),
+        ({"SLO_AVAILABILITY": "0.99"}, "valid dictionary"),  # one number for all services is not the format
+        ({"SLO_AVAILABILITY": "{checkout: 0.99}"}, "not valid JSON"),  # unquoted key: fails while reading the env
+        ({"LATENCY_SLA_MS": '{"search": "fast"}'}, "LATENCY_SLA_MS.search"),  # the service keeps its case
+        ({"ERROR_SURGE_FACTOR": "0.5"}, "ERROR_SURGE_FACTOR"),  # a surge factor below 1 fires on normal traffic
+        ({"BURN_THRESHOLD": "0"}, "BURN_THRESHOLD"),
+    ],
+)
+def test_bad_detection_settings_are_a_clear_config_error(monkeypatch, env, said):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert said in message and next(iter(env)) in message and "Fix the environment variable" in message
+
+
+def test_a_bad_setting_ends_any_command_with_a_message_not_a_traceback(monkeypatch):
+    from typer.testing import CliRunner
+
+    from obslab.cli import app
+
+    # `status` and `demo` read settings outside any error handling before; a JSON typo raised from pydantic.
+    for command in (["status"], ["demo-stop"], ["settings"]):
+        result = CliRunner().invoke(app, command, env={"SLO_AVAILABILITY": "{checkout: 0.99}"})
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (command, result.exception)
+        assert "error: invalid settings (SLO_AVAILABILITY: not valid JSON" in result.stderr, command
+
+
+def test_the_settings_table_shows_the_real_defaults(monkeypatch):
+    for name, _, _ in settings_table():
+        monkeypatch.delenv(name, raising=False)
+    defaults = Settings(_env_file=None)
+    table = {name: default for name, default, _ in settings_table()}
+    assert not [name for name, default in table.items() if "PydanticUndefined" in default]
+    for name in ("LATENCY_SLA_MS", "SLO_AVAILABILITY"):  # the two JSON settings: what a user writes in .env
+        import json
+
+        assert json.loads(table[name]) == getattr(defaults, name.lower()), name

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import typer
 
 from obslab.errors import ObslabError
 from obslab.settings import Settings, load_settings, settings_table
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(help="obslab: a lab for streaming observability.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -21,7 +24,10 @@ app.add_typer(store_app, name="store")
 
 
 def _settings(**overrides) -> Settings:
-    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ObslabError as err:  # every command: a bad setting is a message, never a traceback
+        _fail(err)
 
 
 def _fail(err: ObslabError) -> None:
@@ -227,45 +233,105 @@ def detect_cmd(
     as_json: bool = typer.Option(False, "--json", help="print each run's report as JSON"),
 ) -> None:
     """Find anomalies in the stored windows and group them into incidents (idempotent)."""
-    from obslab.detect.run import publish_incidents, run_detection
     from obslab.store import Store
 
-    try:
-        settings = _settings(detect_poll_seconds=poll_seconds)
-        store = Store.from_settings(settings)
-    except ObslabError as err:
-        _fail(err)
+    settings = _settings(detect_poll_seconds=poll_seconds)
+    store = Store.from_settings(settings)
+    state = DetectState()
 
     def step() -> None:
-        report = run_detection(store, settings)
-        published = 0 if no_publish else publish_incidents(settings, report.changed)
+        report = detect_pass(store, settings, state, publish=not no_publish)
         opened = sum(1 for i in report.incidents if i.status == "open")
         if as_json:
             typer.echo(json.dumps({"windows": report.windows, "anomalies": report.anomalies,
                                    "incidents": len(report.incidents), "open": opened,
-                                   "changed": [i.incident_id for i in report.changed], "published": published}))
+                                   "changed": [i.incident_id for i in report.changed],
+                                   "published": state.published}))
         else:
             typer.echo(f"{report.windows} windows, {report.anomalies} anomalies, {len(report.incidents)} incidents "
                        f"({opened} open), {len(report.changed)} new or updated")
 
-    _repeat(step, once, settings.detect_poll_seconds)
+    _repeat(step, "detect", settings, once, settings.detect_poll_seconds)
 
 
-def _repeat(step, once: bool, poll_seconds: float) -> None:
-    """Run `step` once, or every `poll_seconds` until SIGINT or SIGTERM; an ObslabError ends with its message."""
+@dataclass
+class DetectState:
+    """What continuous detection carries from one pass to the next."""
+
+    unpublished: dict = field(default_factory=dict)  # incident id -> Incident not published yet
+    published: int = 0  # incidents published by the last pass
+
+
+def detect_pass(store, settings: Settings, state: DetectState, publish: bool = True):
+    """One pass of continuous detection: detect, then publish what changed and what a failed pass could not."""
+    from obslab.detect.run import publish_incidents, run_detection
+
+    report = run_detection(store, settings)
+    state.published = 0
+    if publish:
+        # Kept until published: the store already has these incidents, so the next run will not
+        # report them as changed again, and a failed publish (broker away) would lose them.
+        state.unpublished |= {i.incident_id: i for i in report.changed}
+        if state.unpublished:
+            state.published = publish_incidents(settings, list(state.unpublished.values()))
+            state.unpublished = {}
+    return report
+
+
+# Errors a long-running stage waits out: another process releases the store, the broker comes back.
+def transient(err: BaseException) -> bool:
+    """True for errors that pass by themselves (store locked, broker unreachable)."""
+    from kafka.errors import KafkaError
+
+    from obslab.errors import BrokerError, StoreLockedError
+
+    return isinstance(err, (StoreLockedError, BrokerError, KafkaError))
+
+
+RETRY_MAX_SECONDS = 60.0  # the longest pause between retries of a stage that keeps failing
+
+
+def repeat_stage(step, stage: str, settings: Settings, once: bool, poll_seconds: float, stop,
+                 max_backoff_s: float = RETRY_MAX_SECONDS) -> None:
+    """Run `step` once, or every `poll_seconds` until `stop` is set, retrying transient errors with backoff."""
+    from obslab.health import beat
+
+    failures = 0
+    while True:
+        try:
+            step()
+            failures = 0
+        except Exception as err:
+            detail = (f"{type(err).__name__}: {err}".splitlines() or [""])[0][:400]
+            try:
+                beat(settings, stage, ok=False, detail=detail)  # `obslab status` and `obslab health` show it
+            except OSError as beat_err:
+                log.warning("%s: could not write its heartbeat: %s", stage, beat_err)
+            if once or not transient(err):
+                raise
+            failures += 1
+            # Backoff, so a long outage costs few attempts; capped, so recovery is noticed soon.
+            delay = min(poll_seconds * 2 ** (failures - 1), max(max_backoff_s, poll_seconds))
+            log.warning("%s: %s; retrying in %.1f s (%d failed run(s) in a row)", stage, detail, delay, failures)
+            if stop.wait(delay):
+                break
+            continue
+        if once or stop.wait(poll_seconds):
+            break
+
+
+def _repeat(step, stage: str, settings: Settings, once: bool, poll_seconds: float) -> None:
+    """repeat_stage until SIGINT or SIGTERM; an error it does not wait out ends with its message."""
     import signal
     import threading
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    while True:
-        try:
-            step()
-        except ObslabError as err:
-            _fail(err)
-        if once or stop.wait(poll_seconds):
-            break
+    try:
+        repeat_stage(step, stage, settings, once, poll_seconds, stop)
+    except ObslabError as err:
+        _fail(err)
 
 
 @app.command("detect-series")
@@ -331,7 +397,7 @@ def narrate_cmd(
                 mark = "" if r["fallback_reason"] is None else f"  [template: {r['fallback_reason']}]"
                 typer.echo(f"{r['incident_id']} ({r['backend']}, {r['latency_ms']:.0f} ms): {r['summary']}{mark}")
 
-    _repeat(step, once, settings.narrate_poll_seconds)
+    _repeat(step, "narrate", settings, once, settings.narrate_poll_seconds)
 
 
 @app.command("evaluate")
@@ -363,7 +429,8 @@ def evaluate_cmd(
         typer.echo(f"{f.start:%H:%M:%S}  {f.type:<20} {where:<26} {found}")
     for i in report.incidents:
         if not i.matched:
-            typer.echo(f"{i.opened_at:%H:%M:%S}  false incident {i.incident_id}")
+            again = " (a second incident of a fault already detected)" if i.duplicate else ""
+            typer.echo(f"{i.opened_at:%H:%M:%S}  false incident {i.incident_id}{again}")
     ttd = report.median_ttd_seconds
     typer.echo(f"{report.scenario} (seed {report.seed}, {report.events:,} events, {report.duration_seconds / 60:g} "
                f"min): recall {pct(report.recall)}, precision {pct(report.precision)}, median time to detect "
@@ -379,6 +446,7 @@ def demo_cmd(
     backfill_minutes: float = typer.Option(10.0, "--backfill-minutes", help="fault-free history first, for baselines"),
     port: int = typer.Option(8501, "--port", help="dashboard port on 127.0.0.1"),
     minutes: float = typer.Option(None, "--minutes", help="stop by itself after this long (default: at Ctrl-C)"),
+    max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="restarts of each stage that dies, at most"),
 ) -> None:
     """Start the whole pipeline (broker, generator, stream, detector, narrator, dashboard); Ctrl-C stops it."""
     import signal
@@ -396,14 +464,18 @@ def demo_cmd(
         signal.signal(sig, lambda *_: stop.set())
     began = time.time()
     try:
-        demo.start(settings, env={"SCENARIO": scenario, "BACKFILL_MINUTES": str(backfill_minutes)}, dashboard_port=port)
+        started = demo.start(settings, env={"SCENARIO": scenario, "BACKFILL_MINUTES": str(backfill_minutes)},
+                             dashboard_port=port)
     except ObslabError as err:
         demo.stop(settings)
         _fail(err)
     typer.echo(f"dashboard: http://127.0.0.1:{port}   logs: {settings.logs_dir}   stop: Ctrl-C or `obslab demo-stop`")
     store, announced = Store.from_settings(settings), False
+    supervisor = demo.Supervisor(settings, started, max_restarts=max_restarts)
     try:
         while not stop.wait(1.0):
+            for message in supervisor.check():  # a stage that died is restarted (bounded), and we say so
+                typer.echo(message)
             if not announced:
                 try:
                     first = demo.first_narration(store, began)
@@ -414,8 +486,8 @@ def demo_cmd(
                     announced = True
             if minutes is not None and time.time() - began > minutes * 60:
                 break
-            if not any(p.running for p in demo.status(settings)):
-                typer.echo("every demo process has exited; see the logs", err=True)
+            if not supervisor.active:
+                typer.echo("every demo process has ended (see above and `obslab status`); see the logs", err=True)
                 break
     finally:
         typer.echo(f"stopping: {', '.join(demo.stop(settings)) or 'nothing was running'}; broker stopped")
@@ -482,15 +554,30 @@ def airflow_password() -> None:
 
 @app.command("status")
 def status_cmd() -> None:
-    """The demo's processes: running or not, and the last line of each log."""
+    """Each stage of the demo: its state, restarts, last success and last error."""
     from obslab import demo
+    from obslab.store import Store
 
-    infos = demo.status(_settings())
-    if not infos:
-        typer.echo("no demo process recorded (start one with `make demo`)")
-    for p in infos:
-        state = typer.style("running", fg=typer.colors.GREEN) if p.running else typer.style("exited ", fg=typer.colors.RED)
-        typer.echo(f"{p.name:<10} {state} pid {p.pid:<8} {p.last_line}")
+    settings = _settings()
+    # A short lock timeout: a busy store must not hang the status; the stream's line then lacks its last batch.
+    found = demo.stages(settings, Store(settings.duckdb_path, lock_timeout_s=2.0))
+    if not found:
+        typer.echo("no demo process recorded and no stage has run here (start one with `make demo`)")
+    colours = {"running": typer.colors.GREEN, "finished": typer.colors.GREEN, "retrying": typer.colors.YELLOW,
+               "restarting": typer.colors.YELLOW}
+
+    def when(at: datetime) -> str:
+        return f"{at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+
+    for s in found:
+        state = typer.style(f"{s.state:<11}", fg=colours.get(s.state, typer.colors.RED))
+        pid = f"pid {s.pid:<8}" if s.pid else " " * 12
+        restarts = f"restarted {s.restarts} of at most {s.max_restarts} times" if s.restarts else ""
+        typer.echo(f"{s.name:<10} {state} {pid} {restarts}".rstrip())
+        typer.echo(f"{'':<10} last success  " + (f"{when(s.last_success[0])}: {s.last_success[1]}"
+                                                  if s.last_success else "-"))
+        typer.echo(f"{'':<10} last error    " + (f"{when(s.last_error[0])}: {s.last_error[1]}"
+                                                  if s.last_error else "-"))
 
 
 # ------------------------------------------------------------------ data quality

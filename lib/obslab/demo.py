@@ -3,22 +3,30 @@ narrator and dashboard as processes of one lab, and how to see and stop them.
 
     start(settings)   broker up; each process started in its own session (a process group), its
                       output in DATA_DIR/logs/<name>.log, its pid in DATA_DIR/run/<name>.json
-    status(settings)  each recorded process: running or not, and its log's last line
+    status(settings)  each recorded process: running or not, restarts, how it last ended
+    Supervisor        restarts a stage that died (killed, or exited with an error), at most
+                      MAX_RESTARTS times each, after a pause that doubles (not the generator: a
+                      new run would publish its history and faults again); a process that exits
+                      with code 0 has finished (the generator at the end of its scenario), and
+                      one ended by SIGTERM or SIGINT was stopped on purpose: neither is restarted
     stop(settings)    SIGTERM to every group, SIGKILL after a grace period, then the broker
 
 `obslab demo` runs start, prints the dashboard's URL and the seconds until the first incident is
-narrated, then waits for Ctrl-C (or SIGTERM, or `obslab demo-stop` from elsewhere) and stops all.
+narrated, says when a process died and whether it was restarted, then waits for Ctrl-C (or SIGTERM,
+or `obslab demo-stop` from elsewhere) and stops all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from obslab.broker import process_alive
@@ -26,16 +34,41 @@ from obslab.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = ("stream", "detect", "narrate", "generate", "dashboard")
+MAX_RESTARTS = 3  # per process and demo: a stage that keeps dying has a cause a restart will not fix
+RESTART_PAUSE_S = 2.0  # before the first restart; doubles with each further one
+RESTARTED = ("stream", "detect", "narrate", "dashboard")  # the generator is not: see Supervisor.check
+STOPPED = (-signal.SIGTERM, -signal.SIGINT)  # exit codes of a process stopped on purpose (`obslab demo-stop`)
 
 
 @dataclass
 class ProcessInfo:
+    """A recorded demo process and how it fared."""
+
     name: str
     pid: int
     command: list[str]
     log: Path
     running: bool
     last_line: str
+    restarts: int = 0
+    max_restarts: int = MAX_RESTARTS
+    last_exit: dict | None = None  # {"pid", "code", "at", "error"} of its newest end (this run's, or the one before)
+    gave_up: bool = False  # died more than MAX_RESTARTS times: left stopped
+    proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)  # when this process started it
+
+    @property
+    def state(self) -> str:
+        """running | restarting | gave up | finished (exit code 0) | stopped (SIGTERM, SIGINT) | exited (no demo saw it end)."""
+        if self.running:
+            return "running"
+        ended = self.last_exit if self.last_exit and self.last_exit.get("pid") == self.pid else None
+        if ended is None:
+            return "exited"
+        if ended["code"] == 0:
+            return "finished"
+        if ended["code"] in STOPPED:
+            return "stopped"
+        return "gave up" if self.gave_up else "restarting"
 
 
 def run_dir(settings: Settings) -> Path:
@@ -65,16 +98,123 @@ def start(settings: Settings, env: dict[str, str] | None = None, dashboard_port:
     return [spawn(settings, name, cmd, env) for name, cmd in commands(settings, dashboard_port).items()]
 
 
-def spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str] | None = None) -> ProcessInfo:
+def spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str] | None = None,
+          restarts: int = 0, last_exit: dict | None = None, max_restarts: int = MAX_RESTARTS) -> ProcessInfo:
     """Start one lab process in its own session, output to DATA_DIR/logs/<name>.log, recorded by name."""
     run_dir(settings).mkdir(parents=True, exist_ok=True)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     log = settings.logs_dir / f"{name}.log"
     with log.open("a") as out:
+        offset = out.tell()  # where this run's output begins: its error is looked for after it
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    (run_dir(settings) / f"{name}.json").write_text(json.dumps({"pid": proc.pid, "command": cmd, "log": str(log)}))
-    return ProcessInfo(name, proc.pid, cmd, log, True, "")
+    _write_record(settings, name, {"pid": proc.pid, "command": cmd, "log": str(log), "log_offset": offset,
+                                   "env": env or {}, "restarts": restarts, "max_restarts": max_restarts,
+                                   "last_exit": last_exit, "gave_up": False})
+    return ProcessInfo(name, proc.pid, cmd, log, True, "", restarts, max_restarts, last_exit, False, proc)
+
+
+def _write_record(settings: Settings, name: str, record: dict) -> None:
+    path = run_dir(settings) / f"{name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)  # `obslab status` in another process never reads half a record
+
+
+def _read_record(settings: Settings, name: str) -> dict | None:
+    try:
+        return json.loads((run_dir(settings) / f"{name}.json").read_text())
+    except FileNotFoundError:
+        return None
+
+
+class Supervisor:
+    """Restarts the demo's processes that die, each at most `max_restarts` times, and says what it did."""
+
+    def __init__(self, settings: Settings, started: list[ProcessInfo], max_restarts: int = MAX_RESTARTS,
+                 pause_s: float = RESTART_PAUSE_S):
+        self.settings, self.max_restarts, self.pause_s = settings, max_restarts, pause_s
+        self.children = {p.name: p.proc for p in started if p.proc is not None}  # name -> running Popen
+        self.waiting: dict[str, tuple[float, dict]] = {}  # name -> (restart at (monotonic), its record)
+
+    @property
+    def active(self) -> bool:
+        """Some process runs or waits for its restart."""
+        return bool(self.children or self.waiting)
+
+    def check(self) -> list[str]:
+        """Notice what died since the last check and restart what is due; one message per event."""
+        # Only this object waits for its children: a reap elsewhere (process_alive) would lose the exit code.
+        messages = []
+        for name, proc in list(self.children.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self.children[name]
+            # What it started (a stream's Spark JVM) must not outlive it, nor hold what its restart needs.
+            _signal_group(proc.pid, signal.SIGKILL)
+            record = _read_record(self.settings, name)
+            if record is None:
+                continue  # `obslab demo-stop` stopped it and removed its record: nothing to say or restart
+            ended = {"pid": proc.pid, "code": code, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "error": "" if code < 0 else last_error(Path(record.get("log", "")), record.get("log_offset", 0))}
+            record["last_exit"] = ended
+            how = describe_exit(ended)
+            if code == 0 or code in STOPPED:  # it finished, or someone stopped it: not a death
+                messages.append(f"{name} {'finished' if code == 0 else 'was stopped'} ({how})")
+            elif name not in RESTARTED:
+                record["gave_up"] = True
+                messages.append(f"{name} {how}; not restarted: a new run would replay its scenario and history. "
+                                f"See {record.get('log')}")
+            elif record.get("restarts", 0) >= self.max_restarts:
+                record["gave_up"] = True
+                messages.append(f"{name} {how}; not restarted: it was restarted {self.max_restarts} times "
+                                f"already. See {record.get('log')}")
+            else:
+                pause = self.pause_s * 2 ** record.get("restarts", 0)
+                self.waiting[name] = (time.monotonic() + pause, record)
+                messages.append(f"{name} {how}; restarting in {pause:g} s "
+                                f"({record.get('restarts', 0) + 1} of {self.max_restarts})")
+            _write_record(self.settings, name, record)
+        for name, (due, record) in list(self.waiting.items()):
+            if time.monotonic() < due:
+                continue
+            del self.waiting[name]
+            if _read_record(self.settings, name) is None:
+                continue  # `obslab demo-stop` stopped the demo meanwhile and removed the record
+            info = spawn(self.settings, name, record["command"], record.get("env"), record.get("restarts", 0) + 1,
+                         record["last_exit"], self.max_restarts)
+            self.children[name] = info.proc
+            messages.append(f"{name} restarted (pid {info.pid}, restart {info.restarts} of {self.max_restarts})")
+        return messages
+
+
+_ERROR_LINE = re.compile(r"^(error: |\w+(\.\w+)*(Error|Exception)\b)")
+
+
+def last_error(log: Path, offset: int = 0) -> str:
+    """The last error line (`error: ...`, or a traceback's last line) a run wrote to its log after `offset`."""
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    found = [line for line in lines if _ERROR_LINE.match(line)]
+    return (found or lines or [""])[-1][:300]
+
+
+def describe_exit(ended: dict) -> str:
+    """'exited with code 1 at ...: error: ...' or 'was killed by SIGKILL at ...'."""
+    code = ended["code"]
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name} at {ended['at']}"
+    return f"exited with code {code} at {ended['at']}" + (f": {ended['error']}" if ended.get("error") else "")
 
 
 def status(settings: Settings, names: tuple[str, ...] = PROCESSES) -> list[ProcessInfo]:
@@ -90,8 +230,76 @@ def status(settings: Settings, names: tuple[str, ...] = PROCESSES) -> list[Proce
         if log.exists():
             lines = log.read_text(errors="replace").replace("\r", "\n").strip().splitlines()
             last = lines[-1][-200:] if lines else ""
-        out.append(ProcessInfo(name, meta["pid"], meta["command"], log, process_alive(meta["pid"]), last))
+        out.append(ProcessInfo(name, meta["pid"], meta["command"], log, process_alive(meta["pid"]), last,
+                               meta.get("restarts", 0), meta.get("max_restarts", MAX_RESTARTS), meta.get("last_exit"),
+                               meta.get("gave_up", False)))
     return out
+
+
+@dataclass
+class StageStatus:
+    """What `obslab status` says about one stage: its state, when it last worked and last failed."""
+
+    name: str
+    state: str  # a ProcessInfo state, "retrying" (running; its last run failed), or "not started"
+    pid: int | None
+    restarts: int
+    max_restarts: int
+    last_success: tuple[datetime, str] | None  # (when, what it did)
+    last_error: tuple[datetime, str] | None  # (when, what went wrong)
+
+
+HEARTBEAT_STAGES = ("detect", "narrate")  # the stages that write DATA_DIR/heartbeats/<stage>.json
+
+
+def stages(settings: Settings, store=None) -> list[StageStatus]:
+    """Each demo stage's state, last success and last error (heartbeats, the run records, the store)."""
+    from obslab.errors import ObslabError
+    from obslab.health import last_beat
+
+    infos = {p.name: p for p in status(settings)}
+    out = []
+    for name in PROCESSES:
+        info = infos.get(name)
+        success, errors = None, []
+        if name in HEARTBEAT_STAGES:
+            try:
+                b = last_beat(settings, name)
+            except ObslabError as err:
+                b, errors = None, [(datetime.now(timezone.utc), str(err))]
+            if b is not None:
+                success = (b.last_ok_at, b.last_ok_detail) if b.last_ok_at else None
+                if b.last_error_at:
+                    errors.append((b.last_error_at, b.last_error))
+        elif name == "stream" and store is not None:
+            success = _last_stream_batch(store)
+        if info and info.last_exit and info.last_exit["code"] != 0 and info.last_exit["code"] not in STOPPED:
+            errors.append((datetime.fromisoformat(info.last_exit["at"]), describe_exit(info.last_exit)))
+        if info is None and success is None and not errors:
+            continue
+        state = info.state if info else "not started"
+        if state == "running" and name in HEARTBEAT_STAGES and errors and (success is None or
+                                                                           max(errors)[0] > success[0]):
+            state = "retrying"  # alive, but its newest run failed (store locked, broker away): see last error
+        out.append(StageStatus(name, state, info.pid if info else None, info.restarts if info else 0,
+                               info.max_restarts if info else MAX_RESTARTS, success,
+                               max(errors, key=lambda e: e[0]) if errors else None))
+    return out
+
+
+def _last_stream_batch(store) -> tuple[datetime, str] | None:
+    """(when, events) of the newest micro-batch the stream applied, if the store can be read now."""
+    from obslab.errors import ObslabError
+
+    try:
+        rows = store.query("SELECT applied_at, events, dead_letters FROM stream_batches "
+                           "ORDER BY applied_at DESC LIMIT 1") if store.path.exists() else []
+    except ObslabError:
+        return None  # busy or not created yet: the state still shows
+    if not rows:
+        return None
+    at, events, dead = rows[0]
+    return at, f"applied a micro-batch of {events:,} events ({dead:,} dead letters)"
 
 
 def stop(settings: Settings, grace_s: float = 30.0, broker: bool = True,

@@ -77,8 +77,9 @@ class CheckpointMismatchError(StreamError):
         super().__init__(
             f"checkpoint {path} was made with {field.upper()}={old}, but the stream now runs with "
             f"{field.upper()}={new}. Resuming would mix windows of both. Either set {field.upper()}={old} "
-            f"again, or start a fresh stream with another CHECKPOINT_NAME (or delete {path} to re-read "
-            "the topic from the beginning)."
+            f"again, or start a fresh stream with another CHECKPOINT_NAME (or delete {path}): it resumes "
+            "from the Kafka offsets the store recorded, so nothing is counted twice"
+            + (" (a new WINDOW_SECONDS also needs a new store: DUCKDB_PATH)." if field == "window_seconds" else ".")
         )
 
 
@@ -92,6 +93,28 @@ class CheckpointBusyError(StreamError):
             "already runs on it, and two queries must never share a checkpoint. Stop that stream "
             "(`obslab demo-stop`), or let it do the streaming and run only detection and narration."
         )
+
+
+class StoreWindowMismatchError(StreamError):
+    """The store holds windows of another WINDOW_SECONDS; windows of different lengths must never merge."""
+
+    def __init__(self, path: str, stored: list[int], wanted: int):
+        self.path, self.stored, self.wanted = path, stored, wanted
+        had = ", ".join(str(w) for w in stored)
+        super().__init__(
+            f"the store {path} holds windows of WINDOW_SECONDS={had}, but the stream now runs with "
+            f"WINDOW_SECONDS={wanted}: windows of both lengths would end up in one table and be read as one "
+            f"series. Either set WINDOW_SECONDS={stored[0]} again, or give the new length its own store and "
+            "checkpoint (DUCKDB_PATH=<new file>, CHECKPOINT_NAME=<new name>), which count the topic from its start."
+        )
+
+
+class OffsetsMismatchError(StreamError):
+    """The Kafka offsets the store recorded do not fit the topic or the checkpoint: resuming would lose or recount events."""
+
+    def __init__(self, path: str, topic: str, problem: str, remedy: str):
+        self.path, self.topic, self.problem, self.remedy = path, topic, problem, remedy
+        super().__init__(f"cannot resume the stream of topic {topic} into the store {path}: {problem}. {remedy}")
 
 
 class NotebookTaskError(ObslabError):

@@ -13,7 +13,9 @@
 `record` keeps a run's results in `health_checks`; `assert_healthy` raises `HealthCheckFailed`,
 which is what fails a scheduled monitoring task.
 
-Heartbeats: each stage writes DATA_DIR/heartbeats/<stage>.json when it finishes a run (`beat`).
+Heartbeats: each stage writes DATA_DIR/heartbeats/<stage>.json when it finishes a run (`beat`),
+and, from `obslab detect|narrate`, when a run fails (ok=False, the error); each write keeps the
+other outcome's newest time and detail, so `obslab status` shows the last success and last error.
 A file rather than a table, because the detector and the narrator run in their own processes and
 should not take the store's write lock only to say they are alive.
 """
@@ -68,6 +70,11 @@ class Beat:
     at: datetime
     ok: bool
     detail: str
+    # The newest run of the other outcome, kept so a failure does not hide when the stage last worked.
+    last_ok_at: datetime | None = None
+    last_ok_detail: str = ""
+    last_error_at: datetime | None = None
+    last_error: str = ""
 
 
 # ---------------------------------------------------------------------- heartbeats
@@ -79,14 +86,23 @@ def heartbeat_path(settings: Settings, stage: str) -> Path:
 
 
 def beat(settings: Settings, stage: str, ok: bool = True, detail: str = "") -> Beat:
-    """Record that `stage` finished a run now; readers never see a half-written file."""
-    record = Beat(stage, datetime.now(timezone.utc), ok, detail)
+    """Record that `stage` finished a run now (or failed one: ok=False, detail: the error), written atomically."""
+    now = datetime.now(timezone.utc)
+    try:
+        before = last_beat(settings, stage)
+    except ObslabError:
+        before = None  # an unreadable file is replaced whole
+    last_ok = (now, detail) if ok else (before.last_ok_at, before.last_ok_detail) if before else (None, "")
+    last_error = (before.last_error_at, before.last_error) if before else (None, "")
+    record = Beat(stage, now, ok, detail, *last_ok, *(last_error if ok else (now, detail)))
     path = heartbeat_path(settings, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{stage}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as out:
-            json.dump({"stage": stage, "at": record.at.isoformat(), "ok": ok, "detail": detail}, out)
+            json.dump({"stage": stage, "at": record.at.isoformat(), "ok": ok, "detail": detail,
+                       "last_ok_at": _iso(record.last_ok_at), "last_ok_detail": record.last_ok_detail,
+                       "last_error_at": _iso(record.last_error_at), "last_error": record.last_error}, out)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -99,12 +115,24 @@ def last_beat(settings: Settings, stage: str) -> Beat | None:
     path = heartbeat_path(settings, stage)
     try:
         data = json.loads(path.read_text())
-        return Beat(data["stage"], datetime.fromisoformat(data["at"]), bool(data["ok"]), data.get("detail", ""))
+        at, ok, detail = datetime.fromisoformat(data["at"]), bool(data["ok"]), data.get("detail", "")
+        # A file written before last_ok_at existed: its own run is the last success, if it was one.
+        last_ok_at = _time(data["last_ok_at"]) if "last_ok_at" in data else at if ok else None
+        return Beat(data["stage"], at, ok, detail, last_ok_at, data.get("last_ok_detail", detail if ok else ""),
+                    _time(data.get("last_error_at")), data.get("last_error", ""))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ObslabError(f"heartbeat {path} is unreadable ({type(err).__name__}: {err}); delete it: the "
                           f"{stage} stage writes it again at the end of its next run") from None
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 # ---------------------------------------------------------------------- offsets

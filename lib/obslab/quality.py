@@ -298,13 +298,16 @@ def _error_rate_consistency(con, scope: _Scope) -> QualityCheck:
 def _incidents_without_windows(con, scope: _Scope) -> QualityCheck:
     # Only incidents that opened inside the retained period: the windows of older ones may have been
     # deleted by retention on purpose. A window overlaps [opened_at, last_anomaly_at) when it starts
-    # before the end and ends after the start.
+    # before the end and ends after the start. An outage (the detector judged a silent period as a
+    # window of zero requests) has no stored window by its nature, so it is not a violation.
     retained = "opened_at >= $cutoff"
     total, first = _listing(con, f"""
         SELECT incident_id, opened_at, last_anomaly_at FROM {INCIDENTS.name} i
         WHERE {retained} AND NOT EXISTS (
             SELECT 1 FROM {SERVICE_METRICS.name} m
-            WHERE m.service = i.service AND m.window_start < i.last_anomaly_at AND m.window_end > i.opened_at)""",
+            WHERE m.service = i.service AND m.window_start < i.last_anomaly_at AND m.window_end > i.opened_at)
+          AND NOT EXISTS (
+            SELECT 1 FROM {ANOMALIES.name} a WHERE a.incident_id = i.incident_id AND a.request_count = 0)""",
                             {"cutoff": scope.cutoff})
     checked = _count(con, INCIDENTS, retained, {"cutoff": scope.cutoff})
     examples = [f"{incident} ({_t(opened)} to {_t(last)})" for incident, opened, last in first]

@@ -258,7 +258,7 @@ QUALITY_CHECKS = Table(
 INCIDENTS = Table(
     "incidents",
     (
-        C("incident_id", "string", False, "service:kind:opened_at"),
+        C("incident_id", "string", False, "service:kind:<start of the window that opened it>; kept for life"),
         C("service", "string", False),
         C("kind", "string", False, "errors | latency | traffic"),
         C("status", "string", False, "open | resolved"),
@@ -311,6 +311,9 @@ STREAM_BATCHES = Table(
         C("events", "long", False, "good events aggregated"),
         C("dead_letters", "long", False, "malformed or late events set aside"),
         C("applied_at", "timestamp", False),
+        C("offsets", "json", True, 'Kafka offsets the batch added: {"<topic>": {"<partition>": [from, to)}}'),
+        C("endpoint_overflow", "long", True, "good events counted under the endpoint `other` (their service had "
+                                              "ENDPOINT_MAX_PER_SERVICE endpoint names already)"),
     ),
     key=("query_id", "batch_id"),
     doc="Micro-batches already applied: a replayed batch is skipped, so each event counts once.",
@@ -329,6 +332,34 @@ STREAM_STATE = Table(
     doc="Event-time progress of each stream query.",
 )
 
+STREAM_OFFSETS = Table(
+    "stream_offsets",
+    (
+        C("topic", "string", False),
+        C("kafka_partition", "int", False),
+        C("next_offset", "long", False, "every record before it is counted in the windows or kept as a dead letter"),
+        C("topic_id", "string", True, "Kafka's id of the topic: a deleted and recreated topic has a new one"),
+        C("query_id", "string", False, "the stream query (checkpoint) that last moved it"),
+        C("batch_id", "long", False),
+        C("updated_at", "timestamp", False),
+    ),
+    key=("topic", "kafka_partition"),
+    doc="How far the store has consumed each partition of the raw topic; moved in the transaction that adds the "
+        "data, so a stream without a checkpoint resumes here.",
+)
+
+STREAM_ENDPOINTS = Table(
+    "stream_endpoints",
+    (
+        C("service", "string", False),
+        C("endpoint", "string", False),
+        C("admitted_at", "timestamp", False),
+    ),
+    key=("service", "endpoint"),
+    doc="Endpoint names kept as their own series, at most ENDPOINT_MAX_PER_SERVICE per service; the events of "
+        "further names are counted under the endpoint `other`.",
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -344,6 +375,8 @@ TABLES: dict[str, Table] = {
         LATENCY_HISTOGRAMS,
         STREAM_BATCHES,
         STREAM_STATE,
+        STREAM_OFFSETS,
+        STREAM_ENDPOINTS,
         INCIDENTS,
         STATUS_COUNTS,
     )

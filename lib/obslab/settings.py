@@ -7,12 +7,14 @@ prints the effective values. Secrets never get defaults.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from obslab.bootstrap import CACHE, ROOT
 from obslab.errors import ConfigError
@@ -72,16 +74,20 @@ class Settings(BaseSettings):
     trigger_seconds: float = Field(5.0, gt=0, description="micro-batch interval of the continuous stream")
     max_offsets_per_trigger: int | None = Field(None, gt=0, description="cap on events per micro-batch; default no cap")
     checkpoint_name: str = Field("stream", pattern=r"^[A-Za-z0-9_.-]+$", description="folder under DATA_DIR/checkpoints")
+    future_tolerance_seconds: int = Field(60, ge=0, le=86_400, description="events dated more than this ahead of the stream's clock are dead letters (`future`) and never move the watermark; keep it <= WATERMARK_SECONDS")
+    endpoint_max_length: int = Field(128, ge=1, le=2048, description="longest endpoint name kept; longer names, and names that are not a URL path, are dead letters (`invalid:endpoint`)")
+    endpoint_max_per_service: int = Field(50, ge=1, le=10_000, description="endpoint names kept per service (first come, first kept); events of further names are counted under the endpoint `other`")
 
     # --- detection
     error_surge_factor: float = Field(3.0, gt=1, description="error_surge fires above this x the service's baseline error rate")
     error_confidence_z: float = Field(3.0, gt=0, description="z of the Wilson lower bound that must clear the error threshold")
     latency_sla_ms: dict[str, float] = Field(default_factory=lambda: {"checkout": 300.0, "payments": 400.0, "search": 150.0},
-                                             description="latency SLA per service in ms (JSON)")
+                                             description="latency SLA per service in ms (JSON); a service not named is held to its own median p99")
     latency_spike_factor: float = Field(2.0, gt=1, description="latency_spike fires when avg and p99 exceed this x the SLA")
     shift_z: float = Field(6.0, gt=0, description="baseline_shift fires beyond this many robust standard deviations")
     slo_availability: dict[str, float] = Field(default_factory=lambda: {"checkout": 0.99, "payments": 0.99, "search": 0.99},
                                                description="availability SLO per service (JSON) for burn_rate")
+    slo_default_availability: float = Field(0.99, gt=0, lt=1, description="availability SLO of a service SLO_AVAILABILITY does not name")
     burn_threshold: float = Field(14.4, gt=0, description="burn_rate fires above this burn over the short and long window")
     resolve_after_windows: int = Field(3, ge=1, description="clean windows after which an incident resolves")
     partial_window_min_requests: int = Field(30, ge=0, description="an open window is judged early once it holds this many requests; 0: final windows only")
@@ -118,6 +124,25 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    @field_validator("latency_sla_ms")
+    @classmethod
+    def _slas_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not k.strip() or not v > 0}
+        if bad:
+            raise ValueError(f"every service needs a name and an SLA above 0 ms, got {json.dumps(bad)}; "
+                             'write e.g. {"checkout": 300}')
+        return value
+
+    @field_validator("slo_availability")
+    @classmethod
+    def _slos_below_one(cls, value: dict[str, float]) -> dict[str, float]:
+        # burn rate = error rate / (1 - SLO): an SLO of 1 leaves no error budget to burn (division by zero).
+        bad = {k: v for k, v in value.items() if not k.strip() or not 0 < v < 1}
+        if bad:
+            raise ValueError(f"every service needs a name and an availability strictly between 0 and 1, got "
+                             f'{json.dumps(bad)}; write e.g. {{"checkout": 0.999}} for 99.9 %')
+        return value
 
     @field_validator("data_dir", "cache_dir", "duckdb_path", "llm_model_path")
     @classmethod
@@ -162,10 +187,20 @@ def load_settings(**overrides) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as err:
+        # The setting's name as it is written in the environment; a key inside it (a service) as is.
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']).upper() or 'settings'}: {e['msg']}" for e in err.errors()
+            f"{'.'.join([str(e['loc'][0]).upper(), *map(str, e['loc'][1:])]) if e['loc'] else 'settings'}: "
+            f"{e['msg']}" for e in err.errors()
         )
         raise ConfigError(f"invalid settings ({problems}). Fix the environment variable or .env entry.") from None
+    except SettingsError as err:
+        # A JSON setting that is not JSON fails while the environment is read, before validation.
+        named = re.search(r'field "(\w+)"', str(err))
+        field = Settings.model_fields.get(named.group(1)) if named else None
+        if field is None:
+            raise ConfigError(f"invalid settings ({err}). Fix the environment variable or .env entry.") from None
+        raise ConfigError(f"invalid settings ({named.group(1).upper()}: not valid JSON; write an object like "
+                          f"{_default_text(field)}). Fix the environment variable or .env entry.") from None
 
 
 @lru_cache(maxsize=1)
@@ -176,13 +211,19 @@ def get_settings() -> Settings:
 
 def settings_table() -> list[tuple[str, str, str]]:
     """(ENV NAME, default, meaning) for every setting: the README's table comes from here."""
-    rows = []
-    for name, field in Settings.model_fields.items():
-        default = field.default
-        if isinstance(default, Path):
-            try:
-                default = default.relative_to(_project_dir())
-            except ValueError:
-                pass
-        rows.append((name.upper(), "" if default is None else str(default), field.description or ""))
-    return rows
+    return [(name.upper(), _default_text(field), field.description or "")
+            for name, field in Settings.model_fields.items()]
+
+
+def _default_text(field) -> str:
+    """A field's default as a user would write it in .env: JSON for mappings, project-relative paths."""
+    # Mappings have a default_factory (a shared mutable default would leak between instances).
+    default = field.default_factory() if field.default_factory is not None else field.default
+    if isinstance(default, Path):
+        try:
+            default = default.relative_to(_project_dir())
+        except ValueError:
+            pass
+    if isinstance(default, dict):
+        return json.dumps(default)
+    return "" if default is None else str(default)

@@ -80,12 +80,24 @@ def _migration_5() -> list[str]:
     ]
 
 
+def _migration_6() -> list[str]:
+    from obslab.schema import STREAM_ENDPOINTS, STREAM_OFFSETS
+
+    return [
+        STREAM_OFFSETS.ddl(),
+        STREAM_ENDPOINTS.ddl(),
+        "ALTER TABLE stream_batches ADD COLUMN IF NOT EXISTS offsets JSON",
+        "ALTER TABLE stream_batches ADD COLUMN IF NOT EXISTS endpoint_overflow BIGINT",
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, Any]] = [
     (1, "create the lab tables", _migration_1),
     (2, "stream state: latency histograms, applied batches, watermark", _migration_2),
     (3, "incidents", _migration_3),
     (4, "narrator: status_counts (error mix), provenance of summaries", _migration_4),
     (5, "scheduled runs: notebook task records, health checks, data-quality checks", _migration_5),
+    (6, "stream: consumed Kafka offsets, kept endpoint names, per-batch offsets and endpoint overflow", _migration_6),
 ]
 
 
@@ -192,6 +204,10 @@ class Store:
 
     def migrate(self) -> list[int]:
         """Create or upgrade the schema; returns the versions applied now (empty when current)."""
+        # Asked read-only first: every detection and narration pass calls this, and a current schema
+        # needs no write lock (which would shut out every reader, or fail while one reads).
+        if self._applied() >= {version for version, _, _ in MIGRATIONS}:
+            return []
         with self.writer() as con:
             con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -213,6 +229,16 @@ class Store:
         if applied:
             log.info("store %s: applied migrations %s", self.path, applied)
         return applied
+
+    def _applied(self) -> set[int]:
+        """The migrations recorded in the file (none for a missing file or one without the schema)."""
+        if not self.path.exists():
+            return set()
+        with self.reader() as con:
+            if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                               ["schema_migrations"]).fetchone()[0]:
+                return set()
+            return {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
 
     def schema_version(self) -> int:
         """Highest applied migration (0 for a file without the schema)."""
@@ -265,6 +291,9 @@ class Store:
         for name, data in prepared.items():
             _check_columns(_table(name), data.column_names)
         written: dict[str, int] = {}
+        if all(data.num_rows == 0 for data in prepared.values()):
+            # Nothing to write: do not take the write lock (it would shut out every reader for nothing).
+            return {name: 0 for name in prepared}
         with self.writer() as con:
             for name, data in prepared.items():
                 spec = _table(name)

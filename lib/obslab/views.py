@@ -1,6 +1,7 @@
 """What the dashboard shows, as DataFrames read from the store (read-only, one short read each).
 
-    overview(store, services)          per service: last window's rate, error rate, p95/p99, status
+    services(store)                    the services the store has data of (the dashboard's filter)
+    overview(store, services)          per service: newest window's rate, error rate, p95/p99, status
     series(store, services, since)     windows per service (final and open) for the charts
     incident_list(store, since)        incidents with their newest narrative and its provenance
     anomaly_list(store, since)         anomalies for the timeline
@@ -9,6 +10,12 @@
 
 Status of a service: `incident` while one of its incidents is open, `degraded` when its newest
 window is anomalous without an incident yet, else `healthy`.
+
+Requests per second divide a window's requests by the time the window has covered so far: its
+whole length once the stream has seen an event past its end (final or not), else from its start to
+the newest event time the stream has seen (stream_state.max_event_time). An open window 20 s old
+holds 20 s of requests, not 60. A window that has covered less than MIN_RATE_SECONDS is too young
+for a rate: the service's previous window is shown instead. `rate_basis` says which was used.
 """
 
 from __future__ import annotations
@@ -18,22 +25,55 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 
 
+MIN_RATE_SECONDS = 1.0  # a window younger than this (in event time) is too young for a rate
+
+
+def services(store) -> list[str]:
+    """Every service the store has windows, incidents or injected faults of, sorted."""
+    return [r[0] for r in store.query("""
+        SELECT service FROM service_metrics UNION SELECT service FROM incidents
+        UNION SELECT service FROM injected_incidents ORDER BY service""")]
+
+
 def overview(store, services: list[str]) -> pd.DataFrame:
+    """Per service: the newest window with a rate, its requests/s over the time it covered, errors, latency, status."""
     df = store.query_df("""
-        WITH latest AS (
-            SELECT service, max(window_start) AS window_start FROM service_metrics
-            WHERE list_contains(?, service) GROUP BY service)
+        WITH seen AS (SELECT max(max_event_time) AS until FROM stream_state),
+        covered AS (
+            SELECT m.*, epoch(m.window_end) - epoch(m.window_start) AS length_seconds,
+                   CASE WHEN m.is_final OR seen.until IS NULL OR seen.until >= m.window_end
+                        THEN epoch(m.window_end) - epoch(m.window_start)
+                        ELSE epoch(seen.until) - epoch(m.window_start) END AS covered_seconds,
+                   NOT m.is_final AND seen.until IS NULL AS coverage_unknown
+            FROM service_metrics m, seen WHERE list_contains(?, m.service)),
+        latest AS (
+            SELECT service, max(window_start) AS window_start FROM covered
+            WHERE covered_seconds >= ? GROUP BY service)
         SELECT m.service, m.window_start, m.window_end, m.request_count,
-               m.request_count / (epoch(m.window_end) - epoch(m.window_start)) AS requests_per_second,
-               m.error_rate, m.p95_latency_ms, m.p99_latency_ms, m.is_final,
+               m.request_count / m.covered_seconds AS requests_per_second, m.covered_seconds, m.length_seconds,
+               m.coverage_unknown, m.error_rate, m.p95_latency_ms, m.p99_latency_ms, m.is_final,
                (SELECT count(*) FROM incidents i WHERE i.service = m.service AND i.status = 'open') AS open_incidents,
                (SELECT count(*) FROM anomalies a WHERE a.service = m.service
                   AND a.window_start = m.window_start) AS anomalies_now
-        FROM service_metrics m JOIN latest USING (service, window_start)
-        ORDER BY m.service""", [services])
+        FROM covered m JOIN latest USING (service, window_start)
+        ORDER BY m.service""", [services, MIN_RATE_SECONDS])
     df["status"] = [("incident" if o else "degraded" if a else "healthy")
                     for o, a in zip(df.open_incidents, df.anomalies_now)]
+    df["rate_basis"] = [_rate_basis(r) for r in df.itertuples()]
     return df
+
+
+def _rate_basis(row) -> str:
+    """How a row's requests/s was computed, in words for the dashboard."""
+    if row.is_final:
+        return f"final window: {row.request_count:,} requests over its {row.length_seconds:g} s"
+    if row.coverage_unknown:  # no stream progress recorded (a store not written by the stream)
+        return (f"open window: {row.request_count:,} requests over its whole {row.length_seconds:g} s "
+                "(the time it covered is not recorded)")
+    if row.covered_seconds >= row.length_seconds:
+        return f"open window, its whole {row.length_seconds:g} s seen: {row.request_count:,} requests"
+    return (f"open window: {row.request_count:,} requests over the {row.covered_seconds:.0f} s of its "
+            f"{row.length_seconds:g} s seen so far")
 
 
 def series(store, services: list[str], since: datetime) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """The Streamlit app (AppTest) on a store made by the real pipeline code: the `demo` scenario's
-evaluation (generator -> the stream's transform and sink -> detection), narrated by the template."""
+evaluation (generator -> the stream's transform and sink -> detection), narrated by the template;
+and on a small store of a service the generator does not know."""
 
 import shutil
 import subprocess
@@ -14,7 +15,6 @@ from obslab.narrate.backends import TemplateBackend
 from obslab.narrate.run import narrate_pending
 from obslab.store import Store
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
 
@@ -29,6 +29,8 @@ def demo_store(evaluated, tmp_path, monkeypatch):
     return store
 
 
+@pytest.mark.spark
+@pytest.mark.slow
 def test_the_app_shows_the_store_s_numbers_without_exception(demo_store):
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
@@ -46,6 +48,8 @@ def test_the_app_shows_the_store_s_numbers_without_exception(demo_store):
     assert len(titles) == demo_store.count("incidents") and all("rule-based text" in t for t in titles)
 
 
+@pytest.mark.spark
+@pytest.mark.slow
 def test_a_busy_store_shows_the_last_data_as_stale(demo_store):
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
@@ -64,6 +68,8 @@ def test_a_busy_store_shows_the_last_data_as_stale(demo_store):
         holder.wait()
 
 
+@pytest.mark.spark
+@pytest.mark.slow
 def test_the_runs_view_lists_scheduled_runs_with_their_kept_notebooks(demo_store):
     from datetime import datetime, timedelta, timezone
 
@@ -83,3 +89,32 @@ def test_the_runs_view_lists_scheduled_runs_with_their_kept_notebooks(demo_store
     tasks = next(f for f in frames if "output_notebook" in f.columns)
     assert sorted(tasks.output_notebook) == ["/runs/scheduled__1/detect.ipynb", "/runs/scheduled__1/stream.ipynb"]
     assert "RuntimeError: boom" in set(tasks.error)
+
+
+def test_the_service_filter_lists_the_store_s_services_and_rates_cover_the_open_window(tmp_path, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+    store = Store(tmp_path / "s.duckdb")
+    store.migrate()
+    # inventory is no service of the generator's profiles; both have a final and an open window
+    store.upsert("service_metrics", [
+        {"service": service, "window_start": t0 + timedelta(minutes=m), "window_end": t0 + timedelta(minutes=m + 1),
+         "request_count": n, "error_count": 0, "error_rate": 0.0, "avg_latency_ms": 50.0, "p50_latency_ms": 40.0,
+         "p95_latency_ms": 90.0, "p99_latency_ms": 120.0, "is_final": m == 0, "updated_at": t0}
+        for service, counts in (("checkout", (180, 90)), ("inventory", (60, 30))) for m, n in enumerate(counts)])
+    # the stream has seen events up to 09:01:15: 15 s of the open 09:01 window
+    store.upsert("stream_state", [{"query_id": "q", "max_event_time": t0 + timedelta(minutes=1, seconds=15),
+                                   "watermark": t0, "window_seconds": 60, "updated_at": t0}])
+    monkeypatch.setenv("DUCKDB_PATH", str(store.path))
+    monkeypatch.setenv("STORE_LOCK_TIMEOUT_SECONDS", "1")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert at.multiselect(key="services").options == ["checkout", "inventory"]
+    shown = {m.label: m.value for m in at.metric if " · " in m.label}
+    # 90 and 30 requests over the 15 s seen (before: 1.5 and 0.5, per 60 s, and inventory not at all)
+    assert shown == {"checkout · healthy": "6.0 req/s", "inventory · healthy": "2.0 req/s"}
+
+    at.multiselect(key="services").select("inventory").run()  # choosing one narrows every view to it
+    assert not at.exception
+    assert [m.label for m in at.metric if " · " in m.label] == ["inventory · healthy"]

@@ -103,3 +103,37 @@ def test_thresholds_come_from_the_config():
     series = windows(at={30: {"errors": 30}})  # 15 % of 200: a surge at k = 3, not at k = 8
     assert [a.window_start.minute for a in error_surge(series, CFG)] == [30]
     assert error_surge(series, DetectorConfig(error_surge_factor=8)) == []
+
+
+# Services come from the data: one that no setting names is still watched by every detector.
+
+@pytest.mark.parametrize("seed", range(10))
+def test_clean_traffic_of_an_unconfigured_service_is_quiet(seed):
+    assert detect_series(windows(n=60, service="inventory", seed=seed), CFG) == []
+
+
+@pytest.mark.parametrize("latency, spike_minutes", [
+    (1400.0, [30]),  # 7 x the ~200 ms average: far above twice its usual p99 (~300 ms)
+    (500.0, []),     # 2.5 x the average, p99 750 ms: above its usual p99 but avg under twice it (600 ms)
+])
+def test_an_unconfigured_service_is_held_to_its_own_p99(latency, spike_minutes):
+    found = latency_spike(windows(service="inventory", at={30: {"latency": latency}}), CFG)
+    assert [a.window_start.minute for a in found] == spike_minutes
+    for a in found:
+        # windows() gives every window a p99 of 1.5 x its average of ~200 ms: the SLA it is held to.
+        assert a.baseline == pytest.approx(300, rel=0.05) and a.threshold == pytest.approx(2 * a.baseline)
+
+
+def test_an_unconfigured_service_has_no_latency_sla_before_it_has_a_history():
+    # Its first four windows give no usual p99 yet (MIN_HISTORY is 5): a spike there is not judged.
+    assert latency_spike(windows(n=4, service="inventory", at={3: {"latency": 5000.0}}), CFG) == []
+
+
+@pytest.mark.parametrize("default_slo, burns", [
+    (0.99, True),   # 25 % errors spend a 1 % budget 25 times as fast as allowed: above 14.4
+    (0.9, False),   # the same errors against a 10 % budget burn 2.5: below 14.4
+])
+def test_burn_rate_holds_an_unconfigured_service_to_the_default_slo(default_slo, burns):
+    sustained = windows(n=120, service="inventory", at={m: {"error_rate": 0.25} for m in range(40, 120)})
+    found = burn_rate(sustained, DetectorConfig(default_slo_availability=default_slo))
+    assert bool(found) == burns

@@ -113,7 +113,7 @@ def test_an_ungrounded_answer_is_retried_once_then_the_template_is_stored(server
     server.replies = [_fields(GOOD.replace("500 (96)", "504 (96)")), _fields(GOOD.replace("30.8%", "35%"))]
     row = compose(FACTS, _backend(settings), settings).row
     assert row["attempts"] == 2 and row["backend"] == "template" and row["grounded"]
-    assert "status code 504" not in row["summary"] and "not grounded: number 35%" in row["fallback_reason"]
+    assert "status code 504" not in row["summary"] and "not grounded: percentage 35% is not in the facts" in row["fallback_reason"]
     assert server.requests[1]["options"]["temperature"] > 0  # the retry is not a copy of the first call
     server.replies = [_fields(GOOD.replace("500 (96)", "504 (96)")), _fields(GOOD)]
     row = compose(FACTS | {"incident_id": "payments:errors:later"}, _backend(settings), settings).row

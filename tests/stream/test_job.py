@@ -1,24 +1,100 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 
 import pandas as pd
 import pytest
 from kafka import TopicPartition
+from kafka.admin import NewTopic
 
-from obslab.broker import consumer
-from obslab.errors import CheckpointMismatchError
+from obslab.broker import admin_client, consumer
+from obslab.errors import CheckpointMismatchError, OffsetsMismatchError, StoreWindowMismatchError
 from obslab.settings import load_settings
 from obslab.store import Store
-from obslab.stream.job import aggregate_static, open_checkpoint, run_stream_job
+from obslab.stream.job import (CheckpointState, StorePosition, TopicState, aggregate_static, checkpoint_path,
+                               open_checkpoint, plan_start, run_stream_job)
 from obslab.stream.sink import StreamSink
 from obslab.stream.transform import parse_events
 from tests.stream.helpers import T0, event_lines, lab_for, publish, same_counts, stored, truth
+
+NO_CHECKPOINT = CheckpointState(started=False, committed=None)
+TOPIC_NOW = TopicState("id-1", {0: (0, 500), 1: (0, 480), 2: (0, 510)})  # partition -> (first, end) offset
+
+
+def _stored(offsets=None, topic_id="id-1", windows=None):
+    offsets = offsets or {}
+    return StorePosition(offsets, topic_id if offsets else None, bool(offsets) if windows is None else windows, [60])
+
+
+@pytest.mark.parametrize(
+    "stored, now, checkpoint, expected",
+    [
+        # A new store and no checkpoint: the whole topic.
+        (_stored(), TOPIC_NOW, NO_CHECKPOINT, ("topic start", "earliest")),
+        # The checkpoint was deleted or renamed: start where the store stopped counting.
+        (_stored({0: 400, 1: 390, 2: 410}), TOPIC_NOW, NO_CHECKPOINT,
+         ("store offsets", {"0": 400, "1": 390, "2": 410})),
+        # A partition added since the store last counted is read from its start (-2: Spark's "earliest").
+        (_stored({0: 400, 1: 390}), TOPIC_NOW, NO_CHECKPOINT, ("store offsets", {"0": 400, "1": 390, "2": -2})),
+        # Retention deleted offsets 100-149 of partition 0 before they were counted: start at 150, and say so.
+        (_stored({0: 100, 1: 390, 2: 410}), TopicState("id-1", {0: (150, 500), 1: (0, 480), 2: (0, 510)}),
+         NO_CHECKPOINT, ("store offsets", {"0": 150, "1": 390, "2": 410})),
+        # The checkpoint resumes (Spark ignores startingOffsets then), also when it is behind the store.
+        (_stored({0: 400, 1: 390, 2: 410}), TOPIC_NOW, CheckpointState(True, {0: 400, 1: 390, 2: 410}),
+         ("checkpoint", "earliest")),
+        (_stored({0: 400, 1: 390, 2: 410}), TOPIC_NOW, CheckpointState(True, {0: 300, 1: 390, 2: 410}),
+         ("checkpoint", "earliest")),
+        # A store from before offsets were recorded keeps working with its checkpoint.
+        (_stored(windows=True), TOPIC_NOW, CheckpointState(True, {0: 400, 1: 390, 2: 410}), ("checkpoint", "earliest")),
+        # Refused: the store has counted further than the topic reaches.
+        (_stored({0: 400, 1: 390, 2: 600}), TOPIC_NOW, NO_CHECKPOINT, r"counted partition 2 up to offset 600.*ends at 510"),
+        # Refused: the topic was deleted and created again (a new id), even where offsets would fit.
+        (_stored({0: 400, 1: 390, 2: 410}), TopicState("id-2", TOPIC_NOW.offsets), NO_CHECKPOINT,
+         r"deleted and created again.*id-1.*id-2.*new store \(DUCKDB_PATH\)"),
+        # Refused: partitions the topic does not have (Kafka never removes partitions).
+        (_stored({0: 400, 1: 390, 2: 410}), TopicState("id-1", {0: (0, 500)}), NO_CHECKPOINT,
+         r"partitions \[1, 2\], which the topic does not have"),
+        # Refused: the topic is gone.
+        (_stored({0: 400}), None, NO_CHECKPOINT, r"no such topic"),
+        # Refused: the checkpoint consumed more than the store counted (store replaced or restored).
+        (_stored({0: 400, 1: 390, 2: 410}), TOPIC_NOW, CheckpointState(True, {0: 450, 1: 390, 2: 410}),
+         r"consumed partition 0 up to offset 450.*only up to 400.*Delete the checkpoint folder"),
+        # Refused: an empty store behind a checkpoint that consumed events still in the topic.
+        (_stored(), TOPIC_NOW, CheckpointState(True, {0: 100, 1: 0, 2: 0}), r"store is empty.*100 events"),
+        # Refused: windows of unknown origin and no checkpoint; reading from the start could count them twice.
+        (_stored(windows=True), TOPIC_NOW, NO_CHECKPOINT, r"no record of counting this topic.*Restore the checkpoint"),
+    ],
+)
+def test_where_a_stream_starts(stored, now, checkpoint, expected):
+    if isinstance(expected, str):
+        with pytest.raises(OffsetsMismatchError, match=expected):
+            plan_start("raw", "store.duckdb", "checkpoints/stream", stored, now, checkpoint)
+        return
+    plan = plan_start("raw", "store.duckdb", "checkpoints/stream", stored, now, checkpoint)
+    started_from, offsets = expected
+    assert plan.started_from == started_from
+    assert plan.starting_offsets == (offsets if offsets == "earliest" else json.dumps({"raw": offsets}))
+    if stored.offsets.get(0) == 100:
+        assert plan.notes == ["partition 0 of raw: offsets 100 to 149 (50 events) were deleted by Kafka's "
+                              "retention before the stream counted them"]
+
+
+def test_a_store_with_windows_of_another_length_is_refused(tmp_path):
+    store = Store(tmp_path / "observability.duckdb")
+    store.migrate()
+    store.upsert("stream_state", [{"query_id": "q", "window_seconds": 60, "updated_at": T0}])  # a 60 s stream wrote here
+    # A new checkpoint does not help: windows of 30 s would land beside the 60 s ones in the same tables.
+    settings = load_settings(data_dir=tmp_path, window_seconds=30, checkpoint_name="another")
+    with pytest.raises(StoreWindowMismatchError, match=r"WINDOW_SECONDS=60, but .* WINDOW_SECONDS=30.*DUCKDB_PATH"):
+        run_stream_job(settings, store=store)
+    assert not checkpoint_path(settings).joinpath("obslab.json").exists()  # refused before the checkpoint was made
 
 
 def test_a_checkpoint_made_with_other_window_settings_is_refused(tmp_path):
@@ -82,17 +158,18 @@ def test_malformed_events_go_to_the_dead_letters_and_good_ones_are_all_counted(s
     good = event_lines("mixed", seconds=500, rate=20)[:10_000]
     assert len(good) == 10_000
     kinds = ["{broken", "", '{"event_id": "x"}', json.dumps({**json.loads(good[0]), "latency_ms": -3}),
-             json.dumps({**json.loads(good[0]), "status_code": "teapot"})]
-    bad = [kinds[i % len(kinds)] for i in range(1_000)]
+             json.dumps({**json.loads(good[0]), "status_code": "teapot"}),
+             json.dumps({**json.loads(good[0]), "endpoint": "/api/search?q=" + "x" * 200})]
+    bad = [kinds[i % len(kinds)] for i in range(1_200)]
     mixed = good + bad
     random.Random(1).shuffle(mixed)
     publish(settings, mixed)
     report = run_stream_job(settings, available_now=True, spark=spark, store=store)
-    assert report.counters.events == 10_000 and report.counters.dead_letters == 1_000
-    assert store.count("dead_letter_events") == 1_000  # all bad, each with topic, partition and offset
+    assert report.counters.events == 10_000 and report.counters.dead_letters == 1_200
+    assert store.count("dead_letter_events") == 1_200  # all bad, each with topic, partition and offset
     reasons = dict(store.query("SELECT reason, count(*) FROM dead_letter_events GROUP BY 1"))
     assert reasons == {"malformed_json": 200, "empty_payload": 200, "missing_field:event_time": 200,
-                       "out_of_range:latency_ms": 200, "wrong_type:status_code": 200}
+                       "out_of_range:latency_ms": 200, "wrong_type:status_code": 200, "invalid:endpoint": 200}
     assert same_counts(store, good)  # all good counted, nothing else
     # Every updated window was also published to aggregated_metrics, keyed by service.
     c = consumer(settings)
@@ -125,6 +202,108 @@ def test_events_behind_the_watermark_are_kept_as_late(spark, broker, lab_setting
     assert finals == {f"09:0{m}": m < 7 for m in range(10)}
 
 
+@pytest.mark.kafka
+@pytest.mark.spark
+def test_an_event_dated_2099_neither_stops_the_stream_nor_counts(spark, broker, lab_settings, tmp_path):
+    settings = lab_for(lab_settings, tmp_path)
+    store = Store.from_settings(settings)
+    lines = event_lines("clean", seconds=120)  # 1,200 normal events, 09:00-09:02
+    bad = json.dumps({**json.loads(lines[0]), "event_id": "from-2099", "event_time": "2099-01-01T00:00:00Z"})
+    futures = []
+    for part in (lines[:600], [bad], lines[600:]):  # the measurement: available-now after each
+        publish(settings, part)
+        futures.append(run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+                       .counters.future)
+    assert same_counts(store, lines)  # every normal event counted, and no window in 2099
+    assert store.query("SELECT reason, raw_payload FROM dead_letter_events") == [("future", bad)]
+    assert futures == [0, 1, 0]
+    # The watermark follows the real events (newest 09:01:59.9, minus 120 s), not the year 2099.
+    assert store.query("SELECT max(watermark) FROM stream_state")[0][0] < T0
+
+
+def _commits(settings) -> int:
+    return len([f for f in (checkpoint_path(settings) / "spark" / "commits").glob("*") if f.name.isdigit()])
+
+
+@pytest.mark.kafka
+@pytest.mark.spark
+def test_a_lost_or_replaced_checkpoint_resumes_where_the_store_stopped(spark, broker, lab_settings, tmp_path):
+    settings = lab_for(lab_settings, tmp_path)
+    store = Store.from_settings(settings)
+    lines = event_lines("clean", seconds=240)  # 2,400 events, 09:00-09:04
+    publish(settings, lines[:600])
+    assert run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False).started_from == \
+        "topic start"
+    # Mid-run: a continuous stream taking 60 events per batch is stopped once it has committed one batch
+    # of the next 600; then its checkpoint is deleted.
+    publish(settings, lines[600:1200])
+    committed, stop = _commits(settings), threading.Event()
+
+    def stop_after_a_commit():
+        while not stop.is_set():
+            if _commits(settings) > committed:
+                stop.set()
+            time.sleep(0.1)
+
+    threading.Thread(target=stop_after_a_commit, daemon=True).start()
+    slow = settings.model_copy(update={"max_offsets_per_trigger": 60, "trigger_seconds": 0.5})
+    run_stream_job(slow, stop=stop, run_for_seconds=600, spark=spark, store=store, publish=False)
+    print("counted before the checkpoint was deleted:", store.query("SELECT sum(request_count) FROM service_metrics"))
+    shutil.rmtree(checkpoint_path(settings))
+    publish(settings, lines[1200:1800])
+    resumed = run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+    assert resumed.started_from == "store offsets"
+    assert same_counts(store, lines[:1800])  # 1,800 events, each counted once
+    # A replaced checkpoint (another CHECKPOINT_NAME) starts at the store's offsets too: nothing new to count.
+    renamed = run_stream_job(settings.model_copy(update={"checkpoint_name": "replacement"}), available_now=True,
+                             spark=spark, store=store, publish=False)
+    assert renamed.started_from == "store offsets" and renamed.counters.events == 0
+    assert same_counts(store, lines[:1800])
+    # Only Spark's part of the checkpoint lost: its batches are numbered from 0 again, and none of them may
+    # be taken for a batch of the same number applied earlier.
+    shutil.rmtree(checkpoint_path(settings) / "spark")
+    publish(settings, lines[1800:])
+    again = run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+    assert again.started_from == "store offsets" and again.counters.events == 600
+    assert same_counts(store, lines)  # 2,400 events, each counted once
+    # The store knows what it consumed: its next offsets are the topic's end offsets.
+    c = consumer(settings)
+    ends = c.end_offsets([TopicPartition(settings.topic_raw_events, p) for p in range(settings.kafka_partitions)])
+    c.close()
+    assert dict(store.query("SELECT kafka_partition, next_offset FROM stream_offsets")) == \
+        {tp.partition: end for tp, end in ends.items()}
+
+
+def _recreate_topic(settings) -> None:
+    admin = admin_client(settings)
+    admin.delete_topics([settings.topic_raw_events])
+    deadline = time.monotonic() + 60
+    while True:  # deletion completes in the background; creating the name again fails until it has
+        try:
+            admin.create_topics([NewTopic(settings.topic_raw_events, settings.kafka_partitions, 1)])
+            break
+        except Exception:  # noqa: BLE001 - TopicAlreadyExistsError while the old topic is being deleted
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    admin.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.spark
+def test_a_topic_deleted_and_created_again_is_refused(spark, broker, lab_settings, tmp_path):
+    settings = lab_for(lab_settings, tmp_path)
+    store = Store.from_settings(settings)
+    lines = event_lines("clean", seconds=60)
+    publish(settings, lines)
+    run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+    _recreate_topic(settings)
+    publish(settings, lines[:100])  # offsets 0-99 again: the store has counted beyond them
+    with pytest.raises(OffsetsMismatchError, match="deleted and created again.*new store"):
+        run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+    assert same_counts(store, lines)  # nothing of the new topic was taken for counted or counted
+
+
 def _batches(store) -> int:
     try:
         return store.count("stream_batches")
@@ -145,24 +324,43 @@ def test_exactly_once_across_three_sigkills(spark, broker, lab_settings, tmp_pat
            "TOPIC_RAW_EVENTS": settings.topic_raw_events,
            "TOPIC_AGGREGATED_METRICS": settings.topic_aggregated_metrics,
            "TRIGGER_SECONDS": "0.5", "MAX_OFFSETS_PER_TRIGGER": "1500"}
+    spark_dir = checkpoint_path(settings) / "spark"
     rng = random.Random(20261127)
+    logs = [tmp_path / f"stream-{kill}.log" for kill in range(3)]
     for kill in range(3):
+        run_env = dict(env)
+        if kill == 1:
+            # The second run publishes to a feed topic that does not exist (the broker creates none on its
+            # own): after each store commit the sink waits up to 10 s for it, and only then does Spark write
+            # the batch to its checkpoint. Killed as soon as a batch is in the store, the run dies between the
+            # two commits, the case the ledger is for.
+            run_env["TOPIC_AGGREGATED_METRICS"] = f"missing_{settings.topic_raw_events}"
         seen = _batches(store)
-        proc = subprocess.Popen([sys.executable, "-m", "obslab.cli", "stream"], env=env, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(logs[kill], "w") as log_file:
+            proc = subprocess.Popen([sys.executable, "-m", "obslab.cli", "-v", "stream"], env=run_env,
+                                    start_new_session=True, stdout=subprocess.DEVNULL, stderr=log_file)
         deadline = time.monotonic() + 180
         while _batches(store) <= seen and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert proc.poll() is None, logs[kill].read_text()[-2000:]
         assert _batches(store) > seen, "the stream made no progress before the kill"
-        time.sleep(rng.uniform(0.0, 3.0))  # a random point: mid-batch, mid-commit, or between batches
+        if kill != 1:
+            time.sleep(rng.uniform(0.0, 3.0))  # a random point: mid-batch, mid-commit, or between batches
         os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, no chance to clean up
         proc.wait()
+        if kill == 1:
+            query_id, between = store.query("SELECT query_id, max(batch_id) FROM stream_batches GROUP BY 1")[0]
+            assert (spark_dir / "offsets" / str(between)).exists()  # Spark planned it ...
+            assert not (spark_dir / "commits" / str(between)).exists()  # ... the store has it, the checkpoint not
     assert 0 < _batches(store)
     run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
     assert store.count("dead_letter_events") == 0
     assert same_counts(store, lines)  # zero lost, zero double counted
     assert stored(store).request_count.sum() == len(lines) == truth(lines).request_count.sum()
+    # The next run replayed that batch first (Spark re-runs a batch it has no commit for), found it in the
+    # store and skipped it: the counts above include it once.
+    assert f"batch {between} of query {query_id} is in the store already" in logs[2].read_text(), \
+        logs[2].read_text()[-3000:]
 
 
 @pytest.mark.kafka

@@ -1,16 +1,19 @@
 import json
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from obslab.stream.job import aggregate_static
-from obslab.stream.transform import RELATIVE_ACCURACY, bucket_value, parse_events
+from obslab.stream.transform import RELATIVE_ACCURACY, bucket_value, mark_untimely, parse_events, with_window
 from obslab.settings import load_settings
 from obslab.store import Store
 from tests.stream.helpers import event_lines
 
 pytestmark = pytest.mark.spark
+
+LIMIT = 128  # the endpoint length limit these cases are written for (ENDPOINT_MAX_LENGTH's default)
 
 GOOD = {"event_id": "e1", "event_time": "2026-03-01T09:00:01.500Z", "service": "search",
         "endpoint": "/api/search", "latency_ms": 42.5, "status_code": 200}
@@ -43,14 +46,50 @@ def _with(**changes):
         (_with(status_code=999), "out_of_range:status_code"),
         (_with(status_code=42), "out_of_range:status_code"),
         (_with(latency_ms=0), None),  # zero latency is legal
+        (_with(endpoint="/api/v1/users/a-b_c.d~e;v=2:x@y!$&'()*+,%20"), None),  # every URL path character
+        (_with(endpoint="/"), None),  # the root path
+        (_with(endpoint="/" + "a" * (LIMIT - 1)), None),  # exactly ENDPOINT_MAX_LENGTH characters
+        (_with(endpoint="/" + "a" * LIMIT), "invalid:endpoint"),  # one character too long
+        (_with(endpoint="api/search"), "invalid:endpoint"),  # a path starts with /
+        (_with(endpoint="other"), "invalid:endpoint"),  # so no client can send the overflow bucket's name
+        (_with(endpoint="/api/search?q=shoes"), "invalid:endpoint"),  # a query string: one name per search
+        (_with(endpoint="/api/pay ignore the facts"), "invalid:endpoint"),  # spaces
+        (_with(endpoint='/api/"quoted"'), "invalid:endpoint"),  # quotes
+        (_with(endpoint="/api/line\nbreak"), "invalid:endpoint"),  # a control character
+        (_with(endpoint="/api/caf\u00e9"), "invalid:endpoint"),  # not ASCII (a client would percent-encode it)
     ],
 )
 def test_parse_gives_each_bad_record_a_reason(spark, value, reason):
-    row = parse_events(_raw(spark, [value])).collect()[0]
+    row = parse_events(_raw(spark, [value]), endpoint_max_length=LIMIT).collect()[0]
     assert row.reason == reason
     assert row.raw_payload == value  # the payload is kept as received
     if reason is None:
         assert row.latency_ms == json.loads(value)["latency_ms"] and row.event_time.year == 2026
+
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)  # the stream's clock in these cases
+TOLERANCE = timedelta(seconds=60)  # FUTURE_TOLERANCE_SECONDS
+WATERMARK = NOW - timedelta(minutes=3)  # 11:57:00; windows are one minute long
+
+
+@pytest.mark.parametrize(
+    "event_time, reason_before, reason",
+    [
+        (NOW, None, None),  # on time
+        (NOW + timedelta(seconds=59), None, None),  # a client clock a little ahead: within the tolerance
+        (NOW + TOLERANCE, None, None),  # exactly at the tolerance still counts
+        (NOW + timedelta(seconds=61), None, "future"),  # beyond it
+        (datetime(2099, 1, 1, tzinfo=timezone.utc), None, "future"),  # the issue's bad timestamp
+        (NOW - timedelta(seconds=150), None, None),  # 11:57:30: its window ends 11:58:00, after the watermark
+        (NOW - timedelta(seconds=181), None, "late"),  # 11:56:59: its window ended 11:57:00, at the watermark
+        (NOW - timedelta(days=1), None, "late"),  # long final
+        (datetime(2099, 1, 1, tzinfo=timezone.utc), "malformed_json", "malformed_json"),  # a bad record keeps its reason
+    ],
+)
+def test_future_and_late_events_are_marked_for_the_dead_letters(spark, event_time, reason_before, reason):
+    frame = spark.createDataFrame([(event_time, reason_before)], "event_time TIMESTAMP, reason STRING")
+    row = mark_untimely(with_window(frame, 60), WATERMARK, NOW + TOLERANCE).collect()[0]
+    assert row.reason == reason
 
 
 def test_static_aggregation_is_exact_and_percentiles_are_within_the_bound(spark, tmp_path):

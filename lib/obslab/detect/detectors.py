@@ -88,6 +88,7 @@ class DetectorConfig:
     lookback_windows: int = 30
     min_history: int = 5
     slo_availability: dict = field(default_factory=lambda: {"checkout": 0.99, "payments": 0.99, "search": 0.99})
+    default_slo_availability: float = 0.99  # the SLO of a service `slo_availability` does not name
     burn_threshold: float = 14.4
     burn_short_windows: int = 5
     burn_long_windows: int = 60
@@ -150,16 +151,27 @@ def error_surge(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
 
 
 def latency_spike(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
-    """Average and p99 latency both above m x the service's SLA."""
-    out = []
+    """Average and p99 latency both above m x the service's SLA.
+
+    A service without a configured SLA is held to what it normally delivers: the median p99 of its
+    last clean final windows (once there are `min_history` of them). Services come from the data,
+    so a new one is watched from its first few windows on instead of never.
+    """
+    configured = cfg.latency_sla_ms.get(series[0].service) if series else None
+    out, normal_p99 = [], []
     for w in series:
-        sla = cfg.latency_sla_ms.get(w.service)
-        if sla is None or not _usable(w, cfg):
-            continue
-        threshold = cfg.latency_spike_factor * sla
-        if w.avg_latency_ms > threshold and w.p99_latency_ms > threshold:
-            out.append(_anomaly("latency_spike", w, "avg_latency_ms", w.avg_latency_ms, sla, threshold,
-                                w.avg_latency_ms / threshold))
+        sla = configured
+        if sla is None and len(normal_p99) >= cfg.min_history:
+            sla = median(normal_p99[-cfg.lookback_windows:])
+        fired = False
+        if sla is not None and _usable(w, cfg):
+            threshold = cfg.latency_spike_factor * sla
+            if w.avg_latency_ms > threshold and w.p99_latency_ms > threshold:
+                out.append(_anomaly("latency_spike", w, "avg_latency_ms", w.avg_latency_ms, sla, threshold,
+                                    w.avg_latency_ms / threshold))
+                fired = True
+        if configured is None and w.is_final and w.request_count > 0 and not fired:
+            normal_p99.append(w.p99_latency_ms)
     return out
 
 
@@ -195,16 +207,18 @@ def baseline_shift(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
                                     threshold / max(w.request_count, 1)))
                 flagged = True
         if w.is_final and not flagged:
-            latency_history.append(w.avg_latency_ms)
+            # A window without requests (a silent service) has a count but no latency.
+            if w.request_count > 0:
+                latency_history.append(w.avg_latency_ms)
             count_history.append(w.request_count)
     return out
 
 
 def burn_rate(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
     """SLO error-budget burn above the threshold over both a short and a long window (SRE workbook)."""
-    slo = cfg.slo_availability.get(series[0].service) if series else None
-    if slo is None:
+    if not series:
         return []
+    slo = cfg.slo_availability.get(series[0].service, cfg.default_slo_availability)
     budget = 1.0 - slo
     out = []
     for i, w in enumerate(series):

@@ -20,8 +20,10 @@ exactly as `obslab detect` sees them between triggers.
 
 Matching: an incident matches a fault when it is on the fault's service, of a kind the fault
 type causes (FAULT_KINDS), and its anomalous windows overlap the fault (the first starts before
-the fault ends, the last ends after it starts). A fault is detected when an incident matches it;
-an incident that matches no fault is a false incident.
+the fault ends, the last ends after it starts). A fault is detected when an incident matches it,
+and is reported with every incident that matches it. One fault should raise one incident: the
+first of them to be detected counts, and every other incident is a false incident, whether it
+matches no fault or only faults an earlier incident already detected (`duplicate`).
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class IncidentResult:
     last_anomaly_at: datetime
     first_detected_at: datetime
     early: bool  # first raised on an open (partial) window
-    matched: bool = False
+    matched: bool = False  # the first incident detected for some fault
+    duplicate: bool = False  # matches only faults that an earlier incident already detected
 
 
 @dataclass
@@ -165,7 +168,7 @@ def evaluate(scenario: str | Path, settings: Settings | None = None, seed: int |
     events_file.unlink()
     with store.held():
         _replay(store, s, partials, dead)
-        faults, incidents = _match(store)
+        faults, incidents = match_incidents(store)
     result = Evaluation(plan.name, seed, stream.rate, duration, report.events_sent, s.window_seconds,
                         s.trigger_seconds, s.detect_poll_seconds, faults, incidents,
                         str(s.duckdb_path) if keep_store else None, time.monotonic() - started)
@@ -222,7 +225,8 @@ def _interval_end(interval: int, trigger_seconds: float) -> datetime:
     return datetime.fromtimestamp((interval + 1) * trigger_seconds, tz=timezone.utc)
 
 
-def _match(store) -> tuple[list[FaultResult], list[IncidentResult]]:
+def match_incidents(store) -> tuple[list[FaultResult], list[IncidentResult]]:
+    """The injected faults and the incidents of a store, matched (see the module's docstring)."""
     faults = [FaultResult(*row) for row in store.query(
         "SELECT fault_type, service, endpoint, start_time, end_time FROM injected_incidents ORDER BY start_time")]
     incidents = [IncidentResult(*row) for row in store.query("""
@@ -232,17 +236,21 @@ def _match(store) -> tuple[list[FaultResult], list[IncidentResult]]:
         GROUP BY ALL ORDER BY i.opened_at, i.service, i.kind""")]
     detections = store.query("SELECT incident_id, window_end, detected_at FROM anomalies")
     for f in faults:
-        for i in incidents:
-            if (i.service == f.service and i.kind in FAULT_KINDS[f.type]
-                    and i.opened_at < f.end and i.last_anomaly_at > f.start):
-                i.matched = True
-                f.incident_ids.append(i.incident_id)
+        matching = sorted((i for i in incidents if i.service == f.service and i.kind in FAULT_KINDS[f.type]
+                           and i.opened_at < f.end and i.last_anomaly_at > f.start),
+                          key=lambda i: (i.first_detected_at, i.opened_at))
+        f.incident_ids = [i.incident_id for i in matching]
+        if matching:
+            matching[0].matched = True
         # The first anomaly of a matching incident raised after the fault began, in a window it reaches.
         times = [at for incident_id, window_end, at in detections
                  if incident_id in f.incident_ids and window_end > f.start and at >= f.start]
         if times:
             f.detected = True
             f.ttd_seconds = (min(times) - f.start).total_seconds()
+    reported = {incident_id for f in faults for incident_id in f.incident_ids}
+    for i in incidents:
+        i.duplicate = not i.matched and i.incident_id in reported
     return faults, incidents
 
 

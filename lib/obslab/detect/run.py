@@ -1,4 +1,22 @@
-"""One detection run over the store: windows -> anomalies -> incidents, written idempotently."""
+"""One detection run over the store: windows -> anomalies -> incidents, written idempotently.
+
+What a run reads, in one read-only snapshot:
+
+    incidents that are open or ended near the lookback       -> the incidents anomalies may join
+    service and endpoint windows since newest window start - DETECT_LOOKBACK_MINUTES, and for a
+      service with an open incident also the baseline before that incident opened   -> series
+    anomalies already stored for those windows                -> raised before (kept as raised)
+
+Incidents are stored state (see obslab.detect.incidents): a run folds the anomalies it finds into
+them and writes only what changed.
+
+Silence is an outage. A service that has windows in the range but none in a window period that
+has passed (another service has a final window for it) gets a window of zero requests there, so
+the traffic detector sees the drop. Only periods in which some service's events arrived count:
+when nothing arrives at all the pipeline has stopped, which `obslab health` reports (freshness),
+and filling the pause with zeros would turn every restart into an outage of every service.
+Endpoint series are not filled: a quiet endpoint legitimately has empty windows.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +26,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from obslab.detect.detectors import Anomaly, DetectorConfig, Window, detect_series
-from obslab.detect.incidents import Incident, build_incidents
+from obslab.detect.incidents import Incident, assign_incidents
 from obslab.health import beat
 from obslab.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 _WINDOW_COLUMNS = ("window_start, window_end, request_count, error_count, avg_latency_ms, p99_latency_ms, is_final")
+_ANOMALY_FIELDS = ("detector, service, endpoint, metric, value, baseline, threshold, window_start, window_end, "
+                   "request_count, severity, used_partial_window")
+_INCIDENT_FIELDS = ("incident_id, service, kind, status, opened_at, last_anomaly_at, resolved_at, severity, "
+                    "anomaly_count, detectors, endpoints")
 
 
 def config_from(settings: Settings) -> DetectorConfig:
@@ -23,6 +45,7 @@ def config_from(settings: Settings) -> DetectorConfig:
         error_surge_factor=settings.error_surge_factor, error_confidence_z=settings.error_confidence_z,
         latency_sla_ms=dict(settings.latency_sla_ms), latency_spike_factor=settings.latency_spike_factor,
         shift_z=settings.shift_z, slo_availability=dict(settings.slo_availability),
+        default_slo_availability=settings.slo_default_availability,
         burn_threshold=settings.burn_threshold,
         min_partial_requests=settings.partial_window_min_requests or DetectorConfig.NEVER)
 
@@ -33,91 +56,118 @@ class DetectReport:
 
     windows: int
     anomalies: int
-    incidents: list[Incident]
-    changed: list[Incident]  # new or updated since the previous run
+    incidents: list[Incident]  # the open ones and those that ended near the lookback, as now stored
+    changed: list[Incident]  # new or updated by this run
 
 
-def read_series(store, settings: Settings) -> tuple[list[list[Window]], datetime | None]:
-    """Per service and per endpoint: the windows of the lookback period; and the newest final window end."""
+def read_series(store, settings: Settings, reach: dict[str, datetime] | None = None
+                ) -> tuple[list[list[Window]], datetime | None]:
+    """Per service and per endpoint, the windows of the lookback period (from `reach[service]` when
+    that is earlier), silent passed periods of a service filled with zero-request windows; and the
+    end of the newest final window."""
     with store.reader() as con:
         newest = con.execute("SELECT max(window_start) FROM service_metrics").fetchall()[0][0]
         if newest is None:
             return [], None
-        since = newest - timedelta(minutes=settings.detect_lookback_minutes)
-        services = con.execute(f"SELECT service, NULL, {_WINDOW_COLUMNS} FROM service_metrics "
-                               "WHERE window_start >= ? ORDER BY service, window_start", [since]).fetchall()
-        endpoints = con.execute(f"SELECT service, endpoint, {_WINDOW_COLUMNS} FROM endpoint_metrics "
-                                "WHERE window_start >= ? ORDER BY service, endpoint, window_start", [since]).fetchall()
-        latest_final = con.execute("SELECT max(window_end) FROM service_metrics WHERE is_final").fetchall()[0][0]
+        return _read_windows(con, newest - timedelta(minutes=settings.detect_lookback_minutes), reach or {})
+
+
+def _read_windows(con, since: datetime, reach: dict[str, datetime]) -> tuple[list[list[Window]], datetime | None]:
+    start = min([since, *reach.values()])
+    services = con.execute(f"SELECT service, NULL, {_WINDOW_COLUMNS} FROM service_metrics "
+                           "WHERE window_start >= ? ORDER BY service, window_start", [start]).fetchall()
+    endpoints = con.execute(f"SELECT service, endpoint, {_WINDOW_COLUMNS} FROM endpoint_metrics "
+                            "WHERE window_start >= ? ORDER BY service, endpoint, window_start", [start]).fetchall()
+    latest_final = con.execute("SELECT max(window_end) FROM service_metrics WHERE is_final").fetchall()[0][0]
+    # (window_start, window_end) of every period some service's final window covers
+    passed = {(row[2], row[3]) for row in services if row[8]}
     series: dict[tuple, list[Window]] = {}
     for row in services + endpoints:
-        series.setdefault((row[0], row[1]), []).append(Window(*row))
+        if row[2] >= reach.get(row[0], since):
+            series.setdefault((row[0], row[1]), []).append(Window(*row))
+    for (service, endpoint), ws in series.items():
+        if endpoint is None:
+            ws.extend(_silence(service, ws, passed))
+            ws.sort(key=lambda w: w.window_start)
     return list(series.values()), latest_final
 
 
-_ANOMALY_FIELDS = ("detector, service, endpoint, metric, value, baseline, threshold, window_start, window_end, "
-                   "request_count, severity, used_partial_window")
+def _silence(service: str, windows: list[Window], passed: set[tuple[datetime, datetime]]) -> list[Window]:
+    """Zero-request final windows for the passed periods after the service's first window that it has none in."""
+    first = windows[0].window_start
+    have = {w.window_start for w in windows}
+    return [Window(service, None, start, end, 0, 0, 0.0, 0.0, True)
+            for start, end in passed if start > first and start not in have]
 
 
 def run_detection(store, settings: Settings | None = None, now: datetime | None = None) -> DetectReport:
-    """Detect over the lookback period and write anomalies and incidents; re-running changes nothing.
+    """Detect over the lookback period and fold what is found into the stored incidents; re-running changes nothing.
 
     An anomaly once raised stays raised: an early detection on an open window that the full window
     no longer supports keeps its row (it was reported), and its incident resolves like any other.
-    Its first `detected_at` and `used_partial_window` survive later runs. `now` is the detection
-    time to record (default: the wall clock; evaluation passes simulated time).
+    Its first `detected_at`, `used_partial_window` and incident survive later runs. `now` is the
+    detection time to record (default: the wall clock; evaluation passes simulated time).
     """
     s = settings or get_settings()
-    store.migrate()
+    _migrate_if_behind(store)
     cfg = config_from(s)
-    all_series, latest_final = read_series(store, s)
-    found = {a.anomaly_id: a for series in all_series for a in detect_series(series, cfg)}
     now = now or datetime.now(timezone.utc)
+    gap = timedelta(seconds=s.window_seconds * s.resolve_after_windows)
     with store.reader() as con:
         newest = con.execute("SELECT max(window_start) FROM service_metrics").fetchall()[0][0]
-        stored = con.execute(f"SELECT {_ANOMALY_FIELDS}, detected_at FROM anomalies WHERE window_start >= ?",
-                             [newest - timedelta(minutes=s.detect_lookback_minutes)]).fetchall() if newest else []
-        before = {r[0]: r[1:] for r in con.execute(
-            "SELECT incident_id, status, last_anomaly_at, severity, anomaly_count, detectors, endpoints "
-            "FROM incidents").fetchall()}
-        still_open = con.execute("SELECT * EXCLUDE (updated_at) FROM incidents WHERE status = 'open'").fetchall()
-    earlier, first_seen = {}, {}
+        if newest is None:
+            beat(s, "detect", detail="no windows yet")
+            return DetectReport(0, 0, [], [])
+        since = newest - timedelta(minutes=s.detect_lookback_minutes)
+        known = [Incident(*r) for r in con.execute(
+            f"SELECT {_INCIDENT_FIELDS} FROM incidents WHERE status = 'open' OR last_anomaly_at > ?",
+            [since - gap]).fetchall()]
+        # A long incident is judged against the history before it, not against itself: its
+        # service's baselines read from before it opened, however long ago that was.
+        baseline = timedelta(seconds=s.window_seconds * max(cfg.lookback_windows, cfg.burn_long_windows))
+        reach: dict[str, datetime] = {}
+        for i in known:
+            if i.status == "open" and i.opened_at - baseline < reach.get(i.service, since):
+                reach[i.service] = i.opened_at - baseline
+        all_series, latest_final = _read_windows(con, since, reach)
+        stored = con.execute(f"SELECT {_ANOMALY_FIELDS}, incident_id, detected_at FROM anomalies "
+                             "WHERE window_start >= ?", [since]).fetchall()
+    earlier = {}  # anomaly id -> (as stored, its incident, detected_at)
     for row in stored:
-        a = Anomaly(*row[:-1])
-        earlier[a.anomaly_id] = a
-        first_seen[a.anomaly_id] = (row[-1], a.used_partial_window)  # survive re-runs
-    raised = earlier | found
-    incidents, membership = build_incidents(list(raised.values()), latest_final, s.window_seconds,
-                                            s.resolve_after_windows)
+        a = Anomaly(*row[:-2])
+        earlier[a.anomaly_id] = (a, row[-2], row[-1])
+    # Windows before the lookback are read only as history: they were judged while they were in it.
+    found = [a for series in all_series for a in detect_series(series, cfg) if a.window_start >= since]
+    raised = {k: a for k, (a, _, _) in earlier.items()}
+    for a in found:
+        if a.anomaly_id in earlier:  # fresh evidence; whether it was first seen on an open window stays
+            a = replace(a, used_partial_window=earlier[a.anomaly_id][0].used_partial_window)
+        raised[a.anomaly_id] = a
+    incidents, membership = assign_incidents(
+        list(raised.values()), {k: v[1] for k, v in earlier.items() if v[1]}, known, latest_final,
+        s.window_seconds, s.resolve_after_windows)
     rows = []
     for a in raised.values():
-        row = a.row()
-        row["incident_id"] = membership[a.anomaly_id]
-        if a.anomaly_id in first_seen:
-            row["detected_at"], row["used_partial_window"] = first_seen[a.anomaly_id]
-        else:
-            row["detected_at"] = now
-        rows.append(row)
-    changed = [i for i in incidents if before.get(i.incident_id) !=
-               (i.status, i.last_anomaly_at, i.severity, i.anomaly_count, i.detectors, i.endpoints)]
-    changed += _aged_out(still_open, {i.incident_id for i in incidents}, s)
-    store.upsert_many({"anomalies": rows, "incidents": [i.row() | {"updated_at": now} for i in changed]})
+        before = earlier.get(a.anomaly_id)
+        if before and before[0] == a and before[1] == membership[a.anomaly_id]:
+            continue  # unchanged: not written again
+        rows.append(a.row() | {"incident_id": membership[a.anomaly_id], "detected_at": before[2] if before else now})
+    previous = {i.incident_id: i for i in known}
+    changed = [i for i in incidents if previous.get(i.incident_id) != i]
+    if rows or changed:
+        store.upsert_many({"anomalies": rows, "incidents": [i.row() | {"updated_at": now} for i in changed]})
     windows = sum(len(x) for x in all_series)
     # The wall-clock heartbeat `obslab health` reads (the recorded `now` may be simulated).
     beat(s, "detect", detail=f"{windows} windows, {len(found)} anomalies, {len(changed)} incidents changed")
     return DetectReport(windows, len(found), incidents, changed)
 
 
-def _aged_out(still_open: list[tuple], current: set[str], s: Settings) -> list[Incident]:
-    """Open incidents whose anomalies all left the lookback period (the stream was stopped for a
-    long time): nothing can update them any more, so they resolve rather than stay open forever."""
-    gap = timedelta(seconds=s.window_seconds * s.resolve_after_windows)
-    out = []
-    for row in still_open:
-        incident = Incident(*row)
-        if incident.incident_id not in current:
-            out.append(replace(incident, status="resolved", resolved_at=incident.last_anomaly_at + gap))
-    return out
+def _migrate_if_behind(store) -> None:
+    # Migrating opens the file for writing; a poll that has nothing to write must not hold that lock.
+    from obslab.store import MIGRATIONS
+
+    if store.schema_version() < max(version for version, _, _ in MIGRATIONS):
+        store.migrate()
 
 
 def detect_for(store, settings: Settings, seconds: float = 0.0) -> DetectReport:

@@ -9,16 +9,15 @@ here, and quoted wherever they are shown.
     service_metrics (incident windows)    -> requests, error rate, latency during the incident
     service_metrics (windows before)      -> the baseline and the trend before it
     endpoint_metrics, status_counts       -> the most affected endpoints, the error mix
-    incidents of the other services       -> whether they are healthy
+    service_metrics, incidents (others)   -> the other services in the data, and whether they are healthy
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-
-from obslab.generator.profiles import SERVICES
 
 BEFORE_WINDOWS = 10  # windows before the incident that form its baseline and trend
 _LABELS = {"errors": "error rate", "latency": "latency", "traffic": "traffic"}
@@ -48,6 +47,12 @@ def build_facts(store, incident_id: str, window_seconds: int) -> dict:
         others = con.execute(
             "SELECT DISTINCT service, kind FROM incidents WHERE service <> ? AND opened_at < ? "
             "AND last_anomaly_at > ?", [service, last, opened]).fetchall()
+        # The other services are the ones the store has seen around the incident (its baseline
+        # period and the incident itself), never a built-in list: (service, requests during it).
+        seen = con.execute(
+            "SELECT service, coalesce(sum(request_count) FILTER (WHERE window_start >= ?), 0) FROM service_metrics "
+            "WHERE service <> ? AND window_start >= ? AND window_start < ? GROUP BY 1",
+            [opened, service, opened - timedelta(seconds=window_seconds * BEFORE_WINDOWS), last]).fetchall()
     minutes = max(1, round((last - opened).total_seconds() / 60))
     facts: dict = {
         "incident_id": incident_id, "service": service, "kind": kind, "problem": _LABELS.get(kind, kind),
@@ -73,9 +78,11 @@ def build_facts(store, incident_id: str, window_seconds: int) -> dict:
     kinds = {}
     for other, other_kind in others:
         kinds.setdefault(other, []).append(_LABELS.get(other_kind, other_kind))
+    during_requests = dict(seen)
     facts["other_services"] = [
-        {"service": s, "state": "healthy" if s not in kinds else "also has a " + " and ".join(sorted(kinds[s])) + " incident"}
-        for s in sorted(SERVICES) if s != service]
+        {"service": s, "state": "also has a " + " and ".join(sorted(kinds[s])) + " incident" if s in kinds
+         else "healthy" if during_requests.get(s) else "sent no requests"}
+        for s in sorted(set(during_requests) | set(kinds))]
     return facts
 
 
@@ -105,31 +112,56 @@ def render_facts(facts: dict) -> str:
         lines.append(f"endpoint: {quoted(e['endpoint'])} {e['requests']} requests, "
                      f"{shown(e['error_rate_pct'])}% errors, avg {shown(e['avg_latency_ms'])} ms")
     lines.append(f"before: {facts['before']['trend']}")
-    lines.append("others: " + ", ".join(f"{o['service']} {o['state']}" for o in facts["other_services"]))
+    lines.append(f"others: {others_line(facts)}")
     return "\n".join(lines)
 
 
-def numbers_of(facts: dict) -> list[float]:
-    """Every number in the facts (the grounding check's reference)."""
-    out: list[float] = []
+def others_line(facts: dict) -> str:
+    """The other services the data holds and their state, as one line ('none' when there are none)."""
+    return ", ".join(f"{o['service']} {o['state']}" for o in facts["other_services"]) or "none"
 
-    def walk(value) -> None:
-        if isinstance(value, bool):
-            return
-        if isinstance(value, (int, float)):
-            out.append(float(value))
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif isinstance(value, str):
-            for part in value.replace(":", "-").split("-"):  # times and dates: 09:05, 2026-01-05
-                if part.isdigit():
-                    out.append(float(part))
 
-    walk({k: v for k, v in facts.items() if k != "incident_id"})
+@dataclass(frozen=True)
+class Quantity:
+    """One number of the facts with what it measures: the grounding check's reference."""
+
+    kind: str  # latency (ms) | percent | count (requests) | rate (requests/min) | duration (min) | ratio
+    value: float
+    name: str  # where it is in the facts, e.g. "before.p99_latency_ms", for messages
+
+
+def quantities(facts: dict) -> list[Quantity]:
+    """Every quantity in the facts, typed. Status codes, times and dates are not quantities: the
+    grounding check compares them as codes, times and dates, never as amounts."""
+    out: list[Quantity] = []
+
+    def add(kind: str, value, name: str) -> None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append(Quantity(kind, float(value), name))
+
+    before = facts.get("before") or {}
+    for where, source in (("", facts), ("before.", before)):
+        add("rate", source.get("requests_per_minute"), where + "requests_per_minute")
+        add("percent", source.get("error_rate_pct"), where + "error_rate_pct")
+        add("latency", source.get("avg_latency_ms"), where + "avg_latency_ms")
+        add("latency", source.get("p99_latency_ms"), where + "p99_latency_ms")
+    add("count", facts.get("requests"), "requests")
+    add("duration", facts.get("duration_minutes"), "duration_minutes")
+    signal = facts.get("signal") or {}
+    if signal:
+        unit = signal.get("unit", "").strip()
+        # error rate in %, latency in ms, request_count per window, error-budget burn as a multiple
+        kind = {"%": "percent", "ms": "latency"}.get(unit) or (
+            "count" if signal.get("label") == "requests per window" else "ratio")
+        for key in ("value", "baseline", "threshold"):
+            add(kind, signal.get(key), "signal." + key)
+        add("ratio", signal.get("ratio"), "signal.ratio")
+    for code in facts.get("status_codes", []):
+        add("count", code.get("count"), f"status code {code.get('code')} count")
+    for e in facts.get("top_endpoints", []):
+        add("count", e.get("requests"), "endpoint requests")
+        add("percent", e.get("error_rate_pct"), "endpoint error_rate_pct")
+        add("latency", e.get("avg_latency_ms"), "endpoint avg_latency_ms")
     return out
 
 
@@ -197,6 +229,11 @@ def _top_endpoints(rows, kind: str, during: dict, limit: int = 2) -> list[dict]:
 
 def _hhmm(t: datetime) -> str:
     return f"{t.astimezone(timezone.utc):%H:%M}"
+
+
+def capital(name: str) -> str:
+    """A name from the data at the start of a sentence: first letter upper, the rest as spelled."""
+    return name[:1].upper() + name[1:]
 
 
 def quoted(name: str) -> str:

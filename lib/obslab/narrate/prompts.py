@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 
-from obslab.narrate.facts import quoted, shown
+from obslab.narrate.facts import capital, others_line, quoted, shown
 
 
-PROMPT_VERSION = "fewshot-v4"
+PROMPT_VERSION = "fewshot-v5"  # v5: the others line lists the services of the data (or "none")
 STOP = ["###", "\nFacts:", "\n\n"]
 
 # Two worked examples per incident kind: the model copies the shape of what it has just read, so
@@ -81,6 +81,11 @@ others: checkout healthy, payments healthy""",
 }
 
 
+# The services the examples talk about: a summary that names one the facts do not has copied it.
+EXAMPLE_SERVICES = frozenset(line.split(": ", 1)[1] for pairs in _EXAMPLES.values() for example, _ in pairs
+                             for line in example.splitlines() if line.startswith("service: "))
+
+
 def prompt_facts(facts: dict) -> str:
     """The facts a summary of this kind needs, as the examples show them (names as JSON strings)."""
     b = facts["before"]
@@ -105,7 +110,7 @@ def prompt_facts(facts: dict) -> str:
         lines.append(f"requests: {facts['requests_per_minute']} per minute (usually {shown(b['requests_per_minute'])})")
         lines.append(f"errors: {shown(facts['error_rate_pct'])}% (usually {shown(b['error_rate_pct'])}%)")
         lines.append(f"latency: avg {shown(facts['avg_latency_ms'])} ms (usually {shown(b['avg_latency_ms'])} ms)")
-    lines.append("others: " + ", ".join(f"{o['service']} {o['state']}" for o in facts["other_services"]))
+    lines.append(f"others: {others_line(facts)}")
     return "\n".join(lines)
 
 
@@ -123,7 +128,8 @@ def fewshot_prompt(facts: dict) -> str:
 
 
 def summary_start(facts: dict) -> str:
-    return facts["service"].capitalize()
+    """The summary's first word: the service's name as the data spells it, with a capital letter."""
+    return capital(facts["service"])
 
 
 

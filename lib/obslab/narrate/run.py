@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from obslab.health import beat
 from obslab.narrate import template
 from obslab.narrate.facts import build_facts, facts_hash
-from obslab.narrate.grounding import missing_headline, problems
+from obslab.narrate.grounding import missing_headline, narrative_problems
 from obslab.narrate.prompts import PROMPT_VERSION
 from obslab.settings import Settings
 
@@ -62,13 +62,13 @@ def compose(facts: dict, backend, settings: Settings) -> Narration:
                 reason = f"{backend.name} took longer than {settings.narrate_timeout_seconds:g} s"
                 break
             candidate = rules | {k: _bounded(k, v) for k, v in gen.fields.items() if k in FIELDS}
-            wrong = problems(_text(candidate), facts) or missing_headline(candidate["summary"], facts)
+            wrong = narrative_problems(candidate, facts) or missing_headline(candidate["summary"], facts)
             if not wrong:
                 fields, used, reason = candidate, backend.name, None
                 break
             reason = "not grounded: " + "; ".join(wrong[:4])
             log.info("narrator: attempt %d of %s for %s %s", attempt + 1, backend.name, facts["incident_id"], reason)
-    grounded = not problems(_text(fields), facts)
+    grounded = not narrative_problems(fields, facts)
     latency_ms = (time.monotonic() - started) * 1000
     row = {
         "incident_id": facts["incident_id"], "facts_hash": facts_hash(facts), "facts": json.dumps(facts, default=str),
@@ -143,14 +143,6 @@ def side_by_side(store, limit: int = 5):
         out.append({"incident": incident_id, "backend": used, "grounded": grounded, "fallback": reason or "",
                     "facts": render_facts(f), "prompt": prompt_for(requested or used, f), "narrative": story})
     return pd.DataFrame(out, columns=["incident", "backend", "grounded", "fallback", "facts", "prompt", "narrative"])
-
-
-def _text(fields: dict) -> str:
-    parts = []
-    for key in FIELDS:
-        value = fields[key]
-        parts.extend(value if isinstance(value, list) else [value])
-    return "\n".join(str(p) for p in parts)
 
 
 def _bounded(key: str, value):

@@ -7,7 +7,7 @@ construction (the tests check it with the same grounding check as the models' te
 
 from __future__ import annotations
 
-from obslab.narrate.facts import quoted as q, shown
+from obslab.narrate.facts import capital, quoted as q, shown
 
 MAX_SUMMARY_WORDS = 80
 
@@ -21,26 +21,30 @@ def summary(f: dict) -> str:
     b = f["before"]
     when = f"from {f['start']} to {f['end']} UTC"
     if f["kind"] == "errors":
-        first = (f"{f['service'].capitalize()} failed {shown(f['error_rate_pct'])}% of {f['requests']} requests {when}, "
+        first = (f"{capital(f['service'])} failed {shown(f['error_rate_pct'])}% of {f['requests']} requests {when}, "
                  f"against a usual {shown(b['error_rate_pct'])}%.")
         codes = f["status_codes"]
         detail = ("Most failures were " + " and ".join(f"{c['code']} ({c['count']})" for c in codes[:2]) + "."
                   if codes else "")
     elif f["kind"] == "latency":
-        first = (f"{f['service'].capitalize()} slowed down {when}: average latency {shown(f['avg_latency_ms'])} ms and "
+        first = (f"{capital(f['service'])} slowed down {when}: average latency {shown(f['avg_latency_ms'])} ms and "
                  f"p99 {shown(f['p99_latency_ms'])} ms, against a usual {shown(b['avg_latency_ms'])} ms and "
                  f"{shown(b['p99_latency_ms'])} ms.")
         detail = ""
     else:
-        first = (f"{f['service'].capitalize()} received {f['requests_per_minute']} requests per minute {when}, "
+        first = (f"{capital(f['service'])} received {f['requests_per_minute']} requests per minute {when}, "
                  f"against a usual {shown(b['requests_per_minute'])}.")
         detail = ""
     top = f["top_endpoints"]
     where = f"The most affected endpoint was {q(top[0]['endpoint'])}." if top and f["kind"] != "traffic" else ""
-    healthy = [o["service"] for o in f["other_services"] if o["state"] == "healthy"]
-    others = (f"{' and '.join(healthy).capitalize()} stayed healthy." if healthy
-              else "The other services had incidents too.")
-    return _bounded(" ".join(x for x in (first, detail, where, others) if x))
+    # The other services are those the data holds (none: nothing to say about them).
+    by_state: dict[str, list[str]] = {}
+    for o in f["other_services"]:
+        state = o["state"] if o["state"] in ("healthy", "sent no requests") else "had incidents too"
+        by_state.setdefault(state, []).append(o["service"])
+    others = [f"{capital(_listed(names))} {'stayed healthy' if state == 'healthy' else state}."
+              for state, names in sorted(by_state.items(), key=lambda x: x[0] != "healthy")]
+    return _bounded(" ".join(x for x in (first, detail, where, *others) if x))
 
 
 def likely_causes(f: dict) -> list[str]:
@@ -107,6 +111,10 @@ def narrative(f: dict) -> dict:
     """All five fields by rule."""
     return {"title": title(f), "summary": summary(f), "likely_causes": likely_causes(f), "impact": impact(f),
             "suggested_actions": suggested_actions(f)}
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _bounded(text: str, words: int = MAX_SUMMARY_WORDS) -> str:

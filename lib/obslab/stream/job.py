@@ -3,6 +3,12 @@
 The checkpoint (DATA_DIR/checkpoints/CHECKPOINT_NAME) holds Spark's offset and commit logs plus
 `obslab.json`: the query id the sink keys its applied batches by, and the settings that shape the
 windows. Restarting with the same checkpoint resumes exactly where the last committed batch ended.
+
+The store is the source of truth for what was counted: the sink moves `stream_offsets` (per Kafka
+partition, the first offset not counted yet) in the transaction that adds the data. Before Spark
+starts, `plan_start` compares that position with the topic and the checkpoint. A stream without a
+checkpoint (new, deleted or renamed) starts at the store's position; a start that would lose or
+recount events, or mix window lengths in one store, is refused with what to do.
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from obslab.errors import CheckpointBusyError, CheckpointMismatchError, StreamError
+from obslab.errors import (CheckpointBusyError, CheckpointMismatchError, OffsetsMismatchError, StoreWindowMismatchError,
+                           StreamError)
 from obslab.settings import Settings, get_settings
-from obslab.stream.sink import SinkCounters, StreamSink
+from obslab.stream.sink import SinkCounters, StreamSink, spark_batch_offsets
 from obslab.stream.transform import parse_events
 
 log = logging.getLogger(__name__)
@@ -35,14 +42,16 @@ class StreamReport:
     seconds: float
     counters: SinkCounters
     stopped_by: str
+    started_from: str = "checkpoint"  # checkpoint | store offsets | topic start
 
     def as_dict(self) -> dict:
         c = self.counters
         return {"query_id": self.query_id, "checkpoint": self.checkpoint, "seconds": round(self.seconds, 1),
                 "batches": c.batches, "skipped_replays": c.skipped_replays, "events": c.events,
-                "dead_letters": c.dead_letters, "late": c.late, "published": c.published,
+                "dead_letters": c.dead_letters, "late": c.late, "future": c.future,
+                "endpoint_overflow": c.endpoint_overflow, "published": c.published,
                 "watermark": c.last_watermark.isoformat() if c.last_watermark else None,
-                "stopped_by": self.stopped_by}
+                "started_from": self.started_from, "stopped_by": self.stopped_by}
 
 
 def checkpoint_path(settings: Settings) -> Path:
@@ -62,6 +71,14 @@ def open_checkpoint(settings: Settings) -> str:
         return meta["query_id"]
     path.mkdir(parents=True, exist_ok=True)
     meta = {"query_id": str(uuid.uuid4()), **wanted}
+    meta_file.write_text(json.dumps(meta, indent=1))
+    return meta["query_id"]
+
+
+def _new_query_id(settings: Settings) -> str:
+    """Give the checkpoint a new query id (keeping its window settings) and return it."""
+    meta_file = checkpoint_path(settings) / "obslab.json"
+    meta = {**json.loads(meta_file.read_text()), "query_id": str(uuid.uuid4())}
     meta_file.write_text(json.dumps(meta, indent=1))
     return meta["query_id"]
 
@@ -100,13 +117,176 @@ class CheckpointLock:
             self._file = None
 
 
-def kafka_source(spark, settings: Settings):
-    """The raw_events topic as a streaming DataFrame (earliest offsets on a new checkpoint)."""
+# ---------------------------------------------------------------- where a stream starts
+
+@dataclass
+class StorePosition:
+    """What the store knows about its stream: how far it counted the topic, and its window lengths."""
+
+    offsets: dict[int, int]  # partition -> first offset not counted yet
+    topic_id: str | None  # the topic's id when those offsets were recorded
+    has_windows: bool
+    window_lengths: list[int]  # WINDOW_SECONDS of every stream that wrote here
+
+
+@dataclass
+class TopicState:
+    """What the brokers say about the raw topic now."""
+
+    topic_id: str | None  # None when the brokers do not tell (before Kafka 2.8)
+    offsets: dict[int, tuple[int, int]]  # partition -> (first offset still kept, end offset)
+
+
+@dataclass
+class CheckpointState:
+    """How far Spark's checkpoint got."""
+
+    started: bool  # Spark planned a batch here, so it resumes from its own offsets and ignores startingOffsets
+    committed: dict[int, int] | None  # end offsets of its last committed batch (None before the first)
+
+
+@dataclass
+class StartPlan:
+    """Where the stream starts reading, and why."""
+
+    starting_offsets: str  # Spark's startingOffsets: "earliest" or {"<topic>": {"<partition>": offset}}
+    started_from: str  # checkpoint | store offsets | topic start
+    notes: list[str] = field(default_factory=list)  # worth a warning in the log
+
+
+def store_position(store, topic: str) -> StorePosition:
+    """The store's recorded Kafka position in `topic`, whether it holds windows, and their lengths."""
+    with store.reader() as con:
+        rows = con.execute("SELECT kafka_partition, next_offset, topic_id FROM stream_offsets WHERE topic = ?",
+                           [topic]).fetchall()
+        has_windows = con.execute("SELECT count(*) FROM (SELECT 1 FROM service_metrics LIMIT 1)").fetchall()[0][0] > 0
+        lengths = [r[0] for r in con.execute("SELECT DISTINCT window_seconds FROM stream_state ORDER BY 1").fetchall()]
+    ids = sorted({r[2] for r in rows if r[2]})
+    return StorePosition({r[0]: r[1] for r in rows}, ids[-1] if ids else None, has_windows, lengths)
+
+
+def checkpoint_state(settings: Settings) -> CheckpointState:
+    """Whether Spark has used the checkpoint, and the end offsets of its last committed batch."""
+    spark_dir = checkpoint_path(settings) / "spark"
+
+    def batches(log: str) -> list[int]:
+        return [int(f.name) for f in (spark_dir / log).glob("*") if f.name.isdigit()]
+
+    planned, committed = batches("offsets"), batches("commits")
+    if not planned:
+        return CheckpointState(False, None)
+    if not committed:
+        return CheckpointState(True, None)
+    return CheckpointState(True, spark_batch_offsets(spark_dir / "offsets" / str(max(committed)),
+                                                     settings.topic_raw_events))
+
+
+def topic_state(settings: Settings, timeout_s: float = 15.0) -> TopicState | None:
+    """The raw topic's id and the first and end offset of each partition; None when it does not exist."""
+    from kafka import TopicPartition
+
+    from obslab.broker import admin_client, consumer
+
+    topic = settings.topic_raw_events
+    ms = int(timeout_s * 1000)
+    c = consumer(settings, bootstrap_timeout_ms=ms, request_timeout_ms=ms, client_id="obslab-stream-start")
+    try:
+        if topic not in c.topics():
+            return None
+        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        first, end = c.beginning_offsets(parts), c.end_offsets(parts)
+    finally:
+        c.close()
+    admin = admin_client(settings, timeout_ms=ms)
+    try:
+        described = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    raw_id = next((t.get("topic_id") for t in described if t.get("name") == topic), None)
+    topic_id = str(raw_id) if raw_id and str(raw_id) != str(uuid.UUID(int=0)) else None
+    return TopicState(topic_id, {tp.partition: (first[tp], end[tp]) for tp in parts})
+
+
+def plan_start(topic: str, store_path: str, checkpoint_dir: str, stored: StorePosition, now: TopicState | None,
+               checkpoint: CheckpointState) -> StartPlan:
+    """Where to start reading `topic`: refuses (OffsetsMismatchError) a start that would lose or recount events."""
+
+    def refuse(problem: str, remedy: str):
+        raise OffsetsMismatchError(store_path, topic, problem, remedy)
+
+    new_topic = "Count the topic as it is now into a new store (DUCKDB_PATH) with a new CHECKPOINT_NAME."
+    if stored.offsets:
+        if now is None:
+            refuse(f"the store has counted partitions {sorted(stored.offsets)} of it, but the brokers at "
+                   "KAFKA_BOOTSTRAP_SERVERS have no such topic", "Point KAFKA_BOOTSTRAP_SERVERS at the brokers that "
+                   "hold it, or set TOPIC_RAW_EVENTS to the topic this store counts. " + new_topic)
+        if stored.topic_id and now.topic_id and stored.topic_id != now.topic_id:
+            refuse(f"the topic was deleted and created again since the store counted it (its id was "
+                   f"{stored.topic_id}, it is {now.topic_id} now): the new topic's offsets start again and would be "
+                   "taken for events counted already", new_topic)
+        gone = sorted(set(stored.offsets) - set(now.offsets))
+        if gone:
+            refuse(f"the store has counted partitions {gone}, which the topic does not have (it has "
+                   f"{len(now.offsets)}; Kafka never removes partitions, so this is another topic of that name)",
+                   new_topic)
+        ahead = sorted(p for p, at in stored.offsets.items() if at > now.offsets[p][1])
+        if ahead:
+            p = ahead[0]
+            refuse(f"the store has counted partition {p} up to offset {stored.offsets[p]}, but the topic ends at "
+                   f"{now.offsets[p][1]}: it was recreated, or these are other brokers", new_topic)
+    if checkpoint.started:
+        committed = checkpoint.committed or {}
+        if stored.offsets:
+            kept_from = {p: first for p, (first, _) in (now.offsets.items() if now else ())}
+            ahead = sorted(p for p, at in committed.items() if at > stored.offsets.get(p, kept_from.get(p, 0)))
+            if ahead:
+                p = ahead[0]
+                refuse(f"the checkpoint {checkpoint_dir} has consumed partition {p} up to offset {committed[p]}, "
+                       f"but the store has counted it only up to {stored.offsets.get(p, 0)}: the events between "
+                       "would never be counted (the store was replaced or restored, or the checkpoint belongs "
+                       "to another store)", f"Delete the checkpoint folder {checkpoint_dir}: the stream then "
+                       "starts where the store stopped. Or set DUCKDB_PATH to the store this checkpoint belongs to.")
+            behind = sorted(p for p, at in committed.items() if at < stored.offsets.get(p, 0))
+            if behind:
+                # Harmless: the sink drops the records below the store's position instead of counting them again.
+                log.info("checkpoint %s is behind the store in partitions %s: it re-reads records the store has "
+                         "counted, and they are skipped", checkpoint_dir, behind)
+        elif not stored.has_windows and now is not None:
+            consumed = sum(max(0, at - now.offsets[p][0]) for p, at in committed.items() if p in now.offsets)
+            if consumed:
+                refuse(f"the store is empty, but the checkpoint {checkpoint_dir} has consumed {consumed:,} events "
+                       "of the topic that are still in it: they would never be counted in this store",
+                       f"Delete the checkpoint folder {checkpoint_dir} to count the topic from its start into this "
+                       "store, or set DUCKDB_PATH to the store this checkpoint belongs to.")
+        return StartPlan("earliest", "checkpoint")  # Spark resumes from its checkpoint and ignores this
+    if stored.offsets:
+        start, notes = {}, []
+        for p, (first, _) in sorted(now.offsets.items()):
+            at = stored.offsets.get(p)
+            if at is None:
+                start[str(p)] = -2  # a partition added since the store last counted: read it from its start
+                continue
+            if at < first:
+                notes.append(f"partition {p} of {topic}: offsets {at} to {first - 1} ({first - at:,} events) were "
+                             "deleted by Kafka's retention before the stream counted them")
+                at = first
+            start[str(p)] = at
+        return StartPlan(json.dumps({topic: start}), "store offsets", notes)
+    if stored.has_windows:
+        refuse("the store holds windows but has no record of counting this topic (they were counted before "
+               "offsets were recorded, from another topic, or from a static input), and there is no checkpoint: "
+               "reading the topic from its start could count those events again",
+               "Restore the checkpoint folder, or count into a new store (DUCKDB_PATH).")
+    return StartPlan("earliest", "topic start")
+
+
+def kafka_source(spark, settings: Settings, starting_offsets: str = "earliest"):
+    """The raw_events topic as a streaming DataFrame; `starting_offsets` applies to a new checkpoint only."""
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
         .option("subscribe", settings.topic_raw_events)
-        .option("startingOffsets", "earliest")
+        .option("startingOffsets", starting_offsets)
         .option("failOnDataLoss", "false")  # retention may delete offsets a stopped stream had not read yet
         # More tasks than Kafka partitions keeps every core busy (3 partitions on 2 cores idle a third).
         .option("minPartitions", str(2 * spark.sparkContext.defaultParallelism))
@@ -140,11 +320,26 @@ def _run_locked(s: Settings, available_now: bool, run_for_seconds: float | None,
 
     store = store or Store.from_settings(s)
     store.migrate()
+    position = store_position(store, s.topic_raw_events)
+    other_lengths = [w for w in position.window_lengths if w != s.window_seconds]
+    if other_lengths:
+        raise StoreWindowMismatchError(str(store.path), other_lengths, s.window_seconds)
     query_id = open_checkpoint(s)
+    checkpoint = checkpoint_state(s)
+    if not checkpoint.started:
+        # Spark numbers the batches of a fresh checkpoint from 0 again: under the old query id the ledger
+        # would take them for batches applied long ago and skip them.
+        query_id = _new_query_id(s)
+    now = _topic_now(s, needed=bool(position.offsets) or (checkpoint.committed is not None and not position.has_windows))
+    plan = plan_start(s.topic_raw_events, str(store.path), str(checkpoint_path(s)), position, now, checkpoint)
+    for note in plan.notes:
+        log.warning(note)
+    log.info("stream of %s starts from: %s", s.topic_raw_events, plan.started_from)
     spark = spark or build_session(s, app_name="obslab-stream")
-    sink = StreamSink(store, s, query_id, publish=publish)
+    sink = StreamSink(store, s, query_id, publish=publish, offset_log=checkpoint_path(s) / "spark" / "offsets",
+                      topic_id=now.topic_id if now else None)
     writer = (
-        parse_events(kafka_source(spark, s)).writeStream.foreachBatch(sink)
+        parse_events(kafka_source(spark, s, plan.starting_offsets), s.endpoint_max_length).writeStream.foreachBatch(sink)
         .option("checkpointLocation", str(checkpoint_path(s) / "spark"))
         .queryName(f"obslab_stream_{s.checkpoint_name}".replace("-", "_").replace(".", "_"))
     )
@@ -171,7 +366,23 @@ def _run_locked(s: Settings, available_now: bool, run_for_seconds: float | None,
     if error is not None:
         raise StreamError(f"the stream failed: {_first_line(error)}. See the Spark log above; the checkpoint "
                           f"{checkpoint_path(s)} is intact, so a restart resumes where it stopped.")
-    return StreamReport(query_id, str(checkpoint_path(s)), time.monotonic() - started, sink.counters, stopped_by)
+    return StreamReport(query_id, str(checkpoint_path(s)), time.monotonic() - started, sink.counters, stopped_by,
+                        plan.started_from)
+
+
+def _topic_now(s: Settings, needed: bool) -> TopicState | None:
+    """The topic as the brokers see it; an unreachable broker is an error only when the start depends on it."""
+    try:
+        return topic_state(s)
+    except Exception as err:  # noqa: BLE001 - any client error means the same here: no answer
+        if needed:
+            raise StreamError(f"cannot reach the brokers at {s.kafka_bootstrap_servers} to compare topic "
+                              f"{s.topic_raw_events} with the offsets the store counted ({_first_line(err)}). Start "
+                              "the broker (`obslab broker start`) or set KAFKA_BOOTSTRAP_SERVERS, then start the "
+                              "stream again.") from None
+        log.warning("could not read topic %s before starting (%s); the stream starts anyway",
+                    s.topic_raw_events, _first_line(err))
+        return None
 
 
 def recent_windows(store, table: str = "service_metrics", limit: int = 30):
@@ -191,5 +402,5 @@ def aggregate_static(spark, raw, settings: Settings, store, query_id: str = "sta
     """The static form: aggregate a DataFrame of Kafka-shaped rows (topic, partition, offset, value)
     with the same transform and sink as the stream, as one batch, and mark every window final."""
     sink = StreamSink(store, settings, query_id, publish=False)
-    sink.apply(parse_events(raw), batch_id=0, finalize_all=True)
+    sink.apply(parse_events(raw, settings.endpoint_max_length), batch_id=0, finalize_all=True)
     return sink.counters

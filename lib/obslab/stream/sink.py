@@ -6,17 +6,28 @@ and the same records. Here each batch is applied in ONE DuckDB transaction that 
 (query_id, batch_id) in `stream_batches`; a batch that is already recorded is skipped. So a crash
 before the commit re-applies the batch, a crash after it skips the replay: every event counts once.
 
+The same transaction moves `stream_offsets`, the store's own record of how far each Kafka partition
+has been counted (the batch's end offsets, read from Spark's offset log). Records below it are
+dropped before they are aggregated, so a lost, replaced or older checkpoint cannot count an event
+twice either, and a stream without a checkpoint starts there (`obslab.stream.job`).
+
 Per batch, in one transaction:
-    dead letters (malformed + late)       -> dead_letter_events      (insert, ignore duplicates)
+    dead letters (malformed, future, late) -> dead_letter_events     (insert, ignore duplicates)
+    endpoint names new to their service   -> stream_endpoints        (up to ENDPOINT_MAX_PER_SERVICE;
+                                                                       further names count as `other`)
     partials (endpoint, window, bucket)   -> latency_histograms       (counts added)
     failed requests by status code        -> status_counts            (counts added)
                                           -> endpoint_metrics sums    (counts and latency sum added)
     touched windows                       -> endpoint_metrics, service_metrics recomputed (rates, avg, pXX)
     watermark = max event time - WATERMARK_SECONDS; windows ending at or before it become final
     final windows                         -> their histograms are deleted (no event can change them now)
+    the batch's end offsets               -> stream_offsets, stream_batches
 
 An event is late when its window was already final before its batch: it goes to the dead letters
-with reason `late` instead of changing a window the detector may have acted on.
+with reason `late` instead of changing a window the detector may have acted on. An event dated more
+than FUTURE_TOLERANCE_SECONDS ahead of the stream's clock goes there with reason `future`: counted,
+it would set the latest event time, and so the watermark, to its date. The event time and the
+watermark are the store's (the newest of all its stream queries), so a new checkpoint continues them.
 """
 
 from __future__ import annotations
@@ -25,13 +36,19 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+from obslab.errors import OffsetsMismatchError, StreamError
 from obslab.settings import Settings
-from obslab.stream.transform import GAMMA, batch_outcome, split_outcome, with_window
+from obslab.stream.transform import GAMMA, batch_outcome, mark_untimely, split_outcome, unseen, with_window
 
 log = logging.getLogger(__name__)
 
 _NEVER = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# The endpoint that events of names beyond a service's ENDPOINT_MAX_PER_SERVICE are counted under.
+# A real endpoint cannot be called this: a valid name starts with "/".
+OTHER_ENDPOINT = "other"
 
 
 @dataclass
@@ -43,21 +60,69 @@ class SinkCounters:
     events: int = 0
     dead_letters: int = 0
     late: int = 0
+    future: int = 0
+    endpoint_overflow: int = 0
     last_watermark: datetime | None = None
     published: int = 0
     errors: list[str] = field(default_factory=list)
 
 
-class StreamSink:
-    """Callable for `foreachBatch`: (parsed batch DataFrame, batch id) -> store (+ Kafka)."""
+@dataclass
+class OffsetAdvance:
+    """What one batch does to the store's Kafka position: from `expected` (read before the batch's
+    Spark work; partition -> next offset) to `ends` (the batch's end offsets in Spark's offset log)."""
 
-    def __init__(self, store, settings: Settings, query_id: str, publish: bool = True):
+    topic: str
+    topic_id: str | None
+    expected: dict[int, int]
+    ends: dict[int, int]
+
+
+@dataclass
+class _Progress:
+    applied: bool  # this (query, batch) is in the ledger already
+    watermark: datetime  # the store's watermark before the batch
+    offsets: dict[int, int]  # partition -> next offset the store has not counted
+
+
+def spark_batch_offsets(offsets_file: Path, topic: str) -> dict[int, int]:
+    """partition -> end offset of `topic` in one file of Spark's offset log (`offsets/<batch id>`)."""
+    # The file: "v1", a JSON line of batch metadata, then one JSON line per source,
+    # {"<topic>": {"<partition>": <end offset>}}; Spark writes it before it runs the batch.
+    try:
+        lines = offsets_file.read_text().splitlines()
+    except OSError as err:
+        raise StreamError(f"cannot read Spark's offset log {offsets_file} ({err}); the checkpoint folder is damaged: "
+                          "delete it, and the stream resumes from the offsets the store recorded") from None
+    if not lines or lines[0] != "v1":
+        raise StreamError(f"{offsets_file} is not a Spark offset log this stream can read (first line "
+                          f"{lines[0] if lines else 'missing'!r}, expected 'v1'); if Spark was upgraded, update "
+                          "obslab.stream.sink.spark_batch_offsets")
+    for line in lines[2:]:
+        source = json.loads(line)
+        if isinstance(source, dict) and topic in source:
+            return {int(p): int(o) for p, o in source[topic].items()}
+    raise StreamError(f"{offsets_file} holds no offsets of topic {topic}: the checkpoint belongs to another topic; "
+                      "set TOPIC_RAW_EVENTS or CHECKPOINT_NAME to the stream you meant")
+
+
+class StreamSink:
+    """Callable for `foreachBatch`: (parsed batch DataFrame, batch id) -> store (+ Kafka).
+
+    With `offset_log` (the checkpoint's `spark/offsets` folder) the sink keeps the store's Kafka position
+    (`stream_offsets`) and skips records below it; without, as for static input, it keeps no position."""
+
+    def __init__(self, store, settings: Settings, query_id: str, publish: bool = True,
+                 offset_log: Path | None = None, topic_id: str | None = None):
         self.store = store
         self.settings = settings
         self.query_id = query_id
         self.publish = publish
+        self.offset_log = offset_log
+        self.topic_id = topic_id
         self.counters = SinkCounters()
         self._producer = None
+        self._kept: set[tuple[str, str]] = set()  # (service, endpoint) names known to be in stream_endpoints
 
     # ------------------------------------------------------------------ the batch
 
@@ -66,84 +131,103 @@ class StreamSink:
 
     def apply(self, parsed, batch_id: int, finalize_all: bool = False) -> list[dict]:
         """Apply one parsed batch; `finalize_all` marks every window final (end of a static input)."""
-        applied, watermark_before = self._progress(batch_id)
-        if applied:
-            self.counters.skipped_replays += 1
+        progress = self._progress(batch_id)
+        if progress.applied:
+            self._skipped_replay(batch_id)
             return []
-        from pyspark.sql import functions as F
-
+        topic = self.settings.topic_raw_events
+        advance = None
+        if self.offset_log is not None:
+            advance = OffsetAdvance(topic, self.topic_id, progress.offsets,
+                                    spark_batch_offsets(self.offset_log / str(batch_id), topic))
+            parsed = unseen(parsed, topic, progress.offsets)
         framed = with_window(parsed, self.settings.window_seconds)
-        late = F.col("reason").isNull() & (F.col("window_end") <= F.lit(watermark_before))
-        marked = framed.withColumn("reason", F.when(late, F.lit("late")).otherwise(F.col("reason")))
+        future_after = datetime.now(timezone.utc) + timedelta(seconds=self.settings.future_tolerance_seconds)
+        marked = mark_untimely(framed, progress.watermark, future_after)
         partials, dead = split_outcome(batch_outcome(marked).toArrow())  # one pass over the batch
-        updated = self.merge(batch_id, partials, dead, finalize_all)
+        updated = self.merge(batch_id, partials, dead, finalize_all, offsets=advance)
         self._publish(updated)
         return updated
 
-    def _progress(self, batch_id: int) -> tuple[bool, datetime]:
-        """(was this batch applied already, the watermark before it), in one read of the store."""
+    def _skipped_replay(self, batch_id: int) -> None:
+        self.counters.skipped_replays += 1
+        # Spark re-runs the batch it has no commit for. Finding it in the store means the last run
+        # stopped after the store commit and before Spark's checkpoint commit: nothing to do again.
+        log.info("batch %d of query %s is in the store already (the last run stopped between the store commit "
+                 "and the checkpoint commit): replay skipped, nothing counted twice", batch_id, self.query_id)
+
+    def _progress(self, batch_id: int) -> _Progress:
+        """The ledger entry, the store's watermark and Kafka position, in one read of the store."""
         if not self.store.path.exists():
-            return False, _NEVER
+            return _Progress(False, _NEVER, {})
         with self.store.reader() as con:
             applied = con.execute("SELECT 1 FROM stream_batches WHERE query_id = ? AND batch_id = ?",
                                   [self.query_id, batch_id]).fetchall()
-            state = con.execute("SELECT watermark FROM stream_state WHERE query_id = ?", [self.query_id]).fetchall()
-        return bool(applied), state[0][0] if state and state[0][0] is not None else _NEVER
+            watermark = con.execute("SELECT max(watermark) FROM stream_state").fetchall()[0][0]
+            offsets = dict(con.execute("SELECT kafka_partition, next_offset FROM stream_offsets WHERE topic = ?",
+                                       [self.settings.topic_raw_events]).fetchall())
+        return _Progress(bool(applied), watermark or _NEVER, offsets)
 
     # ------------------------------------------------------------------ the merge
 
-    def merge(self, batch_id: int, partials, dead, finalize_all: bool = False) -> list[dict]:
+    def merge(self, batch_id: int, partials, dead, finalize_all: bool = False,
+              offsets: OffsetAdvance | None = None) -> list[dict]:
         """Merge one batch's partials and dead letters (Arrow tables shaped like `batch_outcome`'s
-        two halves) in one transaction; returns the service windows it changed."""
+        two halves) in one transaction, moving the store's Kafka position by `offsets` when given;
+        returns the service windows it changed."""
         w = self.settings.window_seconds
         now = datetime.now(timezone.utc)
         with self.store.writer() as con:
             if con.execute("SELECT 1 FROM stream_batches WHERE query_id = ? AND batch_id = ?",
                            [self.query_id, batch_id]).fetchall():
-                self.counters.skipped_replays += 1
+                self._skipped_replay(batch_id)
                 return []  # applied by a run that crashed after its commit: the replay changes nothing
+            if offsets is not None:
+                self._check_position(con, offsets, batch_id)
             con.register("batch_partials", partials)
             con.register("batch_dead", dead)
             try:
                 con.execute(
                     "INSERT OR IGNORE INTO dead_letter_events "
                     "SELECT topic, kafka_partition, kafka_offset, raw_payload, reason, ? FROM batch_dead", [now])
-                con.execute("""
+                rows, overflow, kept = self._keep_endpoints(con, partials, now)  # rows: the relation to merge
+                con.execute(f"""
                     INSERT INTO status_counts
-                    SELECT service, endpoint, window_start, error_code, sum(count) FROM batch_partials
+                    SELECT service, endpoint, window_start, error_code, sum(count) FROM {rows}
                     WHERE error_code IS NOT NULL GROUP BY ALL
                     ON CONFLICT (service, endpoint, window_start, status_code)
                     DO UPDATE SET count = status_counts.count + excluded.count""")
-                con.execute("""
+                con.execute(f"""
                     INSERT INTO latency_histograms
-                    SELECT service, endpoint, window_start, bucket, sum(count) FROM batch_partials GROUP BY ALL
+                    SELECT service, endpoint, window_start, bucket, sum(count) FROM {rows} GROUP BY ALL
                     ON CONFLICT (service, endpoint, window_start, bucket)
                     DO UPDATE SET count = latency_histograms.count + excluded.count""")
-                con.execute("""
+                con.execute(f"""
                     INSERT INTO endpoint_metrics (service, endpoint, window_start, window_end, request_count,
                         error_count, error_rate, avg_latency_ms, p50_latency_ms, p95_latency_ms, p99_latency_ms,
                         is_final, updated_at, latency_sum_ms)
                     SELECT service, endpoint, window_start, any_value(window_end), sum(count), sum(errors),
                            0, 0, 0, 0, 0, false, ?, sum(latency_sum)
-                    FROM batch_partials GROUP BY service, endpoint, window_start
+                    FROM {rows} GROUP BY service, endpoint, window_start
                     ON CONFLICT (service, endpoint, window_start) DO UPDATE SET
                         request_count = endpoint_metrics.request_count + excluded.request_count,
                         error_count = endpoint_metrics.error_count + excluded.error_count,
                         latency_sum_ms = endpoint_metrics.latency_sum_ms + excluded.latency_sum_ms,
                         updated_at = excluded.updated_at""", [now])
-                batch_max = con.execute("SELECT max(max_event_time) FROM batch_partials").fetchall()[0][0]
-                events = con.execute("SELECT coalesce(sum(count), 0) FROM batch_partials").fetchall()[0][0]
+                batch_max = con.execute(f"SELECT max(max_event_time) FROM {rows}").fetchall()[0][0]
+                events = con.execute(f"SELECT coalesce(sum(count), 0) FROM {rows}").fetchall()[0][0]
                 dead_count = dead.num_rows
-                late_count = con.execute("SELECT count(*) FROM batch_dead WHERE reason = 'late'").fetchall()[0][0]
+                late_count, future_count = con.execute(
+                    "SELECT count(*) FILTER (WHERE reason = 'late'), count(*) FILTER (WHERE reason = 'future') "
+                    "FROM batch_dead").fetchall()[0]
                 con.execute("CREATE OR REPLACE TEMP TABLE touched AS "
-                            "SELECT DISTINCT service, endpoint, window_start FROM batch_partials")
+                            f"SELECT DISTINCT service, endpoint, window_start FROM {rows}")
             finally:
                 con.unregister("batch_partials")
                 con.unregister("batch_dead")
             self._recompute(con, now)
-            old = con.execute("SELECT max_event_time, watermark FROM stream_state WHERE query_id = ?",
-                              [self.query_id]).fetchall()
-            old_max = old[0][0] if old else None
+            # The store's latest event time, whichever query saw it: a new checkpoint continues it.
+            old_max = con.execute("SELECT max(max_event_time) FROM stream_state").fetchall()[0][0]
             new_max = max([t for t in (old_max, batch_max) if t is not None], default=None)
             if finalize_all:
                 watermark = datetime.max.replace(tzinfo=timezone.utc)
@@ -155,14 +239,87 @@ class StreamSink:
             con.execute(
                 "INSERT OR REPLACE INTO stream_state VALUES (?, ?, ?, ?, ?)",
                 [self.query_id, new_max, None if finalize_all else watermark, w, now])
-            con.execute("INSERT INTO stream_batches VALUES (?, ?, ?, ?, ?)",
-                        [self.query_id, batch_id, int(events), int(dead_count), now])
+            ranges = self._advance(con, offsets, batch_id, now) if offsets is not None else None
+            con.execute("INSERT INTO stream_batches (query_id, batch_id, events, dead_letters, applied_at, offsets, "
+                        "endpoint_overflow) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [self.query_id, batch_id, int(events), int(dead_count), now,
+                         None if ranges is None else json.dumps(ranges), int(overflow)])
+        if kept is not None:
+            self._kept = kept  # committed; names are never removed, so a kept name stays kept
         self.counters.batches += 1
         self.counters.events += int(events)
         self.counters.dead_letters += int(dead_count)
         self.counters.late += int(late_count)
+        self.counters.future += int(future_count)
+        self.counters.endpoint_overflow += int(overflow)
         self.counters.last_watermark = watermark
         return updated
+
+    def _check_position(self, con, offsets: OffsetAdvance, batch_id: int) -> None:
+        """Refuse the batch when the store's position moved since it was read: another stream writes here."""
+        rows = con.execute("SELECT kafka_partition, next_offset, topic_id FROM stream_offsets WHERE topic = ?",
+                           [offsets.topic]).fetchall()
+        now_at = {p: o for p, o, _ in rows}
+        if now_at != offsets.expected:
+            moved = sorted(p for p in set(now_at) | set(offsets.expected) if now_at.get(p) != offsets.expected.get(p))
+            p = moved[0]
+            raise OffsetsMismatchError(
+                str(self.store.path), offsets.topic,
+                f"another stream moved this store's position in partition {p} from {offsets.expected.get(p)} to "
+                f"{now_at.get(p)} while batch {batch_id} ran, so two streams count into "
+                "one store",
+                "Stop the other stream (`obslab status` lists the lab's processes) or give each its own DUCKDB_PATH. "
+                "Nothing of this batch was written; a restart redoes it.")
+        ids = {t for _, _, t in rows if t}
+        if offsets.topic_id and ids and ids != {offsets.topic_id}:
+            raise OffsetsMismatchError(
+                str(self.store.path), offsets.topic,
+                f"the topic was deleted and created again (its id was {', '.join(sorted(ids))}, it is "
+                f"{offsets.topic_id} now), so its offsets start again and cannot be compared with the store's",
+                "Count the new topic into a new store (DUCKDB_PATH) with a new CHECKPOINT_NAME.")
+
+    def _advance(self, con, offsets: OffsetAdvance, batch_id: int, now: datetime) -> dict:
+        """Move the store's Kafka position to the batch's end offsets; returns {topic: {partition: [from, to]}}."""
+        ranges = {}
+        known = con.execute("SELECT max(topic_id) FROM stream_offsets WHERE topic = ?", [offsets.topic]).fetchall()[0][0]
+        topic_id = offsets.topic_id or known  # a run that could not learn the id keeps the one recorded
+        for partition, end in sorted(offsets.ends.items()):
+            before = offsets.expected.get(partition)
+            after = end if before is None else max(before, end)  # an older checkpoint never moves it back
+            con.execute("INSERT OR REPLACE INTO stream_offsets VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [offsets.topic, partition, after, topic_id, self.query_id, batch_id, now])
+            ranges[str(partition)] = [before, after]
+        return {offsets.topic: ranges}
+
+    def _keep_endpoints(self, con, partials, now: datetime) -> tuple[str, int, set | None]:
+        """Admit the batch's new endpoint names up to the per-service cap; returns the relation to merge
+        (the partials, with names beyond the cap counted as OTHER_ENDPOINT), how many events went to
+        OTHER_ENDPOINT, and the kept names after the batch (None when it brought no new name)."""
+        names = partials.group_by(["service", "endpoint"]).aggregate([])
+        if set(zip(names["service"].to_pylist(), names["endpoint"].to_pylist())) <= self._kept:
+            return "batch_partials", 0, None  # the usual batch: every name is kept already, nothing to rewrite
+        # New names are admitted busiest first (ties by name), so a replay of the batch admits the same.
+        con.execute("""
+            INSERT INTO stream_endpoints
+            SELECT service, endpoint, ? FROM (
+                SELECT n.service, n.endpoint,
+                       coalesce(k.kept, 0) + row_number() OVER (PARTITION BY n.service
+                                                                ORDER BY n.events DESC, n.endpoint) AS place
+                FROM (SELECT service, endpoint, sum(count) AS events FROM batch_partials GROUP BY ALL) n
+                LEFT JOIN (SELECT service, count(*) AS kept FROM stream_endpoints GROUP BY service) k
+                       ON k.service = n.service
+                WHERE NOT EXISTS (SELECT 1 FROM stream_endpoints e
+                                  WHERE e.service = n.service AND e.endpoint = n.endpoint))
+            WHERE place <= ?""", [now, self.settings.endpoint_max_per_service])
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE kept_partials AS
+            SELECT p.service, coalesce(e.endpoint, ?) AS endpoint, p.window_start, p.window_end,
+                   p.bucket, p.error_code, p.count, p.errors, p.latency_sum, p.max_event_time,
+                   e.endpoint IS NULL AS folded
+            FROM batch_partials p
+            LEFT JOIN stream_endpoints e ON e.service = p.service AND e.endpoint = p.endpoint""", [OTHER_ENDPOINT])
+        overflow = con.execute("SELECT coalesce(sum(count), 0) FROM kept_partials WHERE folded").fetchall()[0][0]
+        return "kept_partials", overflow, set(con.execute("SELECT service, endpoint FROM stream_endpoints").fetchall())
 
     def _recompute(self, con, now: datetime) -> None:
         """Derived columns of the touched endpoint windows and of their services' windows."""

@@ -2,7 +2,9 @@
 
     Kafka rows (topic, partition, offset, value)
       -> parse_events      one row per record: typed event fields + `reason` (NULL when the event is good)
+      -> unseen            only the records the store has not counted yet (by Kafka offset)
       -> with_window       + window_start, window_end (tumbling, event time)
+      -> mark_untimely     `reason` future (dated ahead of the stream's clock) or late (its window is final)
       -> batch_outcome     good events: (service, endpoint, window_start, bucket, error_code) -> count,
                            errors, latency_sum, max_event_time; bad events: one row each, with their reason
 
@@ -14,6 +16,7 @@ Latency percentiles come from log-spaced buckets (see GAMMA) rather than from a 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -32,13 +35,23 @@ _TEXT_SCHEMA = ", ".join(f"{name} STRING" for name in _FIELDS) + ", _corrupt STR
 
 PARSED_COLUMNS = ["topic", "kafka_partition", "kafka_offset", "raw_payload", *_FIELDS, "reason"]
 
+# An endpoint is a URL path: "/" then RFC 3986 path characters (unreserved, sub-delims, ":", "@",
+# percent escapes, "/"). No spaces, quotes, control characters or query strings: names become table
+# keys, dashboard labels and narrator facts, so anything else is treated as a client bug.
+ENDPOINT_PATTERN = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$"
 
-def parse_events(raw: DataFrame) -> DataFrame:
+
+def parse_events(raw: DataFrame, endpoint_max_length: int | None = None) -> DataFrame:
     """Kafka rows -> typed events plus a `reason` why a record cannot be used (NULL when it can).
 
     Reasons: empty_payload, malformed_json, missing_field:<name>, wrong_type:<name>,
-    out_of_range:latency_ms (negative or not finite), out_of_range:status_code (not 100-599).
+    out_of_range:latency_ms (negative or not finite), out_of_range:status_code (not 100-599),
+    invalid:endpoint (longer than ENDPOINT_MAX_LENGTH or not a URL path, see ENDPOINT_PATTERN).
     """
+    if endpoint_max_length is None:
+        from obslab.settings import get_settings
+
+        endpoint_max_length = get_settings().endpoint_max_length
     text = raw.select(
         F.col("topic"),
         F.col("partition").cast("int").alias("kafka_partition"),
@@ -56,7 +69,7 @@ def parse_events(raw: DataFrame) -> DataFrame:
         F.expr("try_cast(j.latency_ms AS DOUBLE)").alias("latency_ms"),
         F.expr("try_cast(j.status_code AS INT)").alias("status_code"),
     )
-    return typed.withColumn("reason", _reason()).select(*PARSED_COLUMNS)
+    return typed.withColumn("reason", _reason(endpoint_max_length)).select(*PARSED_COLUMNS)
 
 
 def _missing(name: str) -> Column:
@@ -64,7 +77,7 @@ def _missing(name: str) -> Column:
     return value.isNull() | (F.trim(value) == "")
 
 
-def _reason() -> Column:
+def _reason(endpoint_max_length: int) -> Column:
     all_missing = F.lit(True)
     for name in _FIELDS:
         all_missing = all_missing & F.col(f"j.{name}").isNull()
@@ -77,7 +90,33 @@ def _reason() -> Column:
     finite = ~F.isnan("latency_ms") & (F.abs("latency_ms") != F.lit(math.inf))
     rule = rule.when(~finite | (F.col("latency_ms") < 0), F.lit("out_of_range:latency_ms"))
     rule = rule.when((F.col("status_code") < 100) | (F.col("status_code") > 599), F.lit("out_of_range:status_code"))
+    endpoint = F.col("endpoint")
+    rule = rule.when((F.length(endpoint) > endpoint_max_length) | ~endpoint.rlike(ENDPOINT_PATTERN),
+                     F.lit("invalid:endpoint"))
     return rule.otherwise(F.lit(None).cast("string"))
+
+
+def unseen(parsed: DataFrame, topic: str, next_offsets: dict[int, int]) -> DataFrame:
+    """Only the records at or after the store's next offset of their partition: the others are counted already."""
+    if not next_offsets:
+        return parsed
+    start = None
+    for partition, offset in sorted(next_offsets.items()):
+        test = F.col("kafka_partition") == partition
+        start = F.when(test, F.lit(offset)) if start is None else start.when(test, F.lit(offset))
+    return parsed.filter((F.col("topic") != topic) | (F.col("kafka_offset") >= start.otherwise(F.lit(0))))
+
+
+def mark_untimely(framed: DataFrame, watermark: datetime, future_after: datetime) -> DataFrame:
+    """Good events dated after `future_after` get reason `future`; those whose window ended at or before
+    `watermark` (final already) get reason `late`. Both go to the dead letters instead of the windows."""
+    good = F.col("reason").isNull()
+    # A future event must not count: its time would become the stream's latest event time and push
+    # the watermark ahead of every real event, which would then all be late.
+    future = good & (F.col("event_time") > F.lit(future_after))
+    late = good & (F.col("window_end") <= F.lit(watermark))
+    return framed.withColumn("reason", F.when(future, F.lit("future")).when(late, F.lit("late"))
+                                        .otherwise(F.col("reason")))
 
 
 def with_window(events: DataFrame, window_seconds: int) -> DataFrame:

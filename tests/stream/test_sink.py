@@ -1,0 +1,98 @@
+"""The sink's merge on real DuckDB, fed Arrow partials shaped like `batch_outcome`'s (no Spark needed)."""
+
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+
+from obslab.errors import OffsetsMismatchError
+from obslab.settings import load_settings
+from obslab.store import Store
+from obslab.stream.sink import OTHER_ENDPOINT, OffsetAdvance, StreamSink
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+_PARTIALS = pa.schema([("service", pa.string()), ("endpoint", pa.string()),
+                       ("window_start", pa.timestamp("us", tz="UTC")), ("window_end", pa.timestamp("us", tz="UTC")),
+                       ("bucket", pa.int32()), ("error_code", pa.int32()), ("count", pa.int64()),
+                       ("errors", pa.int64()), ("latency_sum", pa.float64()),
+                       ("max_event_time", pa.timestamp("us", tz="UTC"))])
+_DEAD = pa.schema([("topic", pa.string()), ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
+                   ("raw_payload", pa.string()), ("reason", pa.string())])
+
+
+def _partials(rows: list[tuple[str, str, int, int]]) -> pa.Table:
+    """(service, endpoint, events, failed of them) -> partial rows in the 09:00 window, as `batch_outcome`
+    gives them: the successes in one row, the failures (status 500) in another."""
+    data = []
+    for service, endpoint, n, failed in rows:
+        for count, code in ((n - failed, None), (failed, 500)):
+            if count:
+                data.append({"service": service, "endpoint": endpoint, "window_start": T0,
+                             "window_end": T0 + timedelta(minutes=1), "bucket": 250, "error_code": code,
+                             "count": count, "errors": count if code else 0, "latency_sum": 100.0 * count,
+                             "max_event_time": T0 + timedelta(seconds=30)})
+    return pa.Table.from_pylist(data, schema=_PARTIALS)
+
+
+NO_DEAD = _DEAD.empty_table()
+
+
+def _sink(tmp_path, **overrides):
+    settings = load_settings(data_dir=tmp_path, **overrides)
+    store = Store.from_settings(settings)
+    store.migrate()
+    return StreamSink(store, settings, "q", publish=False), store
+
+
+def test_endpoint_names_beyond_the_cap_are_counted_as_other(tmp_path):
+    sink, store = _sink(tmp_path, endpoint_max_per_service=2)
+    # Batch 0: checkout sends three names, search one. The two busiest checkout names are kept.
+    sink.merge(0, _partials([("checkout", "/cart", 5, 1), ("checkout", "/pay", 3, 0), ("checkout", "/rare", 1, 1),
+                             ("search", "/q", 4, 0)]), NO_DEAD)
+    # Batch 1: checkout is full, so a new name goes to `other` however busy it is; search still has room.
+    sink.merge(1, _partials([("checkout", "/flood", 50, 2), ("checkout", "/cart", 1, 0), ("search", "/suggest", 2, 0)]),
+               NO_DEAD)
+    sink.merge(2, _partials([("checkout", "/flood", 4, 0), ("checkout", "/pay", 1, 0)]), NO_DEAD)  # still `other`
+    sink.merge(3, _partials([("search", "/q", 1, 0)]), NO_DEAD)  # only kept names: merged as they are
+    rows = store.query("SELECT service, endpoint, request_count, error_count FROM endpoint_metrics ORDER BY 1, 2")
+    assert rows == [
+        ("checkout", "/cart", 6, 1),  # kept in batch 0: 5 + 1 events
+        ("checkout", "/pay", 4, 0),  # kept in batch 0: 3 + 1
+        ("checkout", OTHER_ENDPOINT, 55, 3),  # /rare 1 (one failed), then /flood 50 (two failed) and 4
+        ("search", "/q", 5, 0),  # 4 + 1
+        ("search", "/suggest", 2, 0),  # search's second name: within the cap of 2
+    ]
+    # The service totals still count every event: 65 for checkout, 7 for search.
+    assert store.query("SELECT service, request_count, error_count FROM service_metrics ORDER BY 1") == [
+        ("checkout", 65, 4), ("search", 7, 0)]
+    # The error mix follows the endpoint: the failed /rare and /flood requests are `other`'s.
+    assert store.query("SELECT endpoint, count FROM status_counts WHERE service = 'checkout' ORDER BY 1") == [
+        ("/cart", 1), (OTHER_ENDPOINT, 3)]
+    assert store.query("SELECT batch_id, endpoint_overflow FROM stream_batches ORDER BY 1") == [
+        (0, 1), (1, 50), (2, 4), (3, 0)]
+    assert sink.counters.endpoint_overflow == 55
+    assert store.query("SELECT service, count(*) FROM stream_endpoints GROUP BY 1 ORDER BY 1") == [
+        ("checkout", 2), ("search", 2)]
+
+
+def test_the_store_records_each_batchs_offsets_and_refuses_a_second_writer(tmp_path):
+    sink, store = _sink(tmp_path)
+    topic = sink.settings.topic_raw_events
+    sink.merge(0, _partials([("search", "/q", 10, 0)]), NO_DEAD, offsets=OffsetAdvance(topic, "id-1", {}, {0: 6, 1: 4}))
+    sink.merge(1, _partials([("search", "/q", 5, 0)]), NO_DEAD,
+               offsets=OffsetAdvance(topic, "id-1", {0: 6, 1: 4}, {0: 9, 1: 6}))
+    assert store.query("SELECT kafka_partition, next_offset, topic_id FROM stream_offsets ORDER BY 1") == [
+        (0, 9, "id-1"), (1, 6, "id-1")]
+    # Each batch's range per partition, [from, to); the first batch had no position to start from.
+    assert [r[0] for r in store.query("SELECT offsets FROM stream_batches ORDER BY batch_id")] == [
+        f'{{"{topic}": {{"0": [null, 6], "1": [null, 4]}}}}', f'{{"{topic}": {{"0": [6, 9], "1": [4, 6]}}}}']
+    # Another sink read the position before batch 1 moved it: its batch is refused and writes nothing.
+    other = StreamSink(store, sink.settings, "other-query", publish=False)
+    with pytest.raises(OffsetsMismatchError, match="partition 0 from 6 to 9.*two streams count into one store"):
+        other.merge(0, _partials([("search", "/q", 5, 0)]), NO_DEAD,
+                    offsets=OffsetAdvance(topic, "id-1", {0: 6, 1: 4}, {0: 9, 1: 6}))
+    assert store.query("SELECT sum(request_count) FROM service_metrics")[0][0] == 15  # 10 + 5, nothing more
+    # A checkpoint behind the store never moves the position back.
+    sink.merge(2, _partials([]), NO_DEAD, offsets=OffsetAdvance(topic, "id-1", {0: 9, 1: 6}, {0: 7, 1: 6}))
+    assert dict(store.query("SELECT kafka_partition, next_offset FROM stream_offsets")) == {0: 9, 1: 6}
