@@ -157,6 +157,20 @@ def raw_topic_offsets(settings: Settings, timeout_s: float = BROKER_TIMEOUT_S) -
         c.close()
 
 
+def counted_offsets(settings: Settings, store) -> dict[int, int] | None:
+    """partition -> first offset the store has not counted (`stream_offsets`, moved in the same
+    transaction as the data); the checkpoint's committed offsets for a store that has none yet."""
+    if store.path.exists():
+        with store.reader() as con:
+            known = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                ["stream_offsets"]).fetchone()[0]
+            rows = con.execute("SELECT kafka_partition, next_offset FROM stream_offsets WHERE topic = ?",
+                               [settings.topic_raw_events]).fetchall() if known else []
+        if rows:
+            return {int(p): int(o) for p, o in rows}
+    return committed_offsets(settings)
+
+
 def committed_offsets(settings: Settings) -> dict[int, int] | None:
     """partition -> next offset to read, as of the stream's last committed batch; None before the first.
 
@@ -200,7 +214,7 @@ def run_checks(settings: Settings, store, now: datetime | None = None) -> list[C
     answered_s = time.monotonic() - started
     return [
         _safely("broker", settings, _broker, settings, offsets, answered_s),
-        _safely("stream_lag", settings, _stream_lag, settings, offsets),
+        _safely("stream_lag", settings, _stream_lag, settings, store, offsets),
         _safely("freshness", settings, _freshness, settings, store, now),
         _safely("dead_letters", settings, _dead_letters, settings, store, now),
         _safely("detector", settings, _stage_age, "detector", settings, now),
@@ -234,14 +248,14 @@ def _broker(s: Settings, offsets, answered_s: float) -> Check:
                  f"{where} answered in {answered_s:.2f} s; {s.topic_raw_events} has {len(offsets)} partitions")
 
 
-def _stream_lag(s: Settings, offsets) -> Check:
+def _stream_lag(s: Settings, store, offsets) -> Check:
     bound = s.health_max_lag_events
     if isinstance(offsets, Exception) or offsets is None:
         why = "the brokers do not answer" if isinstance(offsets, Exception) else f"{s.topic_raw_events} does not exist"
         return Check("stream_lag", False, None, bound,
                      f"stream_lag: could not be measured because {why} (bound HEALTH_MAX_LAG_EVENTS={bound:,}): "
                      "fix the broker check first")
-    committed = committed_offsets(s)
+    committed = counted_offsets(s, store)
     # A partition the stream never read starts at the topic's first offset; events that retention
     # deleted before the stream read them are lost, not lag, hence max(committed, first). A topic
     # deleted and created again can end before the committed offset: nothing to read there, lag 0.
