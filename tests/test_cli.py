@@ -48,8 +48,14 @@ def _stage(name: str, env: dict, log) -> subprocess.Popen:
 
 def _holder(path, read_only: bool) -> subprocess.Popen:
     """Another process that keeps the DuckDB file open until its stdin closes."""
+    # The stage may hold the file for a moment when the holder starts: retry the open, as a user would.
     proc = subprocess.Popen([sys.executable, "-c", (
-        "import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == 'ro'); "
+        "import duckdb, sys, time\n"
+        "for attempt in range(600):\n"
+        "    try:\n"
+        "        con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == 'ro'); break\n"
+        "    except duckdb.IOException:\n"
+        "        time.sleep(0.05)\n"
         "print('open', flush=True); sys.stdin.read(); con.close()"), str(path), "ro" if read_only else "rw"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "open"
