@@ -160,14 +160,12 @@ def raw_topic_offsets(settings: Settings, timeout_s: float = BROKER_TIMEOUT_S) -
 def counted_offsets(settings: Settings, store) -> dict[int, int] | None:
     """partition -> first offset the store has not counted (`stream_offsets`, moved in the same
     transaction as the data); the checkpoint's committed offsets for a store that has none yet."""
-    if store.path.exists():
-        with store.reader() as con:
-            known = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                ["stream_offsets"]).fetchone()[0]
-            rows = con.execute("SELECT kafka_partition, next_offset FROM stream_offsets WHERE topic = ?",
-                               [settings.topic_raw_events]).fetchall() if known else []
-        if rows:
-            return {int(p): int(o) for p, o in rows}
+    from obslab.stream.job import store_position
+
+    if store.schema_version() >= 6:  # the version that added stream_offsets
+        offsets = store_position(store, settings.topic_raw_events).offsets
+        if offsets:
+            return offsets
     return committed_offsets(settings)
 
 
