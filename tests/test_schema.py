@@ -11,6 +11,7 @@ def test_store_has_the_tables_the_pipeline_needs():
         "stream_offsets", "stream_endpoints",  # the Kafka position the store counted to; kept endpoint names
         "incidents", "status_counts",  # detection; the error mix for the narrator
         "health_checks", "quality_checks",  # monitoring and data-quality results
+        "service_catalog",  # the services a scenario declared: SLA, SLO, dependencies
     }
 
 

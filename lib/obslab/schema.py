@@ -188,9 +188,28 @@ INJECTED_INCIDENTS = Table(
         C("start_time", "timestamp", False),
         C("end_time", "timestamp", True, "NULL while the fault is still running"),
         C("magnitude", "double"),
+        C("benign", "bool", True, "true for a benign event (flash crowd, drift, deploy blip) that should not page"),
+        C("root_cause", "string", True, "service where the fault began: its own service, or the callee a cascade "
+                                        "came from"),
+        C("cause_fault_id", "string", True, "for a cascade's effect on a caller: the fault it propagated from"),
     ),
     key=("run_id", "fault_id"),
-    doc="Ground truth: every fault the generator actually injected.",
+    doc="Ground truth: every fault and benign event the generator actually injected.",
+)
+
+SERVICE_CATALOG = Table(
+    "service_catalog",
+    (
+        C("service", "string", False),
+        C("endpoints", "json", True, "the service's endpoint paths, as the scenario declares them"),
+        C("sla_ms", "double", True, "latency SLA; LATENCY_SLA_MS overrides it"),
+        C("slo_availability", "double", True, "availability SLO; SLO_AVAILABILITY overrides it"),
+        C("calls", "string", True, "comma-separated services this one calls (declared dependencies)"),
+        C("scenario", "string", True, "scenario (or other source) that declared it last"),
+        C("updated_at", "timestamp", False),
+    ),
+    key=("service",),
+    doc="The services a scenario declared: SLA, SLO and dependencies the detector and root-cause use.",
 )
 
 DEAD_LETTER_EVENTS = Table(
@@ -270,6 +289,10 @@ INCIDENTS = Table(
         C("detectors", "string", False),
         C("endpoints", "string", False),
         C("updated_at", "timestamp", False),
+        C("origin_service", "string", True, "likely origin of a cascade this incident belongs to (its own service "
+                                            "when it is the origin); NULL when it stands alone"),
+        C("origin_reason", "string", True, "why: first to deviate, declared dependencies"),
+        C("related_incidents", "string", True, "comma-separated ids of the other incidents of the same cascade"),
     ),
     key=("incident_id",),
     doc="Anomalies of one service and kind merged into an incident with a lifecycle.",
@@ -379,6 +402,7 @@ TABLES: dict[str, Table] = {
         STREAM_ENDPOINTS,
         INCIDENTS,
         STATUS_COUNTS,
+        SERVICE_CATALOG,
     )
 }
 

@@ -91,6 +91,20 @@ def _migration_6() -> list[str]:
     ]
 
 
+def _migration_7() -> list[str]:
+    from obslab.schema import SERVICE_CATALOG
+
+    return [
+        "ALTER TABLE injected_incidents ADD COLUMN IF NOT EXISTS benign BOOLEAN",
+        "ALTER TABLE injected_incidents ADD COLUMN IF NOT EXISTS root_cause VARCHAR",
+        "ALTER TABLE injected_incidents ADD COLUMN IF NOT EXISTS cause_fault_id VARCHAR",
+        "ALTER TABLE incidents ADD COLUMN IF NOT EXISTS origin_service VARCHAR",
+        "ALTER TABLE incidents ADD COLUMN IF NOT EXISTS origin_reason VARCHAR",
+        "ALTER TABLE incidents ADD COLUMN IF NOT EXISTS related_incidents VARCHAR",
+        SERVICE_CATALOG.ddl(),
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, Any]] = [
     (1, "create the lab tables", _migration_1),
     (2, "stream state: latency histograms, applied batches, watermark", _migration_2),
@@ -98,6 +112,8 @@ MIGRATIONS: list[tuple[int, str, Any]] = [
     (4, "narrator: status_counts (error mix), provenance of summaries", _migration_4),
     (5, "scheduled runs: notebook task records, health checks, data-quality checks", _migration_5),
     (6, "stream: consumed Kafka offsets, kept endpoint names, per-batch offsets and endpoint overflow", _migration_6),
+    (7, "realistic traffic: benign events and root causes in ground truth, service catalogue, incident origins",
+     _migration_7),
 ]
 
 
