@@ -43,8 +43,10 @@ broker-start:
 broker-stop:
 	$(BIN)/obslab broker stop
 
-lab:
-	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir .  # the project: notebooks/ and the kept runs in data/runs/
+LAB_PORT ?= 8888
+lab:  # the project: notebooks/ and the kept runs in data/runs/; root (containers, these machines) needs --allow-root
+	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --no-browser --notebook-dir . \
+	  --ServerApp.port_retries=0 $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean-data:
 	$(BIN)/obslab broker stop
