@@ -1,4 +1,4 @@
-# obslab: `make setup` once, then `make test` (or `make demo` once it exists).
+# obslab: `make demo` (the pipeline) and `make test`; both run the idempotent `make setup` first.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -18,10 +18,10 @@ help:
 setup:
 	$(PYTHON) lib/obslab/bootstrap.py
 
-test:
+test: setup  # setup is idempotent: about a second when it is already done
 	$(BIN)/python -m pytest
 
-demo:  # the whole pipeline on this machine; Ctrl-C stops it
+demo: setup  # the whole pipeline on this machine; Ctrl-C stops it
 	$(BIN)/obslab demo
 
 stop:
