@@ -53,7 +53,7 @@ _ERROR_WOBBLE = 0.3  # an error rate's assumed wobble between windows before its
 _PRIOR_WINDOWS = 4  # ... worth this many windows of history
 _RUN = 4  # a traffic drop is judged over up to this many consecutive low windows
 _SUSPECT = tail_probability(3.0)  # a count above the forecast this unlikely (and 1.5 x) is a surge
-_DOUBT = tail_probability(2.0)  # a count below the forecast this unlikely is not learned until it is sure
+_DOUBT = tail_probability(3.0)  # a count below the forecast this unlikely is not learned until it is sure
 
 
 @dataclass(frozen=True)
@@ -569,7 +569,7 @@ def baseline_shift(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
     it cannot tell, and each of them is then part of the drop. Counts far above the forecast (a
     flash crowd: at least `surge_ratio` x and beyond chance) are not anomalies, but they stay out
     of the baseline, and the forecast starts again after them, so the return to normal is not
-    taken for a drop; a count well below it (beyond the 2-sigma tail) stays out too while it is
+    taken for a drop; a count well below it (beyond the 3-sigma tail) stays out too while it is
     not yet a sure drop. Open windows are never judged on traffic: they are short of requests by
     nature.
     """
