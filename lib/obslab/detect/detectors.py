@@ -668,6 +668,12 @@ class _TrafficModel:
         # them (an incident spans the drop, not only the window that made it sure).
         low = y < mu - math.sqrt(likely * mu)
         self.low_run = (self.low_run + [[w, mu, wobble, False]])[-_RUN:] if low else []
+        if y == 0 and len(self.dispersion) < self.cfg.min_calibration and poisson_cdf(0, mu / scale) < alpha:
+            # Silence needs no calibrated noise: a service that has sent mu requests a window so
+            # far and now sends none is down, even in its first minutes.
+            self._hold("low", step, y)
+            self.low_run[-1][3] = True
+            return [(w, mu, 0.0)]
         if len(self.dispersion) >= self.cfg.min_calibration and low:
             for k in range(1, len(self.low_run) + 1):  # the window alone, then with the ones before it
                 run = self.low_run[-k:]
