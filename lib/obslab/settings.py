@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     burn_threshold: float = Field(14.4, gt=0, description="burn_rate fires above this burn over the short and long window")
     resolve_after_windows: int = Field(3, ge=1, description="clean windows after which an incident resolves")
     partial_window_min_requests: int = Field(10, ge=0, description="an open window is judged early (by the noise of the requests it holds) once it holds this many requests; 0: final windows only")
-    cascade_gap_windows: int = Field(2, ge=0, description="incidents on different services that overlap and opened at most this many windows apart are one cascade (origin, related incidents)")
+    cascade_gap_windows: int = Field(2, ge=0, description="incidents on services linked by declared calls that overlap and opened at most this many windows apart are one cascade (origin, related incidents)")
     detect_lookback_minutes: int = Field(180, ge=5, description="history the detector reads each run")
     detect_poll_seconds: float = Field(5.0, gt=0, description="pause between runs of continuous detection")
 

@@ -361,6 +361,9 @@ def test_end_to_end_a_short_cascade_the_two_replays_agree_and_ttd_includes_the_d
         "SELECT incident_id, opened_at, last_anomaly_at, status, origin_service FROM incidents ORDER BY 1")
         for mode, r in reports.items()}
     assert incidents["versions"] == incidents["sink"]
+    # ... and the same error mix, which the narrator's facts read.
+    mix = {mode: Store(r.store_path).query("SELECT * FROM status_counts ORDER BY ALL") for mode, r in reports.items()}
+    assert mix["versions"] == mix["sink"] and mix["versions"]
     # Each incident matched to the cascade is scored with the origin it stored.
     origins = dict(Store(report.store_path).query("SELECT incident_id, origin_service FROM incidents"))
     assert report.cascades[0].origins == {i: origins[i] for f in report.faults for i in f.incident_ids}

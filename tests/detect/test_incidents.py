@@ -131,21 +131,33 @@ def test_the_callee_is_the_origin_even_when_its_caller_was_detected_first():
     assert {i.origin_service for i in out} == {"payments"}
 
 
-def test_without_a_declared_dependency_the_first_to_deviate_is_the_origin():
-    search, checkout = incident("search", "latency", 11, 15), incident("checkout", "latency", 10, 14)
-    out = relate_incidents([search, checkout], {}, 60, 2)
-    assert {(i.origin_service, i.origin_reason) for i in out} == {("checkout", "first to deviate")}
-    # A callee that deviated more than a window after its caller did not start it.
+def test_services_the_catalogue_does_not_link_are_never_related():
+    # Two overlapping incidents that opened in the same window, with no declared call between them
+    # (or no catalogue at all): two independent faults as far as anyone knows; neither names an origin.
+    for calls in ({}, {"checkout": {"payments"}}):
+        out = relate_incidents([incident("search", "latency", 10, 14), incident("checkout", "errors", 10, 14)],
+                               calls, 60, 2)
+        assert all((i.origin_service, i.related_incidents) == (None, None) for i in out)
+
+
+def test_a_callee_that_deviated_more_than_a_window_after_its_caller_did_not_start_it():
     late = relate_incidents([incident("checkout", "errors", 10, 16), incident("payments", "errors", 12, 16)],
                             {"checkout": {"payments"}}, 60, 2)
     assert {(i.origin_service, i.origin_reason) for i in late} == {("checkout", "first to deviate")}
 
 
 def test_first_detection_breaks_a_tie_in_the_same_window():
-    a, b = incident("search", "errors", 10, 12), incident("checkout", "errors", 10, 12)
+    # checkout and search both call payments, which deviated two windows after them: not the origin.
+    # checkout and search deviated in the same window; checkout was detected first.
+    a, b = incident("search", "errors", 10, 13), incident("checkout", "errors", 10, 13)
+    c = incident("payments", "errors", 12, 15)
+    calls = {"checkout": {"payments"}, "search": {"payments"}}
     seen = {a.incident_id: T0 + 10 * MINUTE + timedelta(seconds=40),  # search detected 40 s into the window
             b.incident_id: T0 + 10 * MINUTE + timedelta(seconds=25)}  # checkout 25 s into it
-    assert {i.origin_service for i in relate_incidents([a, b], {}, 60, 2, seen)} == {"checkout"}
+    assert {(i.origin_service, i.origin_reason) for i in relate_incidents([a, b, c], calls, 60, 2, seen)} == {
+        ("checkout", "first to deviate")}
+    seen[a.incident_id] -= timedelta(seconds=20)  # now search was detected first
+    assert {i.origin_service for i in relate_incidents([a, b, c], calls, 60, 2, seen)} == {"search"}
 
 
 def test_dependencies_are_followed_through_services_in_between():

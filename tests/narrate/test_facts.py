@@ -120,3 +120,22 @@ def test_an_incident_of_a_cascade_has_its_origin_in_the_facts(tmp_path):
     assert origin["origin"]["this_service"] and origin["origin"]["related_services"] == ["inventory"]
     assert "Ledger is the likely origin of problems that reached inventory" in template.summary(origin)
     assert narrative_problems(template.narrative(origin), origin) == []
+
+
+def test_the_usual_values_leave_out_windows_of_an_earlier_anomaly(tmp_path):
+    store = incident_store(tmp_path / "s.duckdb")
+    # An earlier surge on inventory, 09:00-09:01, inside the incident's baseline period: two windows of
+    # 590 requests with 300 errors each, flagged by the detector.
+    earlier = [T0 - 5 * MINUTE, T0 - 4 * MINUTE]
+    with store.writer() as con:
+        con.execute("UPDATE service_metrics SET error_count = 300, error_rate = 300 / 590 "
+                    "WHERE service = 'inventory' AND list_contains(?::TIMESTAMPTZ[], window_start)", [earlier])
+    store.upsert_many({"anomalies": [
+        {"anomaly_id": f"error_surge|error_rate|inventory|*|{t:%Y%m%dT%H%M%SZ}", "incident_id": "inventory:errors:early",
+         "detector": "error_surge", "service": "inventory", "endpoint": None, "metric": "error_rate",
+         "value": 300 / 590, "baseline": 0.02, "threshold": 0.06, "window_start": t, "window_end": t + MINUTE,
+         "request_count": 590, "severity": "critical", "used_partial_window": False, "detected_at": t + MINUTE}
+        for t in earlier]})
+    facts = build_facts(store, INCIDENT, 60)
+    # The eight unflagged windows: 590 requests, 12 errors each (2.0 %), not (8 x 12 + 2 x 300) / 5900.
+    assert (facts["before"]["requests_per_minute"], facts["before"]["error_rate_pct"]) == (590, 2.0)

@@ -33,8 +33,12 @@ def test_facts_come_from_the_store(evaluated, tmp_path):
     assert outage["top_endpoints"][0]["endpoint"] == "/api/refund"
     assert outage["status_codes"][0]["code"] == 503
     assert outage["error_rate_pct"] > 3 * outage["before"]["error_rate_pct"]
+    # The fault ran 09:17:13-09:20:13, so the incident's windows are 09:17 to 09:20 or 09:21.
+    opened, last = store.query("SELECT opened_at, last_anomaly_at FROM incidents WHERE incident_id = ?",
+                               [ids["payments:errors@09:17"]])[0]
+    assert opened.strftime("%H:%M") == "09:17" and last.strftime("%H:%M") in ("09:20", "09:21")
     raw = store.query("SELECT sum(request_count), sum(error_count) FROM service_metrics WHERE service = 'payments' "
-                      "AND window_start >= '2026-01-05 09:17:00+00' AND window_start < '2026-01-05 09:20:00+00'")[0]
+                      "AND window_start >= ? AND window_start < ?", [opened, last])[0]
     assert outage["requests"] == raw[0] and outage["error_rate_pct"] == round(100 * raw[1] / raw[0], 1)
     slow = build_facts(store, ids["checkout:latency@09:04"], 60)  # latency_spike x6 on checkout
     assert slow["avg_latency_ms"] > 4 * slow["before"]["avg_latency_ms"]

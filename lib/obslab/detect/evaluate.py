@@ -659,7 +659,25 @@ def _replay_versions(store, s: Settings, partials, dead) -> dict[datetime, float
         with store.writer() as con:
             con.execute("DROP TABLE IF EXISTS endpoint_metrics_versions")
             con.execute("DROP TABLE IF EXISTS service_metrics_versions")
+    _write_window_details(store, s, partials)
     return run_seconds
+
+
+def _write_window_details(store, s: Settings, partials) -> None:
+    """The error mix of every window (status_counts), as the sink leaves it at the end of the input.
+    Detection does not read it, so it is written once, after the replay; the narrator's facts do.
+    (The sink drops a window's latency histogram once the window is final, and at the end of the input
+    every window is.)"""
+    folded = _fold_endpoints(partials, s.endpoint_max_per_service)
+    with store.writer() as con:
+        con.register("folded_partials", folded)
+        try:
+            con.execute("""
+                INSERT INTO status_counts
+                SELECT service, endpoint, window_start, error_code, sum(count) FROM folded_partials
+                WHERE error_code IS NOT NULL GROUP BY ALL""")
+        finally:
+            con.unregister("folded_partials")
 
 
 def _constant_timestamps(at: datetime, n: int):

@@ -17,9 +17,12 @@ anomaly in that tail reopens it. Counts, severity, detectors and endpoints accum
 incident longer than the lookback still describes all of itself.
 
 Cascades. One fault often shows on several services: payments fails, and checkout, which calls
-it, fails with it. Incidents on different services whose spans overlap and that opened at most
-CASCADE_GAP_WINDOWS windows apart are related (transitively: one cascade). Each incident of a
-cascade names the likely origin:
+it, fails with it. Incidents on different services whose spans overlap, that opened at most
+CASCADE_GAP_WINDOWS windows apart, and whose services the catalogue links (one calls the other,
+directly or through services in between) are related (transitively: one cascade). Services the
+catalogue does not link are never related, however close in time: two independent faults that
+happen to overlap are common, and a narrative that names a wrong origin misleads more than one
+that names none. Each incident of a cascade names the likely origin:
 
     1. a service of the cascade that the others call (service_catalog.calls, followed through
        intermediate services), if it deviated no later than a window after its callers there;
@@ -174,7 +177,8 @@ def relate_incidents(incidents: list[Incident], calls: Mapping[str, set[str]], w
         for b in ordered[n + 1:]:
             if b.opened_at - a.opened_at > gap:
                 break  # opened too long after a: so is everything after b
-            if a.service != b.service and a.opened_at < b.last_anomaly_at and b.opened_at < a.last_anomaly_at:
+            if (a.service != b.service and a.opened_at < b.last_anomaly_at and b.opened_at < a.last_anomaly_at
+                    and _linked(a.service, b.service, calls)):
                 parent[root(b.incident_id)] = root(a.incident_id)
     groups: dict[str, list[Incident]] = {}
     for i in incidents:
@@ -219,6 +223,11 @@ def _origin(members: list[Incident], calls: Mapping[str, set[str]], window: time
         return origin, _path_text(candidates[origin])
     origin = min(services, key=lambda s: (deviated[s], s))
     return origin, "first to deviate"
+
+
+def _linked(a: str, b: str, calls: Mapping[str, set[str]]) -> bool:
+    """Whether the catalogue declares a path of calls from a to b or from b to a."""
+    return bool(_reach(a, calls, {b}) or _reach(b, calls, {a}))
 
 
 def _reach(service: str, calls: Mapping[str, set[str]], within: set[str]) -> dict[str, list[str]]:

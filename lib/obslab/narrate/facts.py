@@ -42,7 +42,8 @@ def build_facts(store, incident_id: str, window_seconds: int) -> dict:
             "SELECT detector, metric, value, baseline, threshold FROM anomalies WHERE incident_id = ? "
             "ORDER BY endpoint IS NOT NULL, value / nullif(threshold, 0) DESC LIMIT 1", [incident_id]).fetchall()
         during = _totals(con, service, opened, last)
-        before = _totals(con, service, opened - timedelta(seconds=window_seconds * BEFORE_WINDOWS), opened)
+        before = _totals(con, service, opened - timedelta(seconds=window_seconds * BEFORE_WINDOWS), opened,
+                         usual_only=True)
         trend = _trend(con, service, kind, opened, window_seconds)
         codes = con.execute(
             "SELECT status_code, sum(count) FROM status_counts WHERE service = ? AND window_start >= ? "
@@ -201,11 +202,15 @@ def quantities(facts: dict) -> list[Quantity]:
 
 # ---------------------------------------------------------------------------- helpers
 
-def _totals(con, service: str, start: datetime, end: datetime) -> dict:
+def _totals(con, service: str, start: datetime, end: datetime, usual_only: bool = False) -> dict:
+    """Requests, error rate and latency of a service's windows in [start, end). `usual_only` leaves out
+    the windows where any detector found an anomaly on the service, so that "usually" is not raised by
+    an earlier incident that happened to fall in the baseline period."""
+    unusual = " AND window_start NOT IN (SELECT window_start FROM anomalies WHERE service = ?)" if usual_only else ""
     row = con.execute(
         "SELECT sum(request_count), sum(error_count), sum(avg_latency_ms * request_count), max(p99_latency_ms), "
-        "count(*) FROM service_metrics WHERE service = ? AND window_start >= ? AND window_start < ?",
-        [service, start, end]).fetchall()[0]
+        f"count(*) FROM service_metrics WHERE service = ? AND window_start >= ? AND window_start < ?{unusual}",
+        [service, start, end] + ([service] if usual_only else [])).fetchall()[0]
     requests, errors, latency_sum, p99, windows = row
     requests = int(requests or 0)
     return {"requests": requests, "minutes": windows or 0,
