@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: setup test test-fast demo stop status airflow broker-start broker-stop lab clean-data help
+.PHONY: container-tools image up down  # the container lab (compose.yaml; see README "Containers")
 
 help:
 	@echo "make setup       create .venv from requirements.lock (builds llama-cpp-python once), register the kernel, fetch Kafka/Spark jars, assemble the model"
@@ -13,7 +14,9 @@ help:
 	@echo "make stop        stop a demo started elsewhere, and the lab's Airflow; make status lists the demo's processes"
 	@echo "make airflow     Airflow 3 with the project's DAGs on http://127.0.0.1:8080 (prints how to log in)"
 	@echo "make lab         JupyterLab on 127.0.0.1:8888"
+	@echo "make check-exercise N   check workshop exercise N (1-4; also N=2); see docs/workshop.md"
 	@echo "make broker-start / broker-stop"
+	@echo "make up / down   the whole lab in containers with Podman (make image builds; README \"Containers\")"
 
 setup:
 	$(PYTHON) lib/obslab/bootstrap.py
@@ -48,9 +51,49 @@ lab:  # the project: notebooks/ and the kept runs in data/runs/; root (container
 	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --no-browser --notebook-dir . \
 	  --ServerApp.port_retries=0 $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
+# ---- the workshop's exercises (docs/workshop.md): `make check-exercise 2` or `make check-exercise N=2`
+.PHONY: check-exercise
+EXERCISE = $(or $(N),$(word 2,$(MAKECMDGOALS)))
+check-exercise: setup
+	@$(BIN)/python exercises/check.py $(EXERCISE)
+ifeq (check-exercise,$(firstword $(MAKECMDGOALS)))
+ifneq (,$(word 2,$(MAKECMDGOALS)))
+$(word 2,$(MAKECMDGOALS)):  # the exercise's number, given as a second goal: nothing to make
+	@:
+endif
+endif
+
 clean-data:
 	$(BIN)/obslab broker stop
 	rm -rf data/kafka data/checkpoints data/runs data/logs data/observability.duckdb*
 
 readme-settings:  # rewrite the README's settings table from obslab.settings
 	$(BIN)/python -c "import re,subprocess,pathlib; p=pathlib.Path('README.md'); t=subprocess.run(['$(BIN)/obslab','settings','--markdown'],capture_output=True,text=True,check=True).stdout; s=p.read_text(); s=re.sub(r'(<!-- settings:start[^>]*-->\n).*?(<!-- settings:end -->)', lambda m: m.group(1)+t+m.group(2), s, flags=re.S); p.write_text(s)"
+
+# ---- the container lab (compose.yaml, Containerfile, containers/): Podman on Debian, no image registry needed
+export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
+CONTAINER_TOOLS := podman podman-compose runc mmdebstrap netavark aardvark-dns iptables uidmap
+COMPOSE_PROJECT ?= obslab
+COMPOSE := podman-compose -p $(COMPOSE_PROJECT)
+# Named, because Debian's podman-compose (1.0.3) ignores `profiles:` and would start ollama too.
+LAB_SERVICES := broker generator stream detector narrator dashboard airflow lab
+
+container-tools:  # Podman, podman-compose, runc, mmdebstrap from apt when missing (idempotent; fast when present)
+	@missing=$$(for p in $(CONTAINER_TOOLS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing" $$missing; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+image: container-tools  # the Debian base (mmdebstrap, cached in .cache/containers) and the project image
+	containers/build-image.sh
+
+up: image  # the whole lab in containers, on 127.0.0.1 only
+	$(COMPOSE) up -d $(LAB_SERVICES)
+	@echo "dashboard http://127.0.0.1:$${DASHBOARD_PORT:-8501}  airflow http://127.0.0.1:$${AIRFLOW_PORT:-8080}  lab: $(COMPOSE) logs lab (URL with token)  stop: make down"
+
+down:  # stop (30 s grace: the broker and the store close cleanly), remove containers and network; the data volume stays
+	podman ps -q --filter label=io.podman.compose.project=$(COMPOSE_PROJECT) | xargs -r podman stop -t 30 >/dev/null
+	$(COMPOSE) down
+	podman network exists $(COMPOSE_PROJECT)_default && podman network rm $(COMPOSE_PROJECT)_default || true
