@@ -162,3 +162,12 @@ def test_a_killed_stage_is_restarted_and_runs_again(tmp_path):
     finally:
         demo.stop(settings, grace_s=30, broker=False)
     assert not demo.status(settings)
+
+
+def test_only_the_demo_s_generator_starts_its_scenario_with_a_lead_in(tmp_path):
+    settings = load_settings(data_dir=tmp_path, demo_lead_in_seconds=45)
+    env = {"SCENARIO": "demo", "BACKFILL_MINUTES": "10"}
+    assert demo.process_env(settings, "generate", env) == {**env, "GENERATE_LEAD_IN_SECONDS": "45"}
+    assert all(demo.process_env(settings, name, env) == env for name in demo.PROCESSES if name != "generate")
+    off = load_settings(data_dir=tmp_path, demo_lead_in_seconds=0)
+    assert demo.process_env(off, "generate")["GENERATE_LEAD_IN_SECONDS"] == "0"  # a demo without one

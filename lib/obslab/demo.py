@@ -1,6 +1,10 @@
 """The one-command demo: broker, generator (with a fault-free history first), stream, detector,
 narrator and dashboard as processes of one lab, and how to see and stop them.
 
+The generator starts DEMO_LEAD_IN_SECONDS into its scenario (GENERATE_LEAD_IN_SECONDS): those
+first seconds go out at once after the history, so the scenario's first fault comes that much
+sooner after launch, while its event times and ground truth stay the scenario's.
+
     start(settings)   broker up; each process started in its own session (a process group), its
                       output in DATA_DIR/logs/<name>.log, its pid in DATA_DIR/run/<name>.json
     status(settings)  each recorded process: running or not, restarts, how it last ended
@@ -95,7 +99,15 @@ def start(settings: Settings, env: dict[str, str] | None = None, dashboard_port:
 
     LocalBroker(settings).start()
     Store.from_settings(settings).migrate()
-    return [spawn(settings, name, cmd, env) for name, cmd in commands(settings, dashboard_port).items()]
+    return [spawn(settings, name, cmd, process_env(settings, name, env))
+            for name, cmd in commands(settings, dashboard_port).items()]
+
+
+def process_env(settings: Settings, name: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """What one demo process gets on top of the environment: the demo's `env`, and for the
+    generator its lead-in (DEMO_LEAD_IN_SECONDS), so the scenario's first fault comes sooner."""
+    own = {"generate": {"GENERATE_LEAD_IN_SECONDS": f"{settings.demo_lead_in_seconds:g}"}}
+    return {**(env or {}), **own.get(name, {})}
 
 
 def spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str] | None = None,

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     seed: int = Field(42, description="random seed; the same seed and scenario give the same events")
     events_per_second: float | None = Field(None, gt=0, description="generator rate; default: the scenario's")
     backfill_minutes: float = Field(0.0, ge=0, description="minutes of fault-free history written before a live run")
+    generate_lead_in_seconds: float = Field(0.0, ge=0, description="a live run publishes the scenario's first this many seconds at once (after the history), then goes on at the wall clock's pace, so its faults come that much sooner; event times, ground truth and fault times stay the scenario's; 0: the scenario starts at launch")
+    demo_lead_in_seconds: float = Field(60.0, ge=0, description="GENERATE_LEAD_IN_SECONDS of `obslab demo`'s generator: with the default, the demo scenario's payments surge (second 75) begins ~25 s after launch, before the stream's first micro-batch")
     generate_start: str | None = Field(None, description="simulated start of notebook 01 / `obslab generate` (ISO-8601 with a timezone, e.g. 2026-01-05T09:00:00Z); the same seed, scenario and start give byte-identical events; default: now")
     generate_seconds: float = Field(0.0, ge=0, description="seconds of traffic notebooks 01 and 02 generate first (simulated time ending now); the pipeline DAG's generate task runs only when > 0")
     generate_to: Literal["kafka", "file"] = Field("kafka", description="where notebook 01 sends events: kafka (publish) or file (JSONL under DATA_DIR/runs)")

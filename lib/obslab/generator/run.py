@@ -29,6 +29,11 @@ class RunPlan:
     count: int | None = None
     start: datetime | None = None  # event time of the first event; default now
 
+    @property
+    def simulated(self) -> bool:
+        """Time is simulated (no waiting): benchmarks, and files not written like a live run."""
+        return self.max_rate or (self.to_file is not None and not self.realtime)
+
     @classmethod
     def ending_now(cls, seconds: float, to_file: Path | None = None, store_truth: bool = True,
                    start: datetime | str | None = None) -> "RunPlan":
@@ -61,17 +66,44 @@ def parse_start(text: str | None) -> datetime | None:
     return start.astimezone(timezone.utc)
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """Where one run's parts lie in event time. History (fault-free) covers [history_start, start),
+    the scenario [start, end); of the scenario, a live run publishes the lead-in [start, live_from)
+    at once (GENERATE_LEAD_IN_SECONDS) and the rest at the wall clock's pace. Each part ends where
+    the next begins: no event time is left out or generated twice."""
+
+    history_start: datetime
+    start: datetime  # scenario second 0: its faults are dated from here
+    live_from: datetime  # == start without a lead-in, and for a run in simulated time
+    end: datetime | None  # None: a run bounded by its count only
+
+
+def timeline(plan: RunPlan, backfill_minutes: float, lead_in_s: float, duration_s: float | None,
+             now: datetime) -> Timeline:
+    """The run's timeline at `now` (the wall clock when it begins). A live run from no fixed start
+    dates scenario second 0 `lead_in_s` before now, so `live_from` is now and no event is dated in
+    the future; one from a fixed start reads `start + lead_in_s` now instead."""
+    lead = 0.0 if plan.simulated else lead_in_s  # a run in simulated time publishes everything at once anyway
+    if lead and duration_s is not None and lead >= duration_s:
+        raise ConfigError(f"GENERATE_LEAD_IN_SECONDS ({lead:g}) must be shorter than the run ({duration_s:g} s of "
+                          "scenario): lower it, or give a longer --duration / duration_seconds")
+    start = plan.start or _next_tick(now - timedelta(seconds=lead))
+    return Timeline(history_start=start - timedelta(minutes=backfill_minutes), start=start,
+                    live_from=start + timedelta(seconds=lead),
+                    end=start + timedelta(seconds=duration_s) if duration_s is not None else None)
+
+
 def generate(plan: RunPlan, settings: Settings | None = None, store=None, stop: threading.Event | None = None,
              progress: Callable[[RunReport], None] | None = None) -> tuple[RunReport, RunReport | None]:
     """Run the configured scenario; returns (main report, backfill report or None)."""
     s = settings or get_settings()
     scenario = load_scenario(s.scenario)
-    start = plan.start or _next_tick(datetime.now(timezone.utc))
-    stream = EventStream(scenario, s.seed, start, s.events_per_second)
-    simulated = plan.max_rate or (plan.to_file is not None and not plan.realtime)
     duration = plan.duration_s
     if duration is None and plan.count is None:
         duration = scenario.duration_seconds
+    times = timeline(plan, s.backfill_minutes, s.generate_lead_in_seconds, duration, datetime.now(timezone.utc))
+    stream = EventStream(scenario, s.seed, times.start, s.events_per_second)
 
     if plan.to_file is not None:
         sink = FileSink(plan.to_file)
@@ -94,8 +126,13 @@ def generate(plan: RunPlan, settings: Settings | None = None, store=None, stop: 
             history = backfill_stream(stream, s.backfill_minutes)
             backfill = run_stream(history, SimulatedClock(history.start), sink, None,
                                   duration_s=s.backfill_minutes * 60, stop=stop)
-        # A live run from a given start runs at the wall clock's pace from that start.
-        clock = SimulatedClock(start) if simulated else WallClock(plan.start)
+        # What lies in the live clock's past (the lead-in, and whatever the history took to send)
+        # goes out at once, the rest at the wall clock's pace. From a fixed start the clock reads
+        # `live_from` as the live run begins; else it is the wall clock, and `live_from` was now.
+        if plan.simulated:
+            clock = SimulatedClock(times.start)
+        else:
+            clock = WallClock(times.live_from if plan.start else None)
         report = run_stream(stream, clock, sink, truth, duration_s=duration,
                             count=plan.count, stop=stop, progress=progress)
     finally:
