@@ -32,7 +32,7 @@ with DAG(
                           "narrator_backend", "narrate_max_incidents"),
 ):
     generate = NotebookOperator(task_id="generate", notebook="01_generate_events",
-                                fixed={"generate_to": "kafka", "generate_start": ""}, skip_unless="generate_seconds")
+                                fixed={"generate_to": "kafka"}, skip_unless="generate_seconds")
     stream = NotebookOperator(task_id="stream", notebook="02_stream_aggregate",
                               fixed={"generate_seconds": 0}, trigger_rule="none_failed")
     detect = NotebookOperator(task_id="detect", notebook="03_detect_anomalies")

@@ -136,26 +136,21 @@ def generate_cmd(
     count: int = typer.Option(None, "--count", help="stop after this many events"),
     seed: int = typer.Option(None, envvar="SEED", help="random seed"),
     backfill_minutes: float = typer.Option(None, envvar="BACKFILL_MINUTES", help="fault-free history first"),
-    start: str = typer.Option(None, "--start", envvar="GENERATE_START",
-                              help="event time of the run's start, ISO-8601 with a timezone (2026-01-05T09:00:00Z); "
-                                   "the same seed, scenario and start give byte-identical events (default: now)"),
     max_rate: bool = typer.Option(False, "--max-rate", help="simulated time, as fast as possible (benchmarks)"),
     to_file: str = typer.Option(None, "--to-file", help="write JSONL here instead of publishing to Kafka"),
     realtime: bool = typer.Option(False, "--realtime", help="with --to-file: wait like a live run"),
     no_store: bool = typer.Option(False, "--no-store", help="ground truth beside the file, not in the store"),
     as_json: bool = typer.Option(False, "--json", help="print the run report as JSON"),
 ) -> None:
-    """Simulate the scenario's services (traffic, faults, benign events) into Kafka or a file."""
+    """Simulate the three services' telemetry (with the scenario's faults) into Kafka or a file."""
     import signal
     import threading
     from pathlib import Path
 
-    from obslab.generator.run import RunPlan, generate, parse_start
+    from obslab.generator.run import RunPlan, generate
 
     try:
-        settings = _settings(scenario=scenario, events_per_second=rate, seed=seed, backfill_minutes=backfill_minutes,
-                             generate_start=start)
-        fixed_start = parse_start(settings.generate_start)
+        settings = _settings(scenario=scenario, events_per_second=rate, seed=seed, backfill_minutes=backfill_minutes)
     except ObslabError as err:
         _fail(err)
     if no_store and not to_file:
@@ -164,12 +159,11 @@ def generate_cmd(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     plan = RunPlan(to_file=Path(to_file) if to_file else None, realtime=realtime, max_rate=max_rate,
-                   store_truth=not no_store, duration_s=duration, count=count, start=fixed_start)
+                   store_truth=not no_store, duration_s=duration, count=count)
 
     def progress(report) -> None:
-        faults = sum(1 for f in report.faults if not f["benign"])
         typer.echo(f"\r{report.events_sent:>10,} events  {report.rate:>9,.1f}/s  "
-                   f"{faults} faults done", err=True, nl=False)
+                   f"{len(report.faults)} faults done", err=True, nl=False)
 
     try:
         report, backfill = generate(plan, settings, stop=stop, progress=None if as_json else progress)
@@ -180,10 +174,8 @@ def generate_cmd(
     else:
         if backfill:
             typer.echo(f"\nbackfill: {backfill.events_sent:,} events before {report.started_at:%H:%M:%S}Z", err=True)
-        benign = sum(1 for f in report.faults if f["benign"])
         typer.echo(f"\nrun {report.run_id}: {report.events_acked:,} of {report.events_sent:,} events acknowledged "
-                   f"in {report.seconds:.1f} s ({report.rate:,.0f}/s); {len(report.faults) - benign} faults "
-                   f"injected (cascade effects included), {benign} benign events"
+                   f"in {report.seconds:.1f} s ({report.rate:,.0f}/s); {len(report.faults)} faults injected"
                    + (f"; stopped early: {report.stopped_early}" if report.stopped_early else ""))
         if report.first_error:
             typer.echo(f"first error: {report.first_error}", err=True)
@@ -344,56 +336,31 @@ def _repeat(step, stage: str, settings: Settings, once: bool, poll_seconds: floa
 
 @app.command("detect-series")
 def detect_series_cmd(
-    csv_path: str = typer.Option(..., "--csv", help="CSV file with a time column and a value column"),
-    time_col: str = typer.Option(..., "--time-col", help="column of ISO-8601 times (all with a UTC offset, or none)"),
+    csv_path: str = typer.Option(..., "--csv", help="CSV file with one row per timestamp"),
+    time_col: str = typer.Option(..., "--time-col", help="column of ISO-8601 timestamps, ascending"),
     value_col: str = typer.Option(..., "--value-col", help="column of numbers"),
-    z: float = typer.Option(5.0, "--z", min=0.5, help="a spike is this many robust standard deviations from its "
-                                                      "prediction (the series' own setting, not SHIFT_Z)"),
-    period: int = typer.Option(None, "--period", min=0,
-                               help="season length in time steps (e.g. 24 for a daily rhythm of hourly points); "
-                                    "0: no seasonality; default: detect it"),
-    timestamps: str = typer.Option("mean", "--timestamps",
-                                   help="unsorted or repeated times: sort and combine rows of one instant by their "
-                                        "mean | sum | first | last, or strict: refuse them"),
-    as_json: bool = typer.Option(False, "--json", help='print {"series": ..., "episodes": [...], "anomalies": [...]}'),
-    all_points: bool = typer.Option(False, "--all-points", help='with --json: add "points", every point with its '
-                                                                "expected value and score"),
+    z: float = typer.Option(None, "--z", envvar="SHIFT_Z", help="robust z-score threshold"),
+    as_json: bool = typer.Option(False, "--json", help='print {"anomalies": [{"timestamp", "score"}]}'),
 ) -> None:
-    """Find anomalous episodes (spikes, level shifts) in any single metric series, seasonality included."""
+    """Run the generic detectors (spike, level shift) on any single metric series; print the anomalous timestamps."""
     from pathlib import Path
 
     from obslab.detect.series import detect_csv
 
     try:
-        result = detect_csv(Path(csv_path), time_col, value_col, z, period, timestamps)
+        threshold = z if z is not None else _settings().shift_z
+        points = detect_csv(Path(csv_path), time_col, value_col, threshold)
     except ObslabError as err:
         _fail(err)
-    info = result.summary
+    found = [p for p in points if p.anomalous]
     if as_json:
-        out = {
-            "series": info,
-            "episodes": [vars(e) for e in result.episodes],
-            # Per anomalous point, as before episodes existed; `episode` indexes "episodes".
-            "anomalies": [{"timestamp": p.timestamp, "score": p.score, "rule": p.rule, "episode": p.episode}
-                          for p in result.points if p.anomalous],
-        }
-        if all_points:
-            out["points"] = [{"timestamp": p.timestamp, "value": p.value, "expected": p.expected, "score": p.score}
-                             for p in result.points]
-        typer.echo(json.dumps(out))
-        return
-    repaired = f"; {info['reordered']} rows sorted into place, {info['combined']} combined into others" \
-        if info["reordered"] or info["combined"] else ""
-    rhythm = f"period {info['period']} steps ({info['period_source']})" if info["period"] else "no seasonality"
-    typer.echo(f"{info['rows']} rows, {info['points']} points{repaired}; {rhythm}; judged from "
-               f"{info['judged_from'] or '(never: too few points)'}", err=True)
-    for e in result.episodes:
-        span = e.start if e.start == e.end else f"{e.start} .. {e.end}"
-        typer.echo(f"{e.kind:<5}  {e.direction:<4}  {span}  peak {e.peak}  value={e.value:g}  "
-                   f"expected={e.expected if e.expected is None else f'{e.expected:g}'}  score={e.score:.1f}")
-    kinds = [e.kind for e in result.episodes]
-    typer.echo(f"{len(kinds)} episodes ({kinds.count('spike')} spike, {kinds.count('shift')} shift) in "
-               f"{info['judged']} judged points (z threshold {z:g})", err=True)
+        typer.echo(json.dumps({"anomalies": [{"timestamp": p.timestamp, "score": p.score, "rule": p.rule}
+                                             for p in found]}))
+    else:
+        for p in found:
+            typer.echo(f"{p.timestamp}  {p.rule:<5}  value={p.value:g}  score={p.score:.1f}")
+        typer.echo(f"{len(found)} of {len(points)} points anomalous (spike: robust z > {threshold:g}; "
+                   "shift: where a sustained level change began)", err=True)
 
 
 @app.command("narrate")
@@ -435,64 +402,40 @@ def narrate_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    scenario: list[str] = typer.Option(..., "--scenario", help="a shipped scenario name, a path to a YAML file, "
-                                                               "or `all` (every shipped scenario); repeatable"),
-    seed: list[int] = typer.Option(None, "--seed", help="random seed (default: SEED); repeatable"),
+    scenario: str = typer.Option(..., "--scenario", help="a shipped scenario name or a path to a YAML file"),
+    seed: int = typer.Option(None, "--seed", help="random seed (default: SEED)"),
     events_per_second: float = typer.Option(None, "--events-per-second", help="rate (default: the scenario's)"),
     minutes: float = typer.Option(None, "--minutes", help="simulated length (default: the scenario's)"),
-    workers: int = typer.Option(1, "--workers", min=1, help="processes for generation and replay (several runs)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON (see the README)"),
 ) -> None:
-    """Measure detection against the scenarios' injected faults: recall, precision, time to detect, per fault type."""
-    from obslab.detect.evaluate import EvaluationRun, evaluate, evaluate_many, pool, type_table
-    from obslab.generator.scenario import available_scenarios
+    """Measure detection against the scenario's injected faults: precision, recall, time to detect."""
+    from obslab.detect.evaluate import evaluate
 
-    names = [n for name in scenario for n in (available_scenarios() if name == "all" else [name])]
     try:
         settings = _settings()
-        seeds = seed or [settings.seed]
-        if len(names) * len(seeds) == 1:
-            reports = [evaluate(names[0], settings, seed=seeds[0], events_per_second=events_per_second,
-                                minutes=minutes)]
-        else:
-            reports = evaluate_many([EvaluationRun(n, s, events_per_second, minutes) for n in names for s in seeds],
-                                    settings, workers=workers)
+        report = evaluate(scenario, settings, seed=seed, events_per_second=events_per_second, minutes=minutes)
     except ObslabError as err:
         _fail(err)
-    pooled = pool(reports)
     if as_json:
-        out = reports[0].as_dict() if len(reports) == 1 else {"runs": [r.as_dict() for r in reports], "pooled": pooled}
-        typer.echo(json.dumps(out))
+        typer.echo(json.dumps(report.as_dict()))
         return
 
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.0f} %"
 
-    for report in reports:
-        if len(reports) == 1:
-            for f in report.faults:
-                where = f.service + (f" {f.endpoint}" if f.endpoint else "")
-                found = f"detected after {f.ttd_seconds:g} s" if f.detected else "MISSED"
-                effect = f" (effect of {f.cause_fault_id})" if f.cause_fault_id else ""
-                typer.echo(f"{f.start:%H:%M:%S}  {f.type:<20} {where:<26} {found}{effect}")
-            for b in report.benign:
-                typer.echo(f"{b.start:%H:%M:%S}  benign {b.type:<13} {b.service:<26} "
-                           f"{'PAGED: ' + ', '.join(b.incident_ids) if b.paged else 'did not page'}")
-            for c in report.cascades:
-                named = ", ".join(f"{i} -> {o or 'none'}" for i, o in c.origins.items()) or "no incident"
-                typer.echo(f"cascade {c.root_fault_id} from {c.root_cause}: root cause "
-                           f"{'named' if c.correct else 'NOT named'} ({named})")
-            for i in report.incidents:
-                if not i.matched:
-                    typer.echo(f"{i.opened_at:%H:%M:%S}  false incident {i.incident_id} ({i.cause})")
-        ttd = report.median_ttd_seconds
-        typer.echo(f"{report.scenario} (seed {report.seed}, {report.events:,} events, {report.duration_seconds / 60:g} "
-                   f"min): recall {pct(report.recall)}, precision {pct(report.precision)}, median time to detect "
-                   f"{'n/a' if ttd is None else f'{ttd:g} s'}, {report.false_incidents} false incidents "
-                   f"({report.false_incidents_per_hour:g}/h), benign events paged {report.benign_paged} of "
-                   f"{len(report.benign)}; store: {report.store_path or 'not kept'}")
-    typer.echo("")
-    typer.echo(type_table(pooled))
+    for f in report.faults:
+        where = f.service + (f" {f.endpoint}" if f.endpoint else "")
+        found = f"detected after {f.ttd_seconds:g} s" if f.detected else "MISSED"
+        typer.echo(f"{f.start:%H:%M:%S}  {f.type:<20} {where:<26} {found}")
+    for i in report.incidents:
+        if not i.matched:
+            again = " (a second incident of a fault already detected)" if i.duplicate else ""
+            typer.echo(f"{i.opened_at:%H:%M:%S}  false incident {i.incident_id}{again}")
+    ttd = report.median_ttd_seconds
+    typer.echo(f"{report.scenario} (seed {report.seed}, {report.events:,} events, {report.duration_seconds / 60:g} "
+               f"min): recall {pct(report.recall)}, precision {pct(report.precision)}, median time to detect "
+               f"{'n/a' if ttd is None else f'{ttd:g} s'}, {report.false_incidents} false incidents "
+               f"({report.false_incidents_per_hour:g}/h); store: {report.store_path}")
 
 
 # ------------------------------------------------------------------ the demo

@@ -65,7 +65,6 @@ class Settings(BaseSettings):
     seed: int = Field(42, description="random seed; the same seed and scenario give the same events")
     events_per_second: float | None = Field(None, gt=0, description="generator rate; default: the scenario's")
     backfill_minutes: float = Field(0.0, ge=0, description="minutes of fault-free history written before a live run")
-    generate_start: str | None = Field(None, description="simulated start of notebook 01 / `obslab generate` (ISO-8601 with a timezone, e.g. 2026-01-05T09:00:00Z); the same seed, scenario and start give byte-identical events; default: now")
     generate_seconds: float = Field(0.0, ge=0, description="seconds of traffic notebooks 01 and 02 generate first (simulated time ending now); the pipeline DAG's generate task runs only when > 0")
     generate_to: Literal["kafka", "file"] = Field("kafka", description="where notebook 01 sends events: kafka (publish) or file (JSONL under DATA_DIR/runs)")
 
@@ -80,20 +79,18 @@ class Settings(BaseSettings):
     endpoint_max_per_service: int = Field(50, ge=1, le=10_000, description="endpoint names kept per service (first come, first kept); events of further names are counted under the endpoint `other`")
 
     # --- detection
-    error_surge_factor: float = Field(3.0, gt=1, description="error_surge fires above this x the usual odds of an error (about this x the usual error rate while rates are small)")
-    error_confidence_z: float = Field(4.0, gt=0, description="error_surge fires only when that many errors would be rarer than this one-sided z at the usual rate (exact binomial tail)")
-    latency_sla_ms: dict[str, float] = Field(default_factory=dict, examples=[{"checkout": 300}],
-                                             description='latency SLA per service in ms (JSON, e.g. {"checkout": 300}); overrides the service catalogue; a service with neither is held to its own median p99')
+    error_surge_factor: float = Field(3.0, gt=1, description="error_surge fires above this x the service's baseline error rate")
+    error_confidence_z: float = Field(3.0, gt=0, description="z of the Wilson lower bound that must clear the error threshold")
+    latency_sla_ms: dict[str, float] = Field(default_factory=lambda: {"checkout": 300.0, "payments": 400.0, "search": 150.0},
+                                             description="latency SLA per service in ms (JSON); a service not named is held to its own median p99")
     latency_spike_factor: float = Field(2.0, gt=1, description="latency_spike fires when avg and p99 exceed this x the SLA")
-    shift_z: float = Field(5.0, gt=0, description="baseline_shift (and latency_spike's noise guard) fires beyond this many standard deviations of the window's noise (one-sided)")
-    detect_trend_windows: int = Field(12, ge=6, le=240, description="clean final windows the traffic forecasts and the latency median are fitted to")
-    slo_availability: dict[str, float] = Field(default_factory=dict, examples=[{"checkout": 0.999}],
-                                               description='availability SLO per service for burn_rate (JSON, e.g. {"checkout": 0.999}); overrides the service catalogue')
-    slo_default_availability: float = Field(0.99, gt=0, lt=1, description="availability SLO of a service that neither SLO_AVAILABILITY nor the service catalogue names")
+    shift_z: float = Field(6.0, gt=0, description="baseline_shift fires beyond this many robust standard deviations")
+    slo_availability: dict[str, float] = Field(default_factory=lambda: {"checkout": 0.99, "payments": 0.99, "search": 0.99},
+                                               description="availability SLO per service (JSON) for burn_rate")
+    slo_default_availability: float = Field(0.99, gt=0, lt=1, description="availability SLO of a service SLO_AVAILABILITY does not name")
     burn_threshold: float = Field(14.4, gt=0, description="burn_rate fires above this burn over the short and long window")
     resolve_after_windows: int = Field(3, ge=1, description="clean windows after which an incident resolves")
-    partial_window_min_requests: int = Field(10, ge=0, description="an open window is judged early (by the noise of the requests it holds) once it holds this many requests; 0: final windows only")
-    cascade_gap_windows: int = Field(2, ge=0, description="incidents on different services that overlap and opened at most this many windows apart are one cascade (origin, related incidents)")
+    partial_window_min_requests: int = Field(30, ge=0, description="an open window is judged early once it holds this many requests; 0: final windows only")
     detect_lookback_minutes: int = Field(180, ge=5, description="history the detector reads each run")
     detect_poll_seconds: float = Field(5.0, gt=0, description="pause between runs of continuous detection")
 
@@ -202,9 +199,8 @@ def load_settings(**overrides) -> Settings:
         field = Settings.model_fields.get(named.group(1)) if named else None
         if field is None:
             raise ConfigError(f"invalid settings ({err}). Fix the environment variable or .env entry.") from None
-        example = json.dumps(field.examples[0]) if field.examples else _default_text(field)
         raise ConfigError(f"invalid settings ({named.group(1).upper()}: not valid JSON; write an object like "
-                          f"{example}). Fix the environment variable or .env entry.") from None
+                          f"{_default_text(field)}). Fix the environment variable or .env entry.") from None
 
 
 @lru_cache(maxsize=1)

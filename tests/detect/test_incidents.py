@@ -4,7 +4,7 @@ from datetime import timedelta
 import pytest
 
 from obslab.detect.detectors import Anomaly, DetectorConfig, detect_series
-from obslab.detect.incidents import Incident, assign_incidents, build_incidents, relate_incidents
+from obslab.detect.incidents import Incident, assign_incidents, build_incidents
 from tests.detect.test_detectors import T0, windows
 
 CFG = DetectorConfig()
@@ -100,93 +100,3 @@ def test_an_open_incident_resolves_without_new_anomalies_once_its_tail_is_final(
     # Nothing in the lookback any more, but the store knows it is open: it resolves by the same rule.
     incidents, _ = assign_incidents([], {}, [stored(0, 10, 3)], T0 + 13 * MINUTE, 60, 3)
     assert [(i.status, i.resolved_at) for i in incidents] == [("resolved", T0 + 13 * MINUTE)]
-
-
-# Cascades: incidents on different services that overlap and opened close together.
-
-def incident(service, kind, opened, last, status="resolved"):
-    """An incident of `service` whose first window starts at minute `opened` and whose last ends at `last`."""
-    resolved = T0 + (last + 3) * MINUTE if status == "resolved" else None
-    return Incident(f"{service}:{kind}:{opened}", service, kind, status, T0 + opened * MINUTE, T0 + last * MINUTE,
-                    resolved, "high", last - opened, "error_surge", "")
-
-
-def related(incidents):
-    return {i.incident_id: (i.origin_service, i.origin_reason, i.related_incidents) for i in incidents}
-
-
-def test_a_declared_callee_that_deviated_with_its_caller_is_the_origin():
-    payments, checkout = incident("payments", "errors", 10, 14), incident("checkout", "errors", 10, 13)
-    out = relate_incidents([checkout, payments], {"checkout": {"payments"}}, 60, 2)
-    assert related(out) == {
-        checkout.incident_id: ("payments", "checkout calls payments", payments.incident_id),
-        payments.incident_id: ("payments", "checkout calls payments", checkout.incident_id)}
-
-
-def test_the_callee_is_the_origin_even_when_its_caller_was_detected_first():
-    # checkout's incident opened a window before payments' (the effect crossed into checkout's
-    # window first): the callee deviated within a window after its caller, so it is the origin.
-    out = relate_incidents([incident("checkout", "latency", 9, 13), incident("payments", "latency", 10, 13)],
-                           {"checkout": {"payments"}}, 60, 2)
-    assert {i.origin_service for i in out} == {"payments"}
-
-
-def test_without_a_declared_dependency_the_first_to_deviate_is_the_origin():
-    search, checkout = incident("search", "latency", 11, 15), incident("checkout", "latency", 10, 14)
-    out = relate_incidents([search, checkout], {}, 60, 2)
-    assert {(i.origin_service, i.origin_reason) for i in out} == {("checkout", "first to deviate")}
-    # A callee that deviated more than a window after its caller did not start it.
-    late = relate_incidents([incident("checkout", "errors", 10, 16), incident("payments", "errors", 12, 16)],
-                            {"checkout": {"payments"}}, 60, 2)
-    assert {(i.origin_service, i.origin_reason) for i in late} == {("checkout", "first to deviate")}
-
-
-def test_first_detection_breaks_a_tie_in_the_same_window():
-    a, b = incident("search", "errors", 10, 12), incident("checkout", "errors", 10, 12)
-    seen = {a.incident_id: T0 + 10 * MINUTE + timedelta(seconds=40),  # search detected 40 s into the window
-            b.incident_id: T0 + 10 * MINUTE + timedelta(seconds=25)}  # checkout 25 s into it
-    assert {i.origin_service for i in relate_incidents([a, b], {}, 60, 2, seen)} == {"checkout"}
-
-
-def test_dependencies_are_followed_through_services_in_between():
-    # search calls checkout, which calls payments; only search and payments have incidents
-    out = relate_incidents([incident("search", "errors", 10, 13), incident("payments", "errors", 10, 13)],
-                           {"search": {"checkout"}, "checkout": {"payments"}}, 60, 2)
-    assert {(i.origin_service, i.origin_reason) for i in out} == {
-        ("payments", "search calls checkout, which calls payments")}
-
-
-@pytest.mark.parametrize("incidents", [
-    [incident("payments", "errors", 10, 14)],  # alone
-    [incident("payments", "errors", 10, 14), incident("payments", "latency", 10, 14)],  # one service, two kinds
-    [incident("payments", "errors", 10, 20), incident("checkout", "errors", 14, 20)],  # opened 4 windows apart
-    [incident("payments", "errors", 10, 12), incident("checkout", "errors", 12, 14)],  # one ended as the other began
-])
-def test_an_incident_that_stands_alone_has_no_origin(incidents):
-    out = relate_incidents(incidents, {"checkout": {"payments"}}, 60, 2)
-    assert all((i.origin_service, i.origin_reason, i.related_incidents) == (None, None, None) for i in out)
-
-
-def test_the_cascade_grows_and_every_member_is_updated():
-    payments, checkout = incident("payments", "errors", 10, 14, "open"), incident("checkout", "errors", 10, 14, "open")
-    first = relate_incidents([payments, checkout], {"checkout": {"payments"}, "search": {"checkout"}}, 60, 2)
-    search = incident("search", "errors", 11, 14, "open")
-    grown = relate_incidents(first + [search], {"checkout": {"payments"}, "search": {"checkout"}}, 60, 2)
-    ids = {i.incident_id for i in grown}
-    for i in grown:
-        assert i.origin_service == "payments"
-        assert set(i.related_incidents.split(",")) == ids - {i.incident_id}
-    # assign_incidents keeps what relate_incidents stored: a new anomaly of payments changes only
-    # its counts, not its cascade.
-    home, _ = assign_incidents([error_anomaly(14)], {}, grown, T0 + 14 * MINUTE, 60, 3)
-    stored = next(i for i in home if i.service == "payments")
-    assert (stored.origin_service, stored.related_incidents) == ("payments", next(
-        i.related_incidents for i in grown if i.service == "payments"))
-
-
-def test_a_cascade_with_members_out_of_play_keeps_what_is_stored():
-    # checkout's incident was related to one that has left the detector's lookback: it cannot be
-    # recomputed whole, so it keeps its stored origin instead of being called alone.
-    checkout = replace(incident("checkout", "errors", 10, 200, "open"), origin_service="payments",
-                       origin_reason="checkout calls payments", related_incidents="payments:errors:10")
-    assert relate_incidents([checkout], {"checkout": {"payments"}}, 60, 2) == [checkout]

@@ -3,9 +3,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from obslab.detect.run import run_detection
-from obslab.generator.events import EventStream
-from obslab.generator.producer import catalog_rows
-from obslab.generator.scenario import load_scenario
 from obslab.settings import load_settings
 from obslab.store import Store
 from obslab.stream.job import aggregate_static
@@ -16,9 +13,6 @@ def _store_with(spark, tmp_path, scenario, seconds):
     settings = load_settings(data_dir=tmp_path)
     store = Store.from_settings(settings)
     store.migrate()
-    # the scenario's services as the generator records them (SLA, SLO, calls)
-    services = EventStream(load_scenario(scenario), 5, datetime(2026, 1, 5, tzinfo=timezone.utc)).services
-    store.upsert("service_catalog", catalog_rows(services, scenario, datetime.now(timezone.utc)))
     lines = event_lines(scenario, seconds=seconds)
     raw = spark.createDataFrame([("t", 0, i, v) for i, v in enumerate(lines)],
                                 "topic STRING, partition INT, offset LONG, value STRING")
@@ -45,12 +39,10 @@ def test_mixed_faults_become_incidents_with_evidence_and_reruns_are_idempotent(s
     assert rows[0] == first.anomalies and rows[1] == len(first.incidents)
     again = run_detection(store, settings)
     assert again.changed == [] and again.anomalies == first.anomalies  # idempotent
-    # Each scheduled fault of `mixed` became exactly one incident, opened in the window it started
-    # in; except the latency degradation, a ramp that starts at 09:18:17 and averages +15 % over
-    # the rest of that window: within the noise of a window, it is found in the next one.
+    # Each scheduled fault of `mixed` became exactly one incident, opened in the window it started in.
     assert [(i.service, i.kind, i.opened_at.strftime("%H:%M")) for i in first.incidents] == [
         ("checkout", "latency", "09:04"), ("payments", "errors", "09:05"), ("search", "traffic", "09:11"),
-        ("payments", "errors", "09:17"), ("search", "latency", "09:19"), ("checkout", "errors", "09:21")]
+        ("payments", "errors", "09:17"), ("search", "latency", "09:18"), ("checkout", "errors", "09:21")]
     assert all(i.status == "resolved" for i in first.incidents)
 
 
@@ -181,91 +173,3 @@ def test_a_service_no_setting_names_is_watched_by_every_detector(tmp_path, fault
     (_, _, got_kind, _, opened, _, _, detectors), = incidents_of(store, "inventory")
     assert (got_kind, opened) == (kind, T0 + 30 * MINUTE)
     assert detector in detectors.split(",")
-
-
-# ---------------------------------------------------------------- the service catalogue and cascades
-
-def catalog(store, **services):
-    """service_catalog rows as the generator writes them: name -> dict(sla_ms=, slo_availability=, calls=)."""
-    if not services:
-        return
-    store.upsert("service_catalog", [
-        {"service": name, "endpoints": "[]", "sla_ms": spec.get("sla_ms"),
-         "slo_availability": spec.get("slo_availability"), "calls": ",".join(spec.get("calls", [])),
-         "scenario": "test", "updated_at": T0} for name, spec in services.items()])
-
-
-@pytest.mark.parametrize("overrides, spiked", [
-    ({}, True),  # the catalogue's SLA of 100 ms: 250 ms is more than twice it
-    ({"latency_sla_ms": {"checkout": 200.0}}, False),  # the setting wins: 250 ms is under twice 200 ms
-])
-def test_the_catalogue_gives_the_sla_and_a_setting_overrides_it(tmp_path, overrides, spiked):
-    settings, store = lab(tmp_path, **overrides)
-    catalog(store, checkout={"sla_ms": 100.0})
-    rows = [window(s, m, latency=250.0 if s == "checkout" and m in (40, 41) else 80.0)
-            for s in SERVICES for m in range(50)]
-    store.upsert("service_metrics", rows)
-    run_detection(store, settings, now=T0 + 50 * MINUTE)
-    detectors = ",".join(d for *_, d in incidents_of(store, "checkout"))
-    assert ("latency_spike" in detectors) == spiked
-
-
-def test_the_catalogue_gives_the_slo(tmp_path):
-    # 25 % errors for 30 minutes burn a 1 % budget (the default SLO) 25 times too fast, but a 10 %
-    # budget (the catalogue's 90 %) only 2.5 times: error_surge fires, burn_rate does not.
-    settings, store = lab(tmp_path)
-    catalog(store, payments={"slo_availability": 0.9})
-    rows = [window(s, m, errors=50 if s == "payments" and 30 <= m < 60 else 4) for s in SERVICES for m in range(70)]
-    store.upsert("service_metrics", rows)
-    run_detection(store, settings, now=T0 + 70 * MINUTE)
-    (*_, detectors), = incidents_of(store, "payments")
-    assert detectors.split(",") == ["error_surge"]
-
-
-def origins(store):
-    return store.query("SELECT service, origin_service, origin_reason, related_incidents FROM incidents "
-                       "ORDER BY service")
-
-
-@pytest.mark.parametrize("calls, first, origin, reason", [
-    # no declared dependency: payments failed a minute before checkout did
-    ({}, "payments", "payments", "first to deviate"),
-    # checkout calls payments: payments is the origin though checkout's errors showed a minute earlier
-    ({"checkout": {"calls": ["payments"]}}, "checkout", "payments", "checkout calls payments"),
-])
-def test_a_cascade_names_its_origin_in_every_incident(tmp_path, calls, first, origin, reason):
-    settings, store = lab(tmp_path)
-    catalog(store, **calls)
-    start = {first: 40, ({"checkout", "payments"} - {first}).pop(): 41}
-
-    def shape(service, minute):
-        return {"errors": 60} if service in start and start[service] <= minute < 46 else {}
-
-    grow(store, settings, 60, shape)
-    rows = origins(store)
-    ids = dict(store.query("SELECT service, incident_id FROM incidents"))
-    assert [(s, o, r) for s, o, r, _ in rows] == [("checkout", origin, reason), ("payments", origin, reason)]
-    assert {s: rel for s, _, _, rel in rows} == {"checkout": ids["payments"], "payments": ids["checkout"]}
-
-
-def test_a_lone_incident_has_no_origin(tmp_path):
-    settings, store = lab(tmp_path)
-    catalog(store, checkout={"calls": ["payments"]})
-    grow(store, settings, 60, lambda s, m: {"errors": 60} if s == "payments" and 40 <= m < 46 else {})
-    assert origins(store) == [("payments", None, None, None)]
-
-
-def test_detector_config_defaults_are_the_settings_defaults(monkeypatch):
-    from dataclasses import fields
-
-    from obslab.detect.detectors import DetectorConfig
-    from obslab.detect.run import config_from
-    from obslab.settings import Settings, settings_table
-
-    for name, _, _ in settings_table():
-        monkeypatch.delenv(name, raising=False)
-    from_settings = config_from(Settings(_env_file=None))
-    defaults = DetectorConfig()
-    # every field a setting feeds has the setting's default; the partial-window minimum maps 0 to NEVER
-    assert {f.name: getattr(from_settings, f.name) for f in fields(DetectorConfig)} == {
-        f.name: getattr(defaults, f.name) for f in fields(DetectorConfig)}

@@ -4,7 +4,7 @@ built-in three, and an endpoint whose name reads like an instruction."""
 from datetime import datetime, timedelta, timezone
 
 from obslab.narrate import template
-from obslab.narrate.facts import build_facts, facts_hash, quantities, render_facts
+from obslab.narrate.facts import build_facts, facts_hash, quantities
 from obslab.narrate.grounding import narrative_problems
 from obslab.store import Store
 
@@ -96,27 +96,3 @@ def test_an_instruction_in_an_endpoint_name_changes_no_fact(tmp_path):
                                         for e in evil["top_endpoints"]])
     assert facts_hash(renamed) == facts_hash(plain)
     assert not any(q.kind == "latency" and q.value == 1 for q in quantities(evil))
-
-
-def test_an_incident_of_a_cascade_has_its_origin_in_the_facts(tmp_path):
-    store = incident_store(tmp_path / "s.duckdb")
-    alone = build_facts(store, INCIDENT, 60)
-    assert "origin" not in alone and "origin" not in render_facts(alone)  # a lone incident says nothing of one
-    ledger = "ledger:latency:20260105T090600Z"
-    store.upsert("incidents", store.query_df(
-        "SELECT * REPLACE ('ledger' AS origin_service, 'inventory calls ledger' AS origin_reason, "
-        "CASE WHEN incident_id = ? THEN ? ELSE ? END AS related_incidents) FROM incidents",
-        [INCIDENT, ledger, INCIDENT]))
-    facts = build_facts(store, INCIDENT, 60)
-    assert facts["origin"] == {"service": "ledger", "reason": "inventory calls ledger", "this_service": False,
-                               "related_services": ["ledger"]}
-    assert "origin: ledger (inventory calls ledger)" in render_facts(facts)
-    story = template.narrative(facts)
-    assert "It likely began in ledger (inventory calls ledger)." in story["summary"]
-    assert story["likely_causes"][0] == "a problem that began in ledger and reached inventory (inventory calls ledger)"
-    assert narrative_problems(story, facts) == []
-    # The origin's own incident says it is the origin.
-    origin = build_facts(store, ledger, 60)
-    assert origin["origin"]["this_service"] and origin["origin"]["related_services"] == ["inventory"]
-    assert "Ledger is the likely origin of problems that reached inventory" in template.summary(origin)
-    assert narrative_problems(template.narrative(origin), origin) == []

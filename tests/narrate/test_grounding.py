@@ -191,18 +191,3 @@ def test_facts_render_and_hash_are_stable():
     text = render_facts(FACTS)
     assert "status codes: 503 x210, 500 x96" in text and '"/api/refund"' in text
     assert render_facts(FACTS | {"other_services": []}).endswith("others: none")
-
-
-def test_the_services_of_a_cascade_origin_are_named_by_the_facts():
-    # TYPED names inventory, checkout and ledger; the origin fact adds payments and search (its
-    # reason), which a statement may then name, while other services stay unnamed.
-    origin = {"service": "payments", "reason": "search calls checkout, which calls payments", "this_service": False,
-              "related_services": ["payments"]}
-    facts = TYPED | {"origin": origin}
-    said = "It likely began in payments (search calls checkout, which calls payments)."
-    assert problems(said, facts) == []
-    assert "service payments is not in the facts" in problems(said, TYPED)  # without the origin fact
-    assert "service auth is not in the facts" in problems("It began in the auth service.", facts)
-    story = template.narrative(facts)
-    assert said in story["summary"] and narrative_problems(story, facts) == []
-    assert "origin: payments (search calls checkout, which calls payments)" in render_facts(facts)

@@ -1,28 +1,5 @@
 """Rule-based detectors: pure functions from a time-ordered series of windows to anomalies.
 
-Every detector compares a window with what the series' own recent clean history expected, and
-judges the difference against the noise a window of that size has (obslab.detect.noise): a
-window's numbers are counts and averages over its requests, so an open window that holds 30
-requests is judged as 30 requests, not as a minute of traffic.
-
-    error_surge     errors as a binomial count: the error rate surely above k x the usual odds,
-                    and beyond what chance allows for the window's requests (exact tail)
-    latency_spike   average and p99 above m x the SLA (or the service's own usual p99), and the
-                    average beyond the noise of an average of that many requests
-    baseline_shift  latency: the average above its usual median by more than SHIFT_Z standard
-                    deviations of its noise; traffic: a final window's request count below the
-                    best of competing forecasts, as a (quasi-)Poisson count
-    burn_rate       SLO error-budget burn over a short and a long span (SRE workbook)
-
-The noise of each quantity has a floor from first principles (binomial errors, Poisson arrivals,
-the per-request spread of latency over sqrt(n)) and is widened by the over-dispersion that the
-series' own one-step-ahead prediction errors show, so traffic that varies more than Poisson, or
-a rhythm the forecast follows imperfectly, widens the bounds instead of paging.
-
-The walk over a series is sequential (what a window teaches depends on whether it was flagged),
-so each detector is a small object that sees one window at a time; `detect_series` keeps what
-they learned from a series' final windows between runs (see `_walk_remembered`).
-
 Every anomaly carries its evidence (value, baseline, threshold, request count, window range) and
 a severity from one documented rule: how far the value is past its threshold,
 
@@ -34,26 +11,13 @@ non-anomalous windows, so a long incident cannot teach the detector that it is n
 
 from __future__ import annotations
 
-import copy
 import math
-from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from statistics import median
 
-from obslab.detect.noise import Dispersion, binomial_sf, dispersion_of, poisson_cdf, tail_probability, wilson_upper
-
 KINDS = {"error_surge": "errors", "burn_rate": "errors", "latency_spike": "latency",
          "baseline_shift:avg_latency_ms": "latency", "baseline_shift:request_count": "traffic"}
-
-_P99_Z = 2.326  # standard deviations from the median to the 99th percentile of a normal distribution
-_MEDIAN_Z = 3.0  # how far (in its own noise) a window's median must be above usual for a latency anomaly
-_ERROR_WOBBLE = 0.3  # an error rate's assumed wobble between windows before its history says more
-_PRIOR_WINDOWS = 4  # ... worth this many windows of history
-_RUN = 4  # a traffic drop is judged over up to this many consecutive low windows
-_SUSPECT = tail_probability(3.0)  # a count above the forecast this unlikely (and 1.5 x) is a surge
-_DOUBT = tail_probability(2.0)  # a count below the forecast this unlikely is not learned until it is sure
 
 
 @dataclass(frozen=True)
@@ -69,7 +33,6 @@ class Window:
     avg_latency_ms: float
     p99_latency_ms: float
     is_final: bool
-    p50_latency_ms: float | None = None  # the per-request spread (p99 - p50) sizes latency noise
 
     @property
     def error_rate(self) -> float:
@@ -111,34 +74,25 @@ class Anomaly:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Thresholds of every detector (from settings: see obslab.settings, DETECT_* and SLO_*).
+    """Thresholds of every detector (from settings: see obslab.settings, DETECT_* and SLO_*)."""
 
-    `latency_sla_ms` and `slo_availability` hold only the services that have one: the detection
-    run fills them from the service catalogue, with the settings on top. A service without an SLA
-    is held to its own usual p99; one without an SLO to `default_slo_availability`.
-    """
-
-    error_surge_factor: float = 3.0  # on the odds of an error: about k x the rate while rates are small
-    error_confidence_z: float = 4.0
-    error_margin_z: float = 2.0  # the usual rate is taken at its upper bound, a window's at its lower
+    error_surge_factor: float = 3.0
+    error_confidence_z: float = 3.0
+    error_rate_prior: float = 0.02
+    error_prior_requests: float = 500.0
     error_rate_floor: float = 0.005
-    latency_sla_ms: dict = field(default_factory=dict)
+    latency_sla_ms: dict = field(default_factory=lambda: {"checkout": 300.0, "payments": 400.0, "search": 150.0})
     latency_spike_factor: float = 2.0
-    shift_z: float = 5.0
-    shift_min_relative: float = 0.03  # level wobble (relative) that no window is expected to beat
-    surge_ratio: float = 1.5  # traffic this far above the trend is a surge: kept out of the baseline
+    shift_z: float = 6.0
+    shift_min_relative: float = 0.03
     lookback_windows: int = 30
-    trend_windows: int = 12
-    dispersion_windows: int = 120
     min_history: int = 5
-    min_calibration: int = 5  # prediction errors a series needs before its noise is trusted
-    min_latency_requests: int = 10  # an average of fewer requests is not judged (heavy tails)
-    slo_availability: dict = field(default_factory=dict)
+    slo_availability: dict = field(default_factory=lambda: {"checkout": 0.99, "payments": 0.99, "search": 0.99})
     default_slo_availability: float = 0.99  # the SLO of a service `slo_availability` does not name
     burn_threshold: float = 14.4
     burn_short_windows: int = 5
     burn_long_windows: int = 60
-    min_partial_requests: int = 10  # an open window is judged once it holds this many requests
+    min_partial_requests: int = 30  # an open window is judged once it holds this many requests
 
     NEVER = 2**62  # as min_partial_requests: only final windows are judged
 
@@ -161,668 +115,141 @@ def wilson_lower(errors: int, n: int, z: float) -> float:
 def _anomaly(detector, w: Window, metric, value, baseline, threshold, ratio) -> Anomaly:
     return Anomaly(detector, w.service, w.endpoint, metric, float(value),
                    None if baseline is None else float(baseline), float(threshold), w.window_start,
-                   w.window_end, w.request_count, severity(max(ratio, 1.0)), not w.is_final)
+                   w.window_end, w.request_count, severity(ratio), not w.is_final)
 
 
 def _usable(w: Window, cfg: DetectorConfig) -> bool:
-    # An open window is judged as it fills, by the noise of the requests it holds so far; the
-    # minimum only keeps the first few requests of a window from being judged at all.
+    # An open window may be judged early, but only once it holds enough requests to say anything.
     return w.request_count > 0 and (w.is_final or w.request_count >= cfg.min_partial_requests)
 
 
-def _step(w: Window) -> float:
-    """The window's position in window lengths: series with gaps keep their spacing in time."""
-    length = (w.window_end - w.window_start).total_seconds() or 1.0
-    return w.window_start.timestamp() / length
-
-
-# ---------------------------------------------------------------------------- errors
-
 def error_surge(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
-    """Errors well above the usual rate, judged as a count of the window's requests.
+    """Error rate above k x baseline, judged by the Wilson lower bound so small windows stay quiet.
 
-    The usual rate is the pooled rate (errors / requests) of the last clean final windows, at
-    least `error_rate_floor`: the service's own, with no built-in rate. The threshold is
-    `error_surge_factor` x the usual odds of an error (about k x the usual rate while rates are
-    small; below 100 % for a service that fails often). A window fires when both hold:
-
-    - it is surely above the threshold: the lower end of its own rate's interval (Wilson bound
-      at `error_margin_z`) is. A burst at about k x the usual rate (a deploy) is not a surge, however
-      many requests it holds;
-    - it is not chance: that many errors among its requests would be rarer than the one-sided
-      tail of `error_confidence_z` at the usual rate taken as high as the history allows (Wilson
-      upper bound at `error_margin_z`), by the exact binomial tail.
-
-    Both on counts divided by the over-dispersion of the series (see `_ErrorBaseline`). So 3
-    errors in 10 requests are not a surge on a service that usually fails 2 %, while 300 in 1,000
-    are; and a short history that happens to hold few errors cannot set the bar low. A window
-    above the threshold but not sure is judged again together with the next one or two (a surge
-    on a quiet service adds up over windows).
+    The baseline is the pooled rate (errors / requests) of the last clean final windows, not the
+    median of their rates: on a sparse series (an endpoint with a few requests a window) most
+    windows have no error at all, and a median of 0 would make any error look like a surge. It is
+    shrunk towards the prior rate by `error_prior_requests` pseudo-requests, so a short history
+    that happens to hold almost no error (1 in 400 where 2 % is usual) cannot set the bar at a
+    fraction of normal; with more history the series' own rate takes over.
     """
-    return _walk(_ErrorSurge(cfg), series)
-
-
-class _ErrorSurge:
-    """error_surge walking one series (see `error_surge`)."""
-
-    def __init__(self, cfg: DetectorConfig):
-        self.cfg = cfg
-        self.alpha = tail_probability(cfg.error_confidence_z)
-        self.usual = _ErrorBaseline(cfg)
-        self.elevated: list[Window] = []  # the latest final windows above the threshold but not sure
-
-    def cold(self) -> bool:
-        """No final window learned yet: a complete open window may stand in (see `see`)."""
-        return not self.usual.ready()
-
-    def see(self, w: Window, complete: bool = False) -> list[Anomaly]:
-        usual, out = self.usual, []
-        above = usual.ready() and w.request_count > 0 and w.error_rate > usual.threshold
-        if above and _usable(w, self.cfg):
-            step = _step(w)
-            # The window alone, then with the one or two windows just before it that were above the
-            # threshold too without being sure: a surge on a quiet service adds up over windows, and
-            # is then a surge in each of them that is surely above the threshold on its own.
-            before = [b for b in self.elevated if step - 3 <= _step(b) < step]
-            for k in range(len(before) + 1):
-                run = before[len(before) - k:] + [w]
-                if usual.surge(sum(r.error_count for r in run), sum(r.request_count for r in run), self.alpha):
-                    out += [_anomaly("error_surge", r, "error_rate", r.error_rate, usual.rate, usual.threshold,
-                                     r.error_rate / usual.threshold)
-                            for r in run if r is w or usual.above(r.error_count, r.request_count)]
-                    break
-        if w.is_final:
-            self.elevated = (self.elevated + [w])[-2:] if above and not out else []
-        # Cold start: before any window is final (a lab's first minutes), an open window that a
-        # later one follows is complete but for late events; it stands in as the first history.
-        if w.request_count and not out and (w.is_final or complete and self.cold()):
-            usual.learn(w)
-        return out
-
-
-class _ErrorBaseline:
-    """The usual error rate of a series' last clean final windows, and the threshold built on it.
-
-    Its noise: errors are binomial, widened by the over-dispersion phi >= 1 that the windows'
-    Pearson residuals against the pooled rate show (the rate wobbling between windows), taken at
-    the upper end of its interval (see obslab.detect.noise.Dispersion), and blended with a prior
-    worth a few windows: a rate that wobbles by 30 % (which matters only where a window holds many
-    errors, so a busy service's first minutes are not judged as if its errors were binomial). A
-    span shorter than a window wobbles more than a window (fewer seconds average out), so for an
-    open window that holds 1/f of the usual requests the estimated excess phi - 1 counts f times.
-    """
-
-    def __init__(self, cfg: DetectorConfig):
-        self.cfg = cfg
-        self.history: deque[tuple[int, int]] = deque(maxlen=cfg.lookback_windows)  # (requests, errors)
-        self.longer: deque[tuple[int, int]] = deque(maxlen=cfg.dispersion_windows)  # the same, for phi
-        self.rate = self.limit = self.threshold = 0.0
-        self.phi = self.excess = 0.0  # phi's upper bound, and its estimate's excess over binomial
-        self.typical = 1.0  # requests of a usual window
-
-    def ready(self) -> bool:
-        return bool(self.history)
-
-    def surge(self, errors: int, requests: int, alpha: float) -> bool:
-        """Surely above the threshold rate (lower bound at `error_margin_z`), and beyond chance at
-        the usual rate (exact binomial tail below alpha), on counts divided by phi."""
-        phi = self._phi(requests)
-        return self.above(errors, requests) and binomial_sf(errors / phi, requests / phi, self.limit) < alpha
-
-    def above(self, errors: int, requests: int) -> bool:
-        """Surely above the threshold rate: the lower end of the rate's interval (at `error_margin_z`) is."""
-        phi = self._phi(requests)
-        return wilson_lower(errors / phi, requests / phi, self.cfg.error_margin_z) > self.threshold
-
-    def _phi(self, requests: int) -> float:
-        return self.phi + self.excess * (max(1.0, self.typical / requests) - 1)
-
-    def learn(self, w: Window) -> None:
-        self.history.append((w.request_count, w.error_count))
-        self.longer.append((w.request_count, w.error_count))
-        requests = sum(n for n, _ in self.history)
-        errors = sum(e for _, e in self.history)
-        self.rate = errors / requests
-        self.typical = median(n for n, _ in self.history)
-        estimate, upper = 1.0, 1.0
-        pooled = sum(e for _, e in self.longer) / sum(n for n, _ in self.longer)
-        if 0 < pooled < 1:
-            spread = math.sqrt(pooled * (1 - pooled))
-            squares = sorted(((e - n * pooled) / (spread * math.sqrt(n))) ** 2 for n, e in self.longer)
-            estimate, upper = dispersion_of(squares)
-        # Until the history tells, an error rate is assumed to wobble by _ERROR_WOBBLE between
-        # windows: phi = 1 + wobble^2 x the errors of a usual window, worth _PRIOR_WINDOWS windows.
-        # It only matters where errors are many (a busy service's first minutes).
-        prior = 1 + _ERROR_WOBBLE ** 2 * max(self.rate, self.cfg.error_rate_floor) * self.typical
-        m = len(self.longer)
-        self.phi = (m * upper + _PRIOR_WINDOWS * prior) / (m + _PRIOR_WINDOWS)
-        self.excess = (m * (estimate - 1) + _PRIOR_WINDOWS * (prior - 1)) / (m + _PRIOR_WINDOWS)
-        phi = self.phi
-        self.limit = max(wilson_upper(errors / phi, requests / phi, self.cfg.error_margin_z), self.cfg.error_rate_floor)
-        usual = max(self.rate, self.cfg.error_rate_floor)
-        odds = self.cfg.error_surge_factor * usual / (1 - usual) if usual < 1 else math.inf
-        self.threshold = 1.0 if math.isinf(odds) else odds / (1 + odds)
-
-
-# ---------------------------------------------------------------------------- trend and noise
-
-class _Trend:
-    """What the next window of a quantity should hold, from the last clean final windows.
-
-    Four forecasts compete, each fitted by least squares to the last `size` points: their median
-    (a flat series), a line (a drift), a parabola (a rhythm such as a day compressed into an
-    hour, whose turns a line overshoots) and a line through the last 4 (a fast rhythm). Each is
-    scored by its own one-step-ahead errors on the last 20 points, and the one with the smallest
-    mean square forecasts: a series picks the simplest model its history supports, and its
-    errors, not a model's hopes, are what the detectors calibrate their noise on. A forecast
-    reaches at most 3 steps past the newest point (the open windows); beyond, it holds, so a long
-    gap (an incident) is not bridged by extrapolating a curve. `flat_only`: the median alone (for
-    latency, whose slow degradation is a fault to find, not a rhythm to follow).
-    """
-
-    SCORED = 20  # one-step errors each forecast is judged on
-    RECENT = 4  # points of the short line
-    MODELS = ("flat", "line", "parabola", "recent")
-
-    def __init__(self, size: int, flat_only: bool = False):
-        self.size, self.flat_only = size, flat_only
-        self.points: deque[tuple[float, float]] = deque(maxlen=size)
-        self.errors = {name: deque(maxlen=self.SCORED) for name in self.MODELS}
-        self.forecasts: dict[str, Callable[[float], float]] = {}
-        self.last = 0.0
-
-    def __len__(self) -> int:
-        return len(self.points)
-
-    def add(self, step: float, value: float) -> None:
-        for name, forecast in self.forecasts.items():
-            self.errors[name].append((value - forecast(step)) ** 2)
-        self.points.append((step, value))
-        self.last = step
-        self._fit()
-
-    def restart(self) -> None:
-        """Forget the recent level and how the forecasts fared (after a flash crowd it is unknown)."""
-        self.points.clear()
-        for errors in self.errors.values():
-            errors.clear()
-        self.forecasts = {}
-
-    def at(self, step: float, lowest_after_gap: bool = False) -> float:
-        """The forecast for `step`. `lowest_after_gap`: past a gap (windows held out since the
-        newest point) no forecast has been scored that far ahead, and the newest points may have
-        been the first of a surge; so take the lower of the best forecast and the plain median: a
-        drop must be one whichever of them is right."""
-        best = self._best()
-        if best is None:
-            return self.forecasts["flat"](step)
-        value = self.forecasts[best](step)
-        if lowest_after_gap and step - self.last > 1:
-            value = min(value, self.forecasts["flat"](step))
-        return value
-
-    def best(self, step: float) -> float | None:
-        """The forecast of the best scored model (None before any is scored)."""
-        best = self._best()
-        return None if best is None else max(self.forecasts[best](step), 1e-9)
-
-    def stale(self, step: float, most: int) -> float:
-        """Steps beyond the next since the newest point (at most `most`): the level may have moved
-        meanwhile (a random walk), so the detectors widen the noise by that many level wobbles."""
-        return min(max(step - self.last - 1, 0.0), most)
-
-    def _best(self) -> str | None:
-        scored = {name: sum(e) / len(e) for name, e in self.errors.items() if len(e) >= 5 and name in self.forecasts}
-        return min(scored, key=scored.get) if scored else None
-
-    def _fit(self) -> None:
-        last = self.last
-        points = [(t - last, y) for t, y in self.points]  # the newest point at 0
-        forecasts: dict[str, Callable[[float], float]] = {}
-
-        def polynomial(fit: tuple[float, ...]) -> Callable[[float], float]:
-            return lambda step: _evaluate(fit, min(max(step - last, 0.0), 3.0))
-
-        if points:
-            forecasts["flat"] = polynomial((median(y for _, y in points),))
-        if not self.flat_only:
-            if len(points) >= 4:
-                forecasts["line"] = polynomial(_least_squares(points, 1))
-                forecasts["recent"] = polynomial(_least_squares(points[-self.RECENT:], 1))
-            if len(points) >= 6:
-                forecasts["parabola"] = polynomial(_least_squares(points, 2))
-        self.forecasts = forecasts
-
-
-def _least_squares(points: list[tuple[float, float]], degree: int) -> tuple[float, ...]:
-    """Coefficients (c0, c1[, c2]) of the polynomial of `degree` (1 or 2) closest to the points."""
-    n = len(points)
-    moments = [sum(t ** k for t, _ in points) for k in range(2 * degree + 1)]
-    targets = [sum(y * t ** k for t, y in points) for k in range(degree + 1)]
-    matrix = [[moments[i + j] for j in range(degree + 1)] for i in range(degree + 1)]
-    try:
-        return tuple(_solve(matrix, targets))
-    except ZeroDivisionError:  # all points at one step
-        return (sum(y for _, y in points) / n,) + (0.0,) * degree
-
-
-def _solve(matrix: list[list[float]], targets: list[float]) -> list[float]:
-    # Gaussian elimination with partial pivoting: 2x2 or 3x3 normal equations.
-    size = len(targets)
-    rows = [row[:] + [b] for row, b in zip(matrix, targets)]
-    for col in range(size):
-        pivot = max(range(col, size), key=lambda r: abs(rows[r][col]))
-        if abs(rows[pivot][col]) < 1e-12:
-            raise ZeroDivisionError
-        rows[col], rows[pivot] = rows[pivot], rows[col]
-        for r in range(col + 1, size):
-            factor = rows[r][col] / rows[col][col]
-            rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col])]
-    out = [0.0] * size
-    for r in range(size - 1, -1, -1):
-        out[r] = (rows[r][size] - sum(rows[r][c] * out[c] for c in range(r + 1, size))) / rows[r][r]
+    out, history = [], []
+    for w in series:
+        recent = history[-cfg.lookback_windows:]
+        requests = sum(n for n, _ in recent)
+        errors = sum(e for _, e in recent)
+        prior = cfg.error_prior_requests
+        base = (errors + cfg.error_rate_prior * prior) / (requests + prior) if requests + prior else cfg.error_rate_prior
+        base = max(base, cfg.error_rate_floor)
+        threshold = cfg.error_surge_factor * base
+        lower = wilson_lower(w.error_count, w.request_count, cfg.error_confidence_z)
+        if _usable(w, cfg) and lower > threshold:
+            out.append(_anomaly("error_surge", w, "error_rate", w.error_rate, base, threshold, w.error_rate / threshold))
+        elif w.is_final:
+            history.append((w.request_count, w.error_count))
     return out
 
 
-def _evaluate(fit: tuple[float, ...], ahead: float) -> float:
-    return sum(c * ahead ** k for k, c in enumerate(fit))
-
-
-# ---------------------------------------------------------------------------- latency
-
-class _LatencyModel:
-    """What a series' average latency usually is, and how much it may stray by chance.
-
-    Expected value: the median of the last clean final windows. It follows a slow drift with
-    a lag of half that many windows, but no ramp: a latency degradation is a fault to find. Noise
-    of an average of n requests, s windows after the newest clean one:
-
-        sd(n)^2 = phi * (sigma^2 / n + (rho * expected)^2 * (max(1, typical / n) + s - 1))
-
-    sigma is the per-request spread, (p99 - p50) / 2.326 of the clean windows (the normal
-    relation; larger than the standard deviation for right-skewed latency, so it errs on the
-    quiet side); rho is `shift_min_relative`, the level wobble no window is expected to beat,
-    wider for an open window that holds fewer than the `typical` requests of a window (a few
-    seconds wobble more than a minute: a deploy's few slow seconds are not a shift); phi >= 1 is
-    the over-dispersion the clean windows' own one-step-ahead errors show; and a prediction made
-    s windows on from the newest clean one adds s - 1 wobbles (the level may have moved since).
-    The average of a few requests is skewed when latency is: the threshold's z is raised by the
-    Cornish-Fisher term for the skew that the windows' p99 / p50 implies (as if latency were
-    lognormal), and the window's median request must be slower than usual too (`median_slower`).
-    """
-
-    def __init__(self, cfg: DetectorConfig):
-        self.cfg = cfg
-        self.trend = _Trend(cfg.trend_windows, flat_only=True)
-        self.p99: deque[float] = deque(maxlen=cfg.lookback_windows)
-        self.p50: deque[float] = deque(maxlen=cfg.trend_windows)
-        self.shape: deque[tuple[float, float, int]] = deque(maxlen=cfg.trend_windows)  # (spread, log p99/p50, n)
-        self.dispersion = Dispersion(cfg.dispersion_windows)
-        self.sigma = self.skew = self.log_spread = 0.0
-        self.typical = 1.0
-
-    def ready(self) -> bool:
-        return len(self.trend) >= self.cfg.min_history and len(self.dispersion) >= self.cfg.min_calibration
-
-    def judges(self, w: Window) -> bool:
-        """Whether this window's average can be judged: a calibrated model and enough requests."""
-        return self.ready() and w.request_count >= self.cfg.min_latency_requests and _usable(w, self.cfg)
-
-    def threshold(self, w: Window, z: float) -> tuple[float, float]:
-        """(expected average, the average above which this window is beyond chance at z)."""
-        expected = self._expected(w)
-        sd = math.sqrt(self.dispersion.phi * self._base_variance(expected, w.request_count, _step(w)))
-        skew = self.skew / math.sqrt(w.request_count)
-        return expected, expected + (z + skew * (z * z - 1) / 6) * sd
-
-    def median_slower(self, w: Window) -> bool:
-        """Whether the window's median request is slower than usual beyond the noise of a median of
-        its requests (at 3 sigma, lognormal: a median of n has a log-sd of 1.2533 s / sqrt(n)). A
-        few very slow requests raise an average; a slowdown raises the median too."""
-        if w.p50_latency_ms is None or not self.p50:
-            return True
-        usual = median(self.p50)
-        return w.p50_latency_ms > usual * math.exp(_MEDIAN_Z * 1.2533 * self.log_spread / math.sqrt(w.request_count))
-
-    def learn(self, w: Window) -> None:
-        """Take a clean final window into the history (its own prediction error calibrates phi)."""
-        if len(self.trend) >= self.cfg.min_history:
-            expected = self._expected(w)
-            variance = self._base_variance(expected, w.request_count, _step(w))
-            self.dispersion.add((w.avg_latency_ms - expected) / math.sqrt(variance))
-        middle = w.p50_latency_ms if w.p50_latency_ms is not None else w.avg_latency_ms
-        spread = max((w.p99_latency_ms - middle) / _P99_Z, 1e-6)
-        log_ratio = max(math.log(max(w.p99_latency_ms, 1e-9) / max(middle, 1e-9)) / _P99_Z, 0.0)
-        self.trend.add(_step(w), w.avg_latency_ms)
-        self.p99.append(w.p99_latency_ms)
-        if w.p50_latency_ms is not None:
-            self.p50.append(w.p50_latency_ms)
-        self.shape.append((spread, log_ratio, w.request_count))
-        self.sigma = median(x for x, _, _ in self.shape)
-        self.typical = median(n for _, _, n in self.shape)
-        self.log_spread = median(r for _, r, _ in self.shape)
-        s2 = self.log_spread ** 2
-        self.skew = (math.exp(s2) + 2) * math.sqrt(math.expm1(s2))  # a lognormal's skewness
-
-    def _expected(self, w: Window) -> float:
-        return max(self.trend.at(_step(w)), 1e-9)
-
-    def usual_p99(self) -> float | None:
-        return median(self.p99) if len(self.p99) >= self.cfg.min_history else None
-
-    def _base_variance(self, expected: float, n: int, step: float) -> float:
-        wobble = max(1.0, self.typical / n) + self.trend.stale(step, self.cfg.lookback_windows)
-        return self.sigma * self.sigma / n + wobble * (self.cfg.shift_min_relative * expected) ** 2
-
-
 def latency_spike(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
-    """Average and p99 latency both above m x the service's SLA, beyond the noise of the average.
+    """Average and p99 latency both above m x the service's SLA.
 
-    A service without an SLA is held to what it normally delivers: the median p99 of its last
-    clean final windows (once there are `min_history` of them). Services come from the data, so a
-    new one is watched from its first few windows on instead of never. Once the series has a
-    history, the average must also be beyond what chance allows an average of the window's
-    requests (see `_LatencyModel`): one slow request among five is not a spike.
+    A service without a configured SLA is held to what it normally delivers: the median p99 of its
+    last clean final windows (once there are `min_history` of them). Services come from the data,
+    so a new one is watched from its first few windows on instead of never.
     """
-    return _walk(_LatencySpike(cfg), series)
-
-
-class _LatencySpike:
-    """latency_spike walking one series (see `latency_spike`)."""
-
-    def __init__(self, cfg: DetectorConfig):
-        self.cfg = cfg
-        self.model = _LatencyModel(cfg)
-
-    def see(self, w: Window, complete: bool = False) -> list[Anomaly]:
-        cfg, model, out = self.cfg, self.model, []
-        sla = cfg.latency_sla_ms.get(w.service)
-        if sla is None:
-            sla = model.usual_p99()
-        if sla is not None and _usable(w, cfg) and w.request_count >= cfg.min_latency_requests:
+    configured = cfg.latency_sla_ms.get(series[0].service) if series else None
+    out, normal_p99 = [], []
+    for w in series:
+        sla = configured
+        if sla is None and len(normal_p99) >= cfg.min_history:
+            sla = median(normal_p99[-cfg.lookback_windows:])
+        fired = False
+        if sla is not None and _usable(w, cfg):
             threshold = cfg.latency_spike_factor * sla
-            if (w.avg_latency_ms > threshold and w.p99_latency_ms > threshold
-                    and (not model.ready() or w.avg_latency_ms > model.threshold(w, cfg.shift_z)[1])
-                    and model.median_slower(w)):
+            if w.avg_latency_ms > threshold and w.p99_latency_ms > threshold:
                 out.append(_anomaly("latency_spike", w, "avg_latency_ms", w.avg_latency_ms, sla, threshold,
                                     w.avg_latency_ms / threshold))
-        if w.is_final and w.request_count > 0 and not out:
-            model.learn(w)
-        return out
+                fired = True
+        if configured is None and w.is_final and w.request_count > 0 and not fired:
+            normal_p99.append(w.p99_latency_ms)
+    return out
 
 
-# ---------------------------------------------------------------------------- latency and traffic shifts
+def robust_z(value: float, history: list[float], min_relative: float) -> tuple[float, float, float]:
+    """(z, median, scale): deviation in robust standard deviations (1.4826 x MAD, at least
+    `min_relative` x median, so a very steady series does not fire on a tiny change)."""
+    centre = median(history)
+    mad = median(abs(x - centre) for x in history)
+    scale = max(1.4826 * mad, min_relative * abs(centre), 1e-9)
+    return (value - centre) / scale, centre, scale
+
 
 def baseline_shift(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
-    """Latency creeping up, or traffic falling, against what the series' own history expects.
-
-    Latency: the average above its usual median by more than `shift_z` standard deviations of
-    the noise of an average of the window's requests (see `_LatencyModel`); open windows are
-    judged too, with the wobble of their shorter span. Slow for `lookback_windows` windows in a
-    row, the new level becomes the normal.
-
-    Traffic: a final window's request count below the forecast (see `_Trend`), judged as a count:
-    the chance of that few requests when mu are expected is below the one-sided tail of
-    `shift_z`, Poisson arrivals widened by the over-dispersion phi the history's own prediction
-    errors show (quasi-Poisson: counts divided by phi). Up to four consecutive low windows are
-    also judged together, so a quiet service that goes silent is found even where one window of
-    it cannot tell, and each of them is then part of the drop. Counts far above the forecast (a
-    flash crowd: at least `surge_ratio` x and beyond chance) are not anomalies, but they stay out
-    of the baseline, and the forecast starts again after them, so the return to normal is not
-    taken for a drop; a count well below it (beyond the 2-sigma tail) stays out too while it is
-    not yet a sure drop. Open windows are never judged on traffic: they are short of requests by
-    nature.
-    """
-    return _walk(_BaselineShift(cfg), series)
-
-
-class _BaselineShift:
-    """baseline_shift walking one series (see `baseline_shift`)."""
-
-    def __init__(self, cfg: DetectorConfig):
-        self.cfg = cfg
-        self.alpha = tail_probability(cfg.shift_z)
-        self.latency = _LatencyModel(cfg)
-        self.traffic = _TrafficModel(cfg)
-        self.slow: list[Window] = []  # the latest consecutive final windows flagged as slow
-
-    def see(self, w: Window, complete: bool = False) -> list[Anomaly]:
-        cfg, out = self.cfg, []
-        if self.latency.judges(w):
-            expected, threshold = self.latency.threshold(w, cfg.shift_z)
-            if w.avg_latency_ms > threshold and self.latency.median_slower(w):
-                out.append(_anomaly("baseline_shift", w, "avg_latency_ms", w.avg_latency_ms, expected, threshold,
+    """Latency creeping up, or traffic falling, against the series' own robust baseline."""
+    out: list[Anomaly] = []
+    latency_history: list[float] = []
+    count_history: list[float] = []
+    for w in series:
+        flagged = False
+        if len(latency_history) >= cfg.min_history and _usable(w, cfg):
+            z, centre, scale = robust_z(w.avg_latency_ms, latency_history[-cfg.lookback_windows:], cfg.shift_min_relative)
+            if z > cfg.shift_z:
+                threshold = centre + cfg.shift_z * scale
+                out.append(_anomaly("baseline_shift", w, "avg_latency_ms", w.avg_latency_ms, centre, threshold,
                                     w.avg_latency_ms / threshold))
-        if not w.is_final:
-            return out
-        # A window without requests (a silent service) has a count but no latency.
-        if out:
-            self.slow.append(w)
-            if len(self.slow) >= cfg.lookback_windows:  # slow for that long: the new normal
-                for slow in self.slow:
-                    self.latency.learn(slow)
-                self.slow = []
-        elif w.request_count > 0:
-            self.slow = []
-            self.latency.learn(w)
-        for low, expected, threshold in self.traffic.judge(w, self.alpha):
-            out.append(_anomaly("baseline_shift", low, "request_count", low.request_count, expected, threshold,
-                                threshold / max(low.request_count, 1)))
-        return out
+                flagged = True
+        # Traffic is judged on final windows only: an open window is short of requests by nature.
+        if len(count_history) >= cfg.min_history and w.is_final:
+            z, centre, scale = robust_z(w.request_count, count_history[-cfg.lookback_windows:], cfg.shift_min_relative)
+            if z < -cfg.shift_z:
+                threshold = centre - cfg.shift_z * scale
+                out.append(_anomaly("baseline_shift", w, "request_count", w.request_count, centre, threshold,
+                                    threshold / max(w.request_count, 1)))
+                flagged = True
+        if w.is_final and not flagged:
+            # A window without requests (a silent service) has a count but no latency.
+            if w.request_count > 0:
+                latency_history.append(w.avg_latency_ms)
+            count_history.append(w.request_count)
+    return out
 
-
-class _TrafficModel:
-    """Request counts of final windows: forecast by `_Trend`, noise quasi-Poisson.
-
-    var(count) = phi * (mu + (rho * mu)^2) + drift: Poisson arrivals, the level wobble rho, the
-    over-dispersion phi >= 1 that the standardized one-step-ahead errors of the clean windows
-    show, and, for a window g > 1 steps after the newest clean one (after a flash crowd or a
-    drop held out of the baseline), how far the level may have moved in g steps: what the
-    history's own differences g steps apart show beyond their noise (a daily rhythm moves the
-    level by its slope x g), at least g - 1 wobbles. Drops are judged once `min_calibration`
-    errors are known. Several windows judged together add their own noise, plus what their shared
-    level error adds (their wobbles and drift move together).
-    """
-
-    def __init__(self, cfg: DetectorConfig):
-        self.cfg = cfg
-        self.trend = _Trend(cfg.trend_windows)
-        self.learned: deque[tuple[float, float]] = deque(maxlen=2 * cfg.lookback_windows)  # (step, count)
-        self.dispersion = Dispersion(cfg.dispersion_windows)
-        self.low_run: list[list] = []  # [window, mu, wobble sd, raised]: the latest windows well below
-        self.held: list[tuple[float, float]] = []  # (step, count) of the latest windows kept out of the baseline
-        self.held_kind: str | None = None  # what they are: "low" or "surge"
-        self.before: float | None = None  # the forecast before the forecast last started again
-
-    def judge(self, w: Window, alpha: float) -> list[tuple[Window, float, float]]:
-        """The drops this window shows, as (window, expected, threshold): itself, and the low
-        windows just before it when together they are a drop. Learns a normal window."""
-        y, step = w.request_count, _step(w)
-        if len(self.trend) < self.cfg.min_history:
-            if y == 0 and self.before and poisson_cdf(0, self.before / self.dispersion.phi) < alpha:
-                return [(w, self.before, 0.0)]  # silent while the forecast starts again
-            self._learn(step, y)
-            return []
-        mu = max(self.trend.at(step, lowest_after_gap=True), 1e-9)
-        self.before = mu
-        wobble = math.sqrt((self.cfg.shift_min_relative * mu) ** 2 + self._drift(step, mu))
-        base = mu + wobble * wobble
-        # variance / mean, for judging (phi's upper bound) and for deciding what to learn (its
-        # estimate): counts divided by it are Poisson-like again
-        scale, likely = self.dispersion.phi * base / mu, self.dispersion.estimate * base / mu
-        # A surge by the lower of the forecast and the plain median: a fast forecast that has
-        # followed the first minute of a flash crowd must not carry the rest into the baseline.
-        floor = min(mu, self.trend.forecasts["flat"](step))
-        if y > self.cfg.surge_ratio * floor and 1 - poisson_cdf(y / likely - 1, mu / likely) < _SUSPECT:
-            self._hold("surge", step, y)  # a surge is no incident, and no baseline either
-            return []
-        if self.held_kind == "surge" and y > 0:
-            # Just after a flash crowd the level it left is unknown (a rhythm went on beneath it):
-            # the forecast starts again from the windows after it. Silence is judged still.
-            self.trend.restart()
-            self.held, self.held_kind, self.low_run = [], None, []
-            self._learn(step, y)
-            return []
-        # Windows a standard deviation or more below the forecast, in a row: a drop that one window
-        # of a quiet series cannot show adds up over the next few, and is then a drop in all of
-        # them (an incident spans the drop, not only the window that made it sure).
-        low = y < mu - math.sqrt(likely * mu)
-        self.low_run = (self.low_run + [[w, mu, wobble, False]])[-_RUN:] if low else []
-        if len(self.dispersion) >= self.cfg.min_calibration and low:
-            for k in range(1, len(self.low_run) + 1):  # the window alone, then with the ones before it
-                run = self.low_run[-k:]
-                got, wanted = sum(r[0].request_count for r in run), sum(r[1] for r in run)
-                # each window's own noise, plus what their shared level error adds: 2 x each pair
-                own = self.dispersion.phi * sum(r[1] + r[2] ** 2 for r in run)
-                shared = sum(r[2] for r in run) ** 2 - sum(r[2] ** 2 for r in run)
-                together = (own + shared) / wanted
-                if poisson_cdf(got / together, wanted / together) < alpha:
-                    self._hold("low", step, y)
-                    threshold = _lowest_count_beyond_chance(mu, scale, alpha)
-                    drops = [(r[0], r[1], threshold) for r in run if not r[3]]
-                    for r in run:
-                        r[3] = True
-                    return drops
-        if low and poisson_cdf(y / likely, mu / likely) < _DOUBT:
-            # Not sure yet: neither an incident nor the baseline. Learned, the first window of a
-            # drop would teach a fast forecast to expect the next, and the drop would hide itself.
-            self._hold("low", step, y)
-            return []
-        self.held, self.held_kind = [], None
-        best = self.trend.best(step)
-        if best is not None:  # the noise is calibrated on the errors of the forecast that is used
-            self.dispersion.add((y - best) / math.sqrt(best + (self.cfg.shift_min_relative * best) ** 2))
-        self._learn(step, y)
-        return []
-
-    def _learn(self, step: float, y: float) -> None:
-        self.trend.add(step, y)
-        self.learned.append((step, y))
-
-    def _drift(self, step: float, mu: float) -> float:
-        """Variance of how far the level may have moved since the newest clean window (0 right after it)."""
-        gap = min(round(step - self.trend.last), self.cfg.lookback_windows)
-        if gap <= 1:
-            return 0.0
-        floor = (gap - 1) * (self.cfg.shift_min_relative * mu) ** 2  # a random walk of wobbles
-        at = dict(self.learned)
-        differences = [(y - at[t - gap]) ** 2 for t, y in self.learned if t - gap in at]
-        if len(differences) < 5:
-            return floor
-        noise = 2 * self.dispersion.estimate * (mu + (self.cfg.shift_min_relative * mu) ** 2)
-        return max(floor, sum(differences) / len(differences) - noise)
-
-    def _hold(self, kind: str, step: float, y: float) -> None:
-        """Keep a low or surge window out of the baseline. When traffic stays at such a level for
-        `lookback_windows` windows it is the new normal; silence never is."""
-        if kind != self.held_kind or y == 0:
-            self.held, self.held_kind = [], kind
-        if y == 0:
-            return
-        self.held.append((step, y))
-        if len(self.held) >= self.cfg.lookback_windows:
-            for point in self.held:
-                self._learn(*point)
-            self.held, self.held_kind = [], None
-
-
-def _lowest_count_beyond_chance(mu: float, scale: float, alpha: float) -> float:
-    """The largest count one window could hold and still be a drop at this alpha (for display)."""
-    if poisson_cdf(0.0, mu / scale) >= alpha:
-        return 0.0
-    lo, hi = 0.0, mu
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if poisson_cdf(mid / scale, mu / scale) < alpha:
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
-# ---------------------------------------------------------------------------- SLO burn
 
 def burn_rate(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
-    """SLO error-budget burn above the threshold over both a short and a long span (SRE workbook)."""
+    """SLO error-budget burn above the threshold over both a short and a long window (SRE workbook)."""
     if not series:
         return []
     slo = cfg.slo_availability.get(series[0].service, cfg.default_slo_availability)
     budget = 1.0 - slo
-    requests, errors = [0], [0]  # running totals, so each span's rate is a difference
-    for w in series:
-        requests.append(requests[-1] + w.request_count)
-        errors.append(errors[-1] + w.error_count)
-
-    def rate(first: int, last: int) -> float:  # windows first..last inclusive
-        n = requests[last + 1] - requests[first]
-        return (errors[last + 1] - errors[first]) / n if n else 0.0
-
     out = []
     for i, w in enumerate(series):
-        if i + 1 < cfg.burn_short_windows or not _usable(w, cfg):
-            continue  # a span shorter than the short window says nothing about a budget
-        burn_short = rate(max(0, i - cfg.burn_short_windows + 1), i) / budget
-        burn_long = rate(max(0, i - cfg.burn_long_windows + 1), i) / budget
+        if not _usable(w, cfg):
+            continue
+        short = series[max(0, i - cfg.burn_short_windows + 1): i + 1]
+        long = series[max(0, i - cfg.burn_long_windows + 1): i + 1]
+        burn_short = _rate(short) / budget
+        burn_long = _rate(long) / budget
         if burn_short > cfg.burn_threshold and burn_long > cfg.burn_threshold:
             out.append(_anomaly("burn_rate", w, "error_budget_burn", burn_short, burn_long, cfg.burn_threshold,
                                 min(burn_short, burn_long) / cfg.burn_threshold))
     return out
 
 
+def _rate(windows: list[Window]) -> float:
+    n = sum(w.request_count for w in windows)
+    return sum(w.error_count for w in windows) / n if n else 0.0
+
+
 DETECTORS = {"error_surge": error_surge, "latency_spike": latency_spike, "baseline_shift": baseline_shift,
              "burn_rate": burn_rate}
-_WALKERS = {"error_surge": _ErrorSurge, "latency_spike": _LatencySpike, "baseline_shift": _BaselineShift}
 
 
 def detect_series(series: list[Window], cfg: DetectorConfig, detectors=None) -> list[Anomaly]:
     """Run the detectors over one time-ordered series."""
     series = sorted(series, key=lambda w: w.window_start)
-    names = list(detectors or DETECTORS)
-    found = _walk_remembered(series, cfg, [n for n in names if n in _WALKERS])
-    if "burn_rate" in names and series and series[0].endpoint is None:
-        found += burn_rate(series, cfg)  # the SLO is a service's promise, not an endpoint's
+    names = detectors or list(DETECTORS)
+    found: list[Anomaly] = []
+    for name in names:
+        if name == "burn_rate" and series and series[0].endpoint is not None:
+            continue  # the SLO is a service's promise, not an endpoint's
+        found.extend(DETECTORS[name](series, cfg))
     return sorted(found, key=lambda a: (a.window_start, a.detector, a.metric))
-
-
-def _walk(walker, series: list[Window]) -> list[Anomaly]:
-    series = sorted(series, key=lambda w: w.window_start)
-    return [a for i, w in enumerate(series) for a in walker.see(w, complete=i + 1 < len(series))]
-
-
-@dataclass
-class _Walked:
-    finals: tuple[int, int]  # (how many, hash) of the leading final windows walked, in order
-    walkers: list  # their state after the last of them
-    found: list  # what they found in them
-
-
-# A detection run walks every series of the lookback again, though only its open windows and the
-# windows that became final are new: what the walkers learned from the final windows is kept per
-# series, and reused when the next run's series starts with the same final windows (a final window
-# never changes). The result is the same as walking from scratch; only the time differs.
-_MEMORY: OrderedDict[tuple, _Walked] = OrderedDict()
-_MEMORY_SIZE = 512  # series remembered (services and endpoints), least recently used dropped first
-
-
-def _walk_remembered(series: list[Window], cfg: DetectorConfig, names: list[str]) -> list[Anomaly]:
-    if not series or not names:
-        return []
-    final_count = next((i for i, w in enumerate(series) if not w.is_final), len(series))
-    key = (repr(cfg), series[0].service, series[0].endpoint, tuple(names))
-    walked = _MEMORY.pop(key, None)
-    if walked is None or walked.finals[0] > final_count or walked.finals[1] != hash(tuple(series[:walked.finals[0]])):
-        walked = _Walked((0, hash(())), [_WALKERS[n](cfg) for n in names], [])
-    for w in series[walked.finals[0]:final_count]:
-        for walker in walked.walkers:
-            walked.found.extend(walker.see(w))
-    walked.finals = (final_count, hash(tuple(series[:final_count])))
-    _MEMORY[key] = walked
-    while len(_MEMORY) > _MEMORY_SIZE:
-        _MEMORY.popitem(last=False)
-    tail = series[final_count:]
-    # Open windows teach nothing, except at a cold start; a final window after an open one would
-    # too. Either way the open windows walk a copy, so what is remembered is the final windows'.
-    cold = any(getattr(walker, "cold", lambda: False)() for walker in walked.walkers)
-    walkers = copy.deepcopy(walked.walkers) if cold or any(w.is_final for w in tail) else walked.walkers
-    return walked.found + [a for i, w in enumerate(tail) for walker in walkers
-                           for a in walker.see(w, complete=i + 1 < len(tail))]

@@ -15,26 +15,10 @@ The resolve gap is RESOLVE_AFTER_WINDOWS windows. An incident resolves once that
 after its last anomaly are final (judged on the newest final window of any service); a late
 anomaly in that tail reopens it. Counts, severity, detectors and endpoints accumulate, so an
 incident longer than the lookback still describes all of itself.
-
-Cascades. One fault often shows on several services: payments fails, and checkout, which calls
-it, fails with it. Incidents on different services whose spans overlap and that opened at most
-CASCADE_GAP_WINDOWS windows apart are related (transitively: one cascade). Each incident of a
-cascade names the likely origin:
-
-    1. a service of the cascade that the others call (service_catalog.calls, followed through
-       intermediate services), if it deviated no later than a window after its callers there;
-       the deepest such callee wins ("checkout calls payments");
-    2. otherwise the service that deviated first: the earliest first anomalous window, then the
-       earliest detection ("first to deviate").
-
-Its related incidents are the cascade's other incidents. An incident that stands alone has
-neither (NULL). The relation is recomputed on every run over the incidents in play, so it grows
-with the cascade.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 
@@ -58,9 +42,6 @@ class Incident:
     anomaly_count: int
     detectors: str  # comma-separated, sorted
     endpoints: str  # comma-separated, sorted ('' when only service-level)
-    origin_service: str | None = None  # likely origin of the cascade it belongs to (None: it stands alone)
-    origin_reason: str | None = None  # why that service: "first to deviate", "checkout calls payments"
-    related_incidents: str | None = None  # comma-separated ids of the other incidents of the cascade
 
     def row(self) -> dict:
         return asdict(self)
@@ -146,104 +127,3 @@ def _settle(i: Incident, latest_final_end: datetime | None, gap: timedelta) -> I
     if _tail_passed(i, latest_final_end, gap):
         return replace(i, status="resolved", resolved_at=i.last_anomaly_at + gap)
     return replace(i, status="open", resolved_at=None)
-
-
-def relate_incidents(incidents: list[Incident], calls: Mapping[str, set[str]], window_seconds: int,
-                     gap_windows: int, first_seen: Mapping[str, datetime] | None = None) -> list[Incident]:
-    """The incidents with their cascade (origin, reason, related ids), or NULLs when alone.
-
-    `calls` maps a service to the services it calls (the service catalogue's declared
-    dependencies); `first_seen` the incident ids to when they were first detected (breaks a tie
-    between services that deviated in the same window). A cascade that reaches incidents outside
-    `incidents` (a member no longer in play) keeps what is stored: it cannot be recomputed whole.
-    """
-    first_seen = first_seen or {}
-    window = timedelta(seconds=window_seconds)
-    gap = window * gap_windows
-    by_id = {i.incident_id: i for i in incidents}
-    ordered = sorted(incidents, key=lambda i: (i.opened_at, i.incident_id))
-    parent = {i.incident_id: i.incident_id for i in incidents}
-
-    def root(x: str) -> str:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for n, a in enumerate(ordered):
-        for b in ordered[n + 1:]:
-            if b.opened_at - a.opened_at > gap:
-                break  # opened too long after a: so is everything after b
-            if a.service != b.service and a.opened_at < b.last_anomaly_at and b.opened_at < a.last_anomaly_at:
-                parent[root(b.incident_id)] = root(a.incident_id)
-    groups: dict[str, list[Incident]] = {}
-    for i in incidents:
-        groups.setdefault(root(i.incident_id), []).append(i)
-    out = dict(by_id)
-    for members in groups.values():
-        ids = {i.incident_id for i in members}
-        stored = {x for i in members for x in (i.related_incidents or "").split(",") if x}
-        if not stored <= set(by_id):
-            continue  # part of the cascade is out of play: keep what is stored
-        if len({i.service for i in members}) < 2:
-            for i in members:
-                out[i.incident_id] = replace(i, origin_service=None, origin_reason=None, related_incidents=None)
-            continue
-        origin, reason = _origin(members, calls, window, first_seen)
-        for i in members:
-            related = ",".join(sorted(ids - {i.incident_id}))
-            out[i.incident_id] = replace(i, origin_service=origin, origin_reason=reason, related_incidents=related)
-    return [out[i.incident_id] for i in incidents]
-
-
-def _origin(members: list[Incident], calls: Mapping[str, set[str]], window: timedelta,
-            first_seen: Mapping[str, datetime]) -> tuple[str, str]:
-    """(origin service, reason) of one cascade (see the module's docstring)."""
-    never = datetime.max.replace(tzinfo=timezone.utc)
-    deviated: dict[str, tuple[datetime, datetime]] = {}  # service -> (first window, first detection)
-    for i in members:
-        mark = (i.opened_at, first_seen.get(i.incident_id, never))
-        deviated[i.service] = min(deviated.get(i.service, mark), mark)
-    services = sorted(deviated)
-    paths = {s: _reach(s, calls, set(services)) for s in services}  # caller -> {callee in the cascade: path}
-    candidates = {}
-    for callee in services:
-        callers = [s for s in services if callee in paths[s]]
-        if callers and deviated[callee][0] <= min(deviated[s][0] for s in callers) + window:
-            first_caller = min(callers, key=lambda s: (deviated[s], len(paths[s][callee]), s))
-            candidates[callee] = paths[first_caller][callee]
-    if candidates:
-        # The deepest callee: one that reaches no other candidate through its own calls.
-        deepest = [c for c in candidates if not any(o in paths[c] for o in candidates if o != c)]
-        origin = min(deepest or candidates, key=lambda s: (deviated[s], s))
-        return origin, _path_text(candidates[origin])
-    origin = min(services, key=lambda s: (deviated[s], s))
-    return origin, "first to deviate"
-
-
-def _reach(service: str, calls: Mapping[str, set[str]], within: set[str]) -> dict[str, list[str]]:
-    """The services of `within` that `service` calls, directly or through others, each with the
-    shortest declared path to it (the caller first)."""
-    found: dict[str, list[str]] = {}
-    frontier = [[service]]
-    seen = {service}
-    while frontier:
-        nxt = []
-        for path in frontier:
-            for callee in sorted(calls.get(path[-1], ())):
-                if callee in seen:
-                    continue
-                seen.add(callee)
-                nxt.append(path + [callee])
-                if callee in within:
-                    found[callee] = path + [callee]
-        frontier = nxt
-    return found
-
-
-def _path_text(path: list[str]) -> str:
-    """'checkout calls payments', 'search calls checkout, which calls payments'."""
-    text = f"{path[0]} calls {path[1]}"
-    for callee in path[2:]:
-        text += f", which calls {callee}"
-    return text

@@ -3,9 +3,8 @@
 What a run reads, in one read-only snapshot:
 
     incidents that are open or ended near the lookback       -> the incidents anomalies may join
-    service and endpoint windows since newest window start - DETECT_LOOKBACK_MINUTES, read from
-      a warm-up before that (see `history_start`), and for a service with an open incident
-      also the baseline before that incident opened                                  -> series
+    service and endpoint windows since newest window start - DETECT_LOOKBACK_MINUTES, and for a
+      service with an open incident also the baseline before that incident opened   -> series
     anomalies already stored for those windows                -> raised before (kept as raised)
 
 Incidents are stored state (see obslab.detect.incidents): a run folds the anomalies it finds into
@@ -17,11 +16,6 @@ the traffic detector sees the drop. Only periods in which some service's events 
 when nothing arrives at all the pipeline has stopped, which `obslab health` reports (freshness),
 and filling the pause with zeros would turn every restart into an outage of every service.
 Endpoint series are not filled: a quiet endpoint legitimately has empty windows.
-
-The service catalogue (`service_catalog`, written by the generator from the scenario) gives each
-service's latency SLA, availability SLO and the services it calls; LATENCY_SLA_MS and
-SLO_AVAILABILITY override it service by service. The declared calls name the likely origin of
-a cascade (see obslab.detect.incidents).
 """
 
 from __future__ import annotations
@@ -32,52 +26,25 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from obslab.detect.detectors import Anomaly, DetectorConfig, Window, detect_series
-from obslab.detect.incidents import Incident, assign_incidents, relate_incidents
+from obslab.detect.incidents import Incident, assign_incidents
 from obslab.health import beat
 from obslab.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-_WINDOW_COLUMNS = ("window_start, window_end, request_count, error_count, avg_latency_ms, p99_latency_ms, is_final, "
-                   "p50_latency_ms")
+_WINDOW_COLUMNS = ("window_start, window_end, request_count, error_count, avg_latency_ms, p99_latency_ms, is_final")
 _ANOMALY_FIELDS = ("detector, service, endpoint, metric, value, baseline, threshold, window_start, window_end, "
                    "request_count, severity, used_partial_window")
 _INCIDENT_FIELDS = ("incident_id, service, kind, status, opened_at, last_anomaly_at, resolved_at, severity, "
-                    "anomaly_count, detectors, endpoints, origin_service, origin_reason, related_incidents")
+                    "anomaly_count, detectors, endpoints")
 
 
-@dataclass(frozen=True)
-class ServiceEntry:
-    """What the service catalogue declares about one service (None: not declared)."""
-
-    sla_ms: float | None = None
-    slo_availability: float | None = None
-    calls: frozenset[str] = frozenset()
-
-
-def read_catalog(con) -> dict[str, ServiceEntry]:
-    """The service catalogue as the store holds it: service -> SLA, SLO and declared callees."""
-    rows = con.execute("SELECT service, sla_ms, slo_availability, calls FROM service_catalog").fetchall()
-    return {service: ServiceEntry(sla, slo, frozenset(c.strip() for c in (calls or "").split(",") if c.strip()))
-            for service, sla, slo, calls in rows}
-
-
-def config_from(settings: Settings, catalog: dict[str, ServiceEntry] | None = None) -> DetectorConfig:
-    """Detector thresholds from settings: changing a threshold is a settings change, not a code edit.
-
-    SLAs and SLOs come from the service catalogue, and a service named in LATENCY_SLA_MS or
-    SLO_AVAILABILITY takes the setting instead. A catalogue SLO outside (0, 1) is ignored (it
-    leaves no error budget to burn); the setting's validator already refuses one.
-    """
-    catalog = catalog or {}
-    slas = {s: e.sla_ms for s, e in catalog.items() if e.sla_ms is not None and e.sla_ms > 0}
-    slos = {s: e.slo_availability for s, e in catalog.items()
-            if e.slo_availability is not None and 0 < e.slo_availability < 1}
+def config_from(settings: Settings) -> DetectorConfig:
+    """Detector thresholds from settings: changing a threshold is a settings change, not a code edit."""
     return DetectorConfig(
         error_surge_factor=settings.error_surge_factor, error_confidence_z=settings.error_confidence_z,
-        latency_sla_ms=slas | dict(settings.latency_sla_ms), latency_spike_factor=settings.latency_spike_factor,
-        shift_z=settings.shift_z, trend_windows=settings.detect_trend_windows,
-        slo_availability=slos | dict(settings.slo_availability),
+        latency_sla_ms=dict(settings.latency_sla_ms), latency_spike_factor=settings.latency_spike_factor,
+        shift_z=settings.shift_z, slo_availability=dict(settings.slo_availability),
         default_slo_availability=settings.slo_default_availability,
         burn_threshold=settings.burn_threshold,
         min_partial_requests=settings.partial_window_min_requests or DetectorConfig.NEVER)
@@ -116,7 +83,7 @@ def _read_windows(con, since: datetime, reach: dict[str, datetime]) -> tuple[lis
     passed = {(row[2], row[3]) for row in services if row[8]}
     series: dict[tuple, list[Window]] = {}
     for row in services + endpoints:
-        if row[2] >= min(reach.get(row[0], since), since):
+        if row[2] >= reach.get(row[0], since):
             series.setdefault((row[0], row[1]), []).append(Window(*row))
     for (service, endpoint), ws in series.items():
         if endpoint is None:
@@ -143,6 +110,7 @@ def run_detection(store, settings: Settings | None = None, now: datetime | None 
     """
     s = settings or get_settings()
     _migrate_if_behind(store)
+    cfg = config_from(s)
     now = now or datetime.now(timezone.utc)
     gap = timedelta(seconds=s.window_seconds * s.resolve_after_windows)
     with store.reader() as con:
@@ -150,21 +118,18 @@ def run_detection(store, settings: Settings | None = None, now: datetime | None 
         if newest is None:
             beat(s, "detect", detail="no windows yet")
             return DetectReport(0, 0, [], [])
-        catalog = read_catalog(con)
-        cfg = config_from(s, catalog)
         since = newest - timedelta(minutes=s.detect_lookback_minutes)
         known = [Incident(*r) for r in con.execute(
             f"SELECT {_INCIDENT_FIELDS} FROM incidents WHERE status = 'open' OR last_anomaly_at > ?",
             [since - gap]).fetchall()]
         # A long incident is judged against the history before it, not against itself: its
         # service's baselines read from before it opened, however long ago that was.
-        baseline = timedelta(seconds=s.window_seconds * max(cfg.lookback_windows, cfg.burn_long_windows,
-                                                             cfg.dispersion_windows))
+        baseline = timedelta(seconds=s.window_seconds * max(cfg.lookback_windows, cfg.burn_long_windows))
         reach: dict[str, datetime] = {}
         for i in known:
             if i.status == "open" and i.opened_at - baseline < reach.get(i.service, since):
                 reach[i.service] = i.opened_at - baseline
-        all_series, latest_final = _read_windows(con, history_start(since, s.window_seconds, cfg), reach)
+        all_series, latest_final = _read_windows(con, since, reach)
         stored = con.execute(f"SELECT {_ANOMALY_FIELDS}, incident_id, detected_at FROM anomalies "
                              "WHERE window_start >= ?", [since]).fetchall()
     earlier = {}  # anomaly id -> (as stored, its incident, detected_at)
@@ -181,12 +146,6 @@ def run_detection(store, settings: Settings | None = None, now: datetime | None 
     incidents, membership = assign_incidents(
         list(raised.values()), {k: v[1] for k, v in earlier.items() if v[1]}, known, latest_final,
         s.window_seconds, s.resolve_after_windows)
-    first_seen: dict[str, datetime] = {}  # incident id -> its first detection still in the lookback
-    for anomaly_id, incident_id in membership.items():
-        at = earlier[anomaly_id][2] if anomaly_id in earlier else now
-        first_seen[incident_id] = min(first_seen.get(incident_id, at), at)
-    incidents = relate_incidents(incidents, {name: set(e.calls) for name, e in catalog.items()},
-                                 s.window_seconds, s.cascade_gap_windows, first_seen)
     rows = []
     for a in raised.values():
         before = earlier.get(a.anomaly_id)
@@ -201,21 +160,6 @@ def run_detection(store, settings: Settings | None = None, now: datetime | None 
     # The wall-clock heartbeat `obslab health` reads (the recorded `now` may be simulated).
     beat(s, "detect", detail=f"{windows} windows, {len(found)} anomalies, {len(changed)} incidents changed")
     return DetectReport(windows, len(found), incidents, changed)
-
-
-def history_start(since: datetime, window_seconds: int, cfg: DetectorConfig) -> datetime:
-    """Where the detectors' walk starts: 1-2 warm-ups (`lookback_windows` windows) before `since`,
-    on a grid of warm-ups.
-
-    Every window the run may report then has at least a warm-up of history before it, so a
-    model that has only just started (and could mistake the first turn of a daily rhythm for a
-    drop) never judges a reported window. The grid keeps the start in place for a warm-up's
-    length, so consecutive runs walk the same final windows and the detectors reuse what they
-    learned from them (obslab.detect.detectors keeps it per series).
-    """
-    grid = window_seconds * cfg.lookback_windows
-    warmed = since.timestamp() - grid
-    return datetime.fromtimestamp(warmed - warmed % grid, tz=timezone.utc)
 
 
 def _migrate_if_behind(store) -> None:

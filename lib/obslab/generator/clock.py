@@ -7,18 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 
 class WallClock:
-    """Real time: `sleep_until` waits. Given a `start`, the clock reads `start` now and runs at the
-    wall clock's pace from there (a live run dated from a fixed start)."""
+    """Real time: `sleep_until` waits."""
 
     simulated = False
 
-    def __init__(self, start: datetime | None = None):
-        if start is not None and start.tzinfo is None:
-            raise ValueError("WallClock needs a timezone-aware start (e.g. tzinfo=timezone.utc)")
-        self._offset = start - datetime.now(timezone.utc) if start is not None else timedelta(0)
-
     def now(self) -> datetime:
-        return datetime.now(timezone.utc) + self._offset
+        return datetime.now(timezone.utc)
 
     def sleep_until(self, when: datetime) -> None:
         delay = (when - self.now()).total_seconds()

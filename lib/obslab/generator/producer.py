@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 from obslab.errors import BrokerError
 from obslab.generator.clock import SimulatedClock, WallClock
 from obslab.generator.events import EventBatch, EventStream, Fault
-from obslab.generator.profiles import ServiceProfile
+from obslab.generator.profiles import SERVICES
 from obslab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,19 @@ class KafkaSink:
         self._partition = self._partition_per_service()
         self._lock = threading.Lock()
 
-    def _partition_per_service(self) -> "PartitionOfKey":
+    def _partition_per_service(self) -> dict[str, int]:
+        # The key decides the partition. Computing it once per service (with the client's own
+        # default partitioner) spares a pure-Python murmur2 hash on every send.
+        from kafka.partitioner.default import murmur2
+
         try:
             partitions = sorted(self._producer.partitions_for(self.topic) or [])
         except Exception:  # noqa: BLE001 - kafka-python raises a timeout for an unknown topic
             partitions = []
         if not partitions:
             raise BrokerError(f"topic {self.topic!r} does not exist; run `obslab broker start` to create it")
-        return PartitionOfKey(partitions)
+        # Same rule as the Java client and kafka-python's DefaultPartitioner for a non-null key.
+        return {s: partitions[(murmur2(s.encode()) & 0x7FFFFFFF) % len(partitions)] for s in SERVICES}
 
     def _on_error(self, err: Exception) -> None:
         with self._lock:
@@ -96,26 +101,6 @@ class KafkaSink:
     @property
     def acked(self) -> int:
         return self.sent - self.failed
-
-
-class PartitionOfKey(dict):
-    """service -> partition, computed once per service on first use (any scenario's services).
-
-    The key decides the partition. Computing it once per service spares a pure-Python murmur2 hash
-    on every send; the rule is the Java client's and kafka-python's DefaultPartitioner's for a
-    non-null key.
-    """
-
-    def __init__(self, partitions: list[int]):
-        super().__init__()
-        self.partitions = partitions
-
-    def __missing__(self, service: str) -> int:
-        from kafka.partitioner.default import murmur2
-
-        partition = self.partitions[(murmur2(service.encode()) & 0x7FFFFFFF) % len(self.partitions)]
-        self[service] = partition
-        return partition
 
 
 class ConfluentSink:
@@ -238,7 +223,6 @@ class FileSink:
 
 
 class GroundTruth(Protocol):
-    def begin(self, services: tuple[ServiceProfile, ...]) -> None: ...
     def started(self, fault: Fault) -> None: ...
     def ended(self, fault: Fault, at: datetime) -> None: ...
 
@@ -246,26 +230,14 @@ class GroundTruth(Protocol):
 def _truth_row(run_id: str, scenario: str, fault: Fault, end: datetime | None) -> dict:
     return {"run_id": run_id, "fault_id": fault.fault_id, "scenario": scenario, "fault_type": fault.type,
             "service": fault.service, "endpoint": fault.endpoint, "start_time": fault.start,
-            "end_time": end, "magnitude": fault.magnitude, "benign": fault.benign,
-            "root_cause": fault.root_cause or fault.service, "cause_fault_id": fault.cause_fault_id}
-
-
-def catalog_rows(services: tuple[ServiceProfile, ...], scenario: str, at: datetime) -> list[dict]:
-    """The scenario's services as service_catalog rows (endpoints as JSON, callees comma-separated)."""
-    return [{"service": s.name, "endpoints": json.dumps(list(s.endpoints)), "sla_ms": s.sla_ms,
-             "slo_availability": s.slo_availability, "calls": ",".join(c.service for c in s.calls) or None,
-             "scenario": scenario, "updated_at": at} for s in services]
+            "end_time": end, "magnitude": fault.magnitude}
 
 
 class StoreGroundTruth:
-    """Writes each fault to injected_incidents when it starts, and closes it when it ends; at the
-    start of a run, the scenario's services (SLA, SLO, calls) to service_catalog."""
+    """Writes each fault to injected_incidents when it starts, and closes it when it ends."""
 
     def __init__(self, store, run_id: str, scenario: str):
         self.store, self.run_id, self.scenario = store, run_id, scenario
-
-    def begin(self, services: tuple[ServiceProfile, ...]) -> None:
-        self.store.upsert("service_catalog", catalog_rows(services, self.scenario, datetime.now(timezone.utc)))
 
     def started(self, fault: Fault) -> None:
         self.store.upsert("injected_incidents", [_truth_row(self.run_id, self.scenario, fault, None)])
@@ -280,9 +252,6 @@ class FileGroundTruth:
     def __init__(self, path: Path, run_id: str, scenario: str):
         self.path, self.run_id, self.scenario = Path(path), run_id, scenario
         self.path.write_text("")
-
-    def begin(self, services: tuple[ServiceProfile, ...]) -> None:
-        """Nothing: a file's ground truth holds faults only (the scenario file names the services)."""
 
     def _write(self, row: dict) -> None:
         with self.path.open("a", encoding="utf-8") as out:
@@ -357,8 +326,6 @@ def run_stream(
     last_progress = wall0
     sent0, failed0 = sink.sent, sink.failed  # a sink may be shared with an earlier run (backfill)
     open_faults: dict[str, Fault] = {}
-    if truth:
-        truth.begin(stream.services)
     try:
         while not stop.is_set():
             if end is not None and t >= end:
@@ -416,20 +383,17 @@ def simulated_tick(rate: float) -> float:
 
 def _fault_summary(fault: Fault, end: datetime) -> dict:
     return {"fault_id": fault.fault_id, "type": fault.type, "service": fault.service, "endpoint": fault.endpoint,
-            "start": fault.start.isoformat(), "end": end.isoformat(), "magnitude": fault.magnitude,
-            "benign": fault.benign, "root_cause": fault.root_cause or fault.service,
-            "cause_fault_id": fault.cause_fault_id}
+            "start": fault.start.isoformat(), "end": end.isoformat(), "magnitude": fault.magnitude}
 
 
 def _truncate(batch: EventBatch, n: int) -> EventBatch:
     return EventBatch(batch.event_ids[:n], batch.times_ms[:n], batch.endpoint_index[:n], batch.latency_ms[:n],
-                      batch.status_code[:n], batch.started, batch.ended, endpoints=batch.endpoints)
+                      batch.status_code[:n], batch.started, batch.ended)
 
 
 def backfill_stream(stream: EventStream, minutes: float) -> EventStream:
-    """A history of `minutes` before the stream's start, with the same services and traffic (rhythm and
-    noise included) but no fault and no benign event."""
-    clean = stream.scenario.model_copy(update={"faults": [], "benign": [], "random": stream.scenario.random.model_copy(
+    """A fault-free history of `minutes` before the stream's start, with the same traffic settings."""
+    clean = stream.scenario.model_copy(update={"faults": [], "random": stream.scenario.random.model_copy(
         update={"anomaly_probability": 0.0})})
     return EventStream(clean, stream.seed + 1_000_003, stream.start - timedelta(minutes=minutes), stream.rate)
 

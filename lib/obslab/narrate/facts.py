@@ -10,14 +10,12 @@ here, and quoted wherever they are shown.
     service_metrics (windows before)      -> the baseline and the trend before it
     endpoint_metrics, status_counts       -> the most affected endpoints, the error mix
     service_metrics, incidents (others)   -> the other services in the data, and whether they are healthy
-    incidents (origin, related)           -> for an incident of a cascade: the likely origin and why
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -28,16 +26,11 @@ _LABELS = {"errors": "error rate", "latency": "latency", "traffic": "traffic"}
 def build_facts(store, incident_id: str, window_seconds: int) -> dict:
     """The facts of an incident as a JSON-ready dict (KeyError if there is no such incident)."""
     with store.reader() as con:
-        rows = con.execute("SELECT service, kind, status, opened_at, last_anomaly_at, severity, origin_service, "
-                           "origin_reason, related_incidents FROM incidents WHERE incident_id = ?",
-                           [incident_id]).fetchall()
+        rows = con.execute("SELECT service, kind, status, opened_at, last_anomaly_at, severity FROM incidents "
+                           "WHERE incident_id = ?", [incident_id]).fetchall()
         if not rows:
             raise KeyError(incident_id)
-        service, kind, status, opened, last, severity, origin, reason, related = rows[0]
-        related_ids = [x for x in (related or "").split(",") if x]
-        related_services = sorted({r[0] for r in con.execute(
-            "SELECT service FROM incidents WHERE list_contains(?::VARCHAR[], incident_id)",
-            [related_ids]).fetchall()}) if related_ids else []
+        service, kind, status, opened, last, severity = rows[0]
         strongest = con.execute(
             "SELECT detector, metric, value, baseline, threshold FROM anomalies WHERE incident_id = ? "
             "ORDER BY endpoint IS NOT NULL, value / nullif(threshold, 0) DESC LIMIT 1", [incident_id]).fetchall()
@@ -90,10 +83,6 @@ def build_facts(store, incident_id: str, window_seconds: int) -> dict:
         {"service": s, "state": "also has a " + " and ".join(sorted(kinds[s])) + " incident" if s in kinds
          else "healthy" if during_requests.get(s) else "sent no requests"}
         for s in sorted(set(during_requests) | set(kinds))]
-    if origin:
-        # One cascade on several services: where it likely began, and the services it reached.
-        facts["origin"] = {"service": origin, "reason": reason or "", "this_service": origin == service,
-                           "related_services": related_services}
     return facts
 
 
@@ -124,35 +113,12 @@ def render_facts(facts: dict) -> str:
                      f"{shown(e['error_rate_pct'])}% errors, avg {shown(e['avg_latency_ms'])} ms")
     lines.append(f"before: {facts['before']['trend']}")
     lines.append(f"others: {others_line(facts)}")
-    if facts.get("origin"):
-        lines.append(f"origin: {origin_line(facts)}")
     return "\n".join(lines)
 
 
 def others_line(facts: dict) -> str:
     """The other services the data holds and their state, as one line ('none' when there are none)."""
     return ", ".join(f"{o['service']} {o['state']}" for o in facts["other_services"]) or "none"
-
-
-def origin_line(facts: dict) -> str:
-    """Where the incident's cascade likely began and why, as one line ('' when it stands alone)."""
-    origin = facts.get("origin")
-    if not origin:
-        return ""
-    return f"{origin['service']} ({origin['reason']})" if origin["reason"] else origin["service"]
-
-
-def origin_services(facts: dict) -> set[str]:
-    """The services the origin fact names: the origin, the related services, and the services in
-    its reason ("search calls checkout, which calls payments")."""
-    origin = facts.get("origin")
-    if not origin:
-        return set()
-    named = {origin["service"], *origin.get("related_services", [])}
-    reason = origin.get("reason") or ""
-    if " calls " in reason:
-        named |= {part.strip() for part in re.split(r",\s*which calls\s+|\s+calls\s+", reason) if part.strip()}
-    return named
 
 
 @dataclass(frozen=True)

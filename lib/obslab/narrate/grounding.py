@@ -19,9 +19,7 @@ Each number in the text is read together with what it measures, as the text itse
 - statements (title, summary, impact) name only components the facts name: no "database", no
   "auth service". Likely causes and suggested actions propose where to look, so they may name
   components (their numbers are still checked). A service of the prompt's examples must be in
-  the facts, and a service said to be healthy must be healthy in the facts. The services that a
-  cascade's origin fact names (the origin, the related services, those in its reason) count as
-  named by the facts.
+  the facts, and a service said to be healthy must be healthy in the facts.
 
 `problems(text, facts)` lists what is wrong with a statement (empty: grounded); `narrative_problems`
 checks the five fields of a narrative. `missing_headline` adds one requirement for a model's
@@ -34,7 +32,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from obslab.narrate.facts import Quantity, origin_services, quantities, shown
+from obslab.narrate.facts import Quantity, quantities, shown
 from obslab.narrate.prompts import EXAMPLE_SERVICES
 
 STATEMENTS = ("title", "summary", "impact")  # say what happened
@@ -272,10 +270,8 @@ def _without_endpoints(text: str, facts: dict, found: list[str]) -> str:
 
 
 def _services(facts: dict) -> dict[str, str]:
-    """Every service the facts name, lower-cased, with its state (a service only the origin of a
-    cascade names has an incident of that cascade)."""
-    out = {name.lower(): "has an incident of the same cascade" for name in origin_services(facts)}
-    out |= {str(o["service"]).lower(): o["state"] for o in facts.get("other_services", [])}
+    """Every service the facts name, lower-cased, with its state."""
+    out = {str(o["service"]).lower(): o["state"] for o in facts.get("other_services", [])}
     out[str(facts.get("service", "")).lower()] = "has this incident"
     return out
 
@@ -299,7 +295,7 @@ def _components(text: str, facts: dict) -> list[str]:
     """Components and services a statement names that the facts do not."""
     words = set()
     named = (facts.get("service"), facts.get("problem"), facts.get("kind"), (facts.get("before") or {}).get("trend"),
-             *(o["service"] for o in facts.get("other_services", [])), *origin_services(facts))
+             *(o["service"] for o in facts.get("other_services", [])))
     for value in named:
         words |= set(re.split(r"[^a-z0-9]+", str(value or "").lower()))
     services = set(_services(facts))

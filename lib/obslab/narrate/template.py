@@ -44,28 +44,12 @@ def summary(f: dict) -> str:
         by_state.setdefault(state, []).append(o["service"])
     others = [f"{capital(_listed(names))} {'stayed healthy' if state == 'healthy' else state}."
               for state, names in sorted(by_state.items(), key=lambda x: x[0] != "healthy")]
-    return _bounded(" ".join(x for x in (first, detail, origin(f), where, *others) if x))
-
-
-def origin(f: dict) -> str:
-    """One sentence on the cascade the incident belongs to ('' when it stands alone)."""
-    o = f.get("origin")
-    if not o:
-        return ""
-    why = f" ({o['reason']})" if o.get("reason") else ""
-    if not o.get("this_service"):
-        return f"It likely began in {o['service']}{why}."
-    reached = f" of problems that reached {_listed(o['related_services'])}" if o.get("related_services") else ""
-    return f"{capital(f['service'])} is the likely origin{reached}{why}."
+    return _bounded(" ".join(x for x in (first, detail, where, *others) if x))
 
 
 def likely_causes(f: dict) -> list[str]:
     """Ranked hypotheses from the shape of the facts (not a diagnosis)."""
     causes = []
-    o = f.get("origin")
-    if o and not o.get("this_service"):
-        why = f" ({o['reason']})" if o.get("reason") else ""
-        causes.append(f"a problem that began in {o['service']} and reached {f['service']}{why}")
     top = f["top_endpoints"]
     concentrated = top and f["requests"] and top[0]["requests"] < f["requests"] and (
         f["kind"] == "errors" and len(top) > 1 and top[0]["error_rate_pct"] > 2 * top[1]["error_rate_pct"]
