@@ -22,7 +22,5 @@ def test_module_imports(name):
 def test_notebook_is_valid_json_without_outputs(path):
     nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    # Notebooks are committed without outputs (STYLE.md); tests execute them instead. The cells nbval
-    # checks keep their expected output (see tests/test_notebooks.py).
-    unchecked = [c for c in code if not "".join(c["source"]).startswith("# NBVAL_CHECK_OUTPUT")]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in unchecked), path.name
+    # Notebooks are committed without outputs (STYLE.md); tests execute them instead.
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), path.name
