@@ -668,14 +668,13 @@ def _write_window_details(store, s: Settings, partials) -> None:
     Detection does not read it, so it is written once, after the replay; the narrator's facts do.
     (The sink drops a window's latency histogram once the window is final, and at the end of the input
     every window is.)"""
+    from obslab.stream.sink import add_status_counts
+
     folded = _fold_endpoints(partials, s.endpoint_max_per_service)
     with store.writer() as con:
         con.register("folded_partials", folded)
         try:
-            con.execute("""
-                INSERT INTO status_counts
-                SELECT service, endpoint, window_start, error_code, sum(count) FROM folded_partials
-                WHERE error_code IS NOT NULL GROUP BY ALL""")
+            add_status_counts(con, "folded_partials")
         finally:
             con.unregister("folded_partials")
 

@@ -32,7 +32,7 @@ class RunPlan:
     @property
     def simulated(self) -> bool:
         """Time is simulated (no waiting): benchmarks, and files not written like a live run."""
-        return self.max_rate or (self.to_file is not None and not self.realtime)
+        return bool(self.max_rate) or (self.to_file is not None and not self.realtime)
 
     @classmethod
     def ending_now(cls, seconds: float, to_file: Path | None = None, store_truth: bool = True,

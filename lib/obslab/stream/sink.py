@@ -106,6 +106,17 @@ def spark_batch_offsets(offsets_file: Path, topic: str) -> dict[int, int]:
                       "set TOPIC_RAW_EVENTS or CHECKPOINT_NAME to the stream you meant")
 
 
+def add_status_counts(con, relation: str) -> None:
+    """Add the error mix of `relation` (partials: service, endpoint, window_start, error_code, count)
+    to status_counts: the sink's merge, and the evaluation's replay, which writes it once at the end."""
+    con.execute(f"""
+        INSERT INTO status_counts
+        SELECT service, endpoint, window_start, error_code, sum(count) FROM {relation}
+        WHERE error_code IS NOT NULL GROUP BY ALL
+        ON CONFLICT (service, endpoint, window_start, status_code)
+        DO UPDATE SET count = status_counts.count + excluded.count""")
+
+
 class StreamSink:
     """Callable for `foreachBatch`: (parsed batch DataFrame, batch id) -> store (+ Kafka).
 
@@ -191,12 +202,7 @@ class StreamSink:
                     "INSERT OR IGNORE INTO dead_letter_events "
                     "SELECT topic, kafka_partition, kafka_offset, raw_payload, reason, ? FROM batch_dead", [now])
                 rows, overflow, kept = self._keep_endpoints(con, partials, now)  # rows: the relation to merge
-                con.execute(f"""
-                    INSERT INTO status_counts
-                    SELECT service, endpoint, window_start, error_code, sum(count) FROM {rows}
-                    WHERE error_code IS NOT NULL GROUP BY ALL
-                    ON CONFLICT (service, endpoint, window_start, status_code)
-                    DO UPDATE SET count = status_counts.count + excluded.count""")
+                add_status_counts(con, rows)
                 con.execute(f"""
                     INSERT INTO latency_histograms
                     SELECT service, endpoint, window_start, bucket, sum(count) FROM {rows} GROUP BY ALL
