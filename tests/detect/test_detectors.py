@@ -44,6 +44,19 @@ def test_error_surge_fires_with_evidence():
     assert a.request_count == 200 and a.severity in ("high", "critical") and not a.used_partial_window
 
 
+def test_a_surge_in_a_labs_first_minutes_is_found_before_any_window_is_final():
+    # A lab whose events were all published at once and read in one micro-batch has no final
+    # window yet. Its first window is a sliver of a minute (the run began at second 48), then one
+    # normal minute, then payments fails 22 % of its requests. Every complete open window must
+    # stand in as history: the sliver alone (32 requests, no error) leaves the usual rate so
+    # uncertain that 42 errors in 197 requests could pass for chance.
+    counts = [(32, 0), (186, 1), (197, 42), (188, 39), (210, 3), (162, 1)]
+    series = windows(n=len(counts), final=False, at={m: {"count": c, "errors": e} for m, (c, e) in enumerate(counts)})
+    found = error_surge(series, CFG)
+    assert [a.window_start for a in found][:1] == [T0 + timedelta(minutes=2)]
+    assert detect_series(windows(n=len(counts), final=False, at={0: {"count": 32, "errors": 0}}), CFG) == []
+
+
 def test_small_windows_do_not_fire_on_noise():
     # 2 errors in 10 requests is 20 %, ten times the usual 2 %, but 2 or more errors in 10 requests
     # happen in 1.6 % of windows at 2 %: far too often to page on.

@@ -210,10 +210,11 @@ class _ErrorSurge:
         self.alpha = tail_probability(cfg.error_confidence_z)
         self.usual = _ErrorBaseline(cfg)
         self.elevated: list[Window] = []  # the latest final windows above the threshold but not sure
+        self.finals = 0  # final windows learned
 
     def cold(self) -> bool:
-        """No final window learned yet: a complete open window may stand in (see `see`)."""
-        return not self.usual.ready()
+        """No final window learned yet: complete open windows may stand in (see `see`)."""
+        return not self.finals
 
     def see(self, w: Window, complete: bool = False) -> list[Anomaly]:
         usual, out = self.usual, []
@@ -234,9 +235,11 @@ class _ErrorSurge:
         if w.is_final:
             self.elevated = (self.elevated + [w])[-2:] if above and not out else []
         # Cold start: before any window is final (a lab's first minutes), an open window that a
-        # later one follows is complete but for late events; it stands in as the first history.
+        # later one follows is complete but for late events; such windows stand in as the history
+        # (all of them: the first is often a sliver of a minute, too few requests to judge by).
         if w.request_count and not out and (w.is_final or complete and self.cold()):
             usual.learn(w)
+            self.finals += w.is_final
         return out
 
 
