@@ -8,7 +8,7 @@ import time
 import pytest
 from kafka import TopicPartition
 
-from obslab.broker import LocalBroker, consumer, new_cluster_id, port_is_free, producer
+from obslab.broker import LocalBroker, consumer, new_cluster_id, port_is_free, process_alive, producer
 from obslab.errors import PortInUseError
 from obslab.settings import load_settings
 from tests.conftest import free_port
@@ -34,6 +34,43 @@ def test_taken_port_is_a_clear_error_naming_the_port(tmp_path):
 def test_status_of_a_stopped_broker(tmp_path):
     status = LocalBroker(load_settings(data_dir=tmp_path)).status()
     assert not status.running and status.message == "broker is not running"
+
+
+def _sleeper(*args: str) -> subprocess.Popen:
+    """A child that runs until killed; `args` end up on its command line."""
+    return subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(600)", *args])
+
+
+def test_a_running_process_is_alive_and_an_exited_child_is_not_and_is_reaped():
+    child = _sleeper()
+    try:
+        assert process_alive(child.pid)  # running
+        child.kill()
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+        assert not process_alive(child.pid)  # a zombie does not count as running
+        with pytest.raises(ChildProcessError):
+            os.waitpid(child.pid, os.WNOHANG)  # process_alive reaped it
+    finally:
+        child.kill()
+
+
+def test_the_pid_file_counts_only_for_a_process_running_this_lab_s_config(tmp_path):
+    lab = LocalBroker(load_settings(data_dir=tmp_path))
+    lab.dir.mkdir(parents=True, exist_ok=True)
+    ours, other = _sleeper(str(lab.config_file)), _sleeper(str(tmp_path / "elsewhere.properties"))
+    try:
+        lab.pid_file.write_text(f"{ours.pid}\n")
+        assert lab.pid() == ours.pid  # its command line names this lab's server.properties
+        lab.pid_file.write_text(f"{other.pid}\n")
+        assert lab.pid() is None  # a PID reused by an unrelated process
+        ours.kill()
+        ours.wait()
+        lab.pid_file.write_text(f"{ours.pid}\n")
+        assert lab.pid() is None  # stale: the process is gone
+    finally:
+        for proc in (ours, other):
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.kafka

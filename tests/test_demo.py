@@ -171,3 +171,17 @@ def test_only_the_demo_s_generator_starts_its_scenario_with_a_lead_in(tmp_path):
     assert all(demo.process_env(settings, name, env) == env for name in demo.PROCESSES if name != "generate")
     off = load_settings(data_dir=tmp_path, demo_lead_in_seconds=0)
     assert demo.process_env(off, "generate")["GENERATE_LEAD_IN_SECONDS"] == "0"  # a demo without one
+
+
+def test_a_process_group_lists_its_members_and_is_alive_until_they_exit():
+    leader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        assert demo.group_members(leader.pid) == [leader.pid]  # its own group, led by itself
+        assert demo._group_alive(leader.pid)
+        leader.kill()
+        os.waitid(os.P_PID, leader.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: still listed, a zombie
+        assert not demo._group_alive(leader.pid)  # a zombie is not alive
+    finally:
+        leader.kill()
+        leader.wait()
+    assert demo.group_members(leader.pid) == []  # reaped: nothing left in the group

@@ -20,6 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from obslab import bootstrap
 from obslab.errors import BrokerError, MissingDependencyError, PortInUseError
 from obslab.settings import Settings, get_settings
@@ -120,11 +122,11 @@ class LocalBroker:
         if not process_alive(pid):
             return None
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return pid  # no /proc (macOS): trust the pid file
+            cmdline = " ".join(psutil.Process(pid).cmdline())
+        except psutil.Error:
+            return pid  # its command line cannot be read: trust the pid file
         # The PID may have been reused by an unrelated process since the broker died.
-        return pid if str(self.config_file).encode() in cmdline else None
+        return pid if str(self.config_file) in cmdline else None
 
     def status(self) -> BrokerStatus:
         """Running or not; topics with their end offset per partition."""
@@ -272,22 +274,19 @@ def process_alive(pid: int) -> bool:
     """True while the process runs; a zombie (exited, not yet reaped) is not running, and is reaped
     here when it is a child of this process."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            return True
+    except psutil.ZombieProcess:
+        pass
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        if state == "Z":
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            return False
-    except OSError:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
         pass
-    return True
+    return False
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -303,29 +303,33 @@ def repeat_stage(step, stage: str, settings: Settings, once: bool, poll_seconds:
                  max_backoff_s: float = RETRY_MAX_SECONDS) -> None:
     """Run `step` once, or every `poll_seconds` until `stop` is set, retrying transient errors with backoff."""
     from obslab.health import beat
+    from obslab.retry import call_with_retries
 
-    failures = 0
-    while True:
+    def run() -> None:
+        if stop.is_set():  # stopped while waiting to retry
+            return
         try:
             step()
-            failures = 0
         except Exception as err:
-            detail = (f"{type(err).__name__}: {err}".splitlines() or [""])[0][:400]
             try:
-                beat(settings, stage, ok=False, detail=detail)  # `obslab status` and `obslab health` show it
+                beat(settings, stage, ok=False, detail=_detail(err))  # `obslab status` and `obslab health` show it
             except OSError as beat_err:
                 log.warning("%s: could not write its heartbeat: %s", stage, beat_err)
-            if once or not transient(err):
-                raise
-            failures += 1
-            # Backoff, so a long outage costs few attempts; capped, so recovery is noticed soon.
-            delay = min(poll_seconds * 2 ** (failures - 1), max(max_backoff_s, poll_seconds))
-            log.warning("%s: %s; retrying in %.1f s (%d failed run(s) in a row)", stage, detail, delay, failures)
-            if stop.wait(delay):
-                break
-            continue
+            raise
+
+    def retrying(err: BaseException, failed: int, delay: float) -> None:
+        log.warning("%s: %s; retrying in %.1f s (%d failed run(s) in a row)", stage, _detail(err), delay, failed)
+
+    while True:
+        # Backoff, so a long outage costs few attempts; capped, so recovery is noticed soon.
+        call_with_retries(run, transient, first_wait_s=poll_seconds, max_wait_s=max(max_backoff_s, poll_seconds),
+                          attempts=1 if once else None, sleep=stop.wait, on_retry=retrying)
         if once or stop.wait(poll_seconds):
             break
+
+
+def _detail(err: BaseException) -> str:
+    return (f"{type(err).__name__}: {err}".splitlines() or [""])[0][:400]
 
 
 def _repeat(step, stage: str, settings: Settings, once: bool, poll_seconds: float) -> None:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
+
 from obslab.broker import process_alive
 from obslab.settings import Settings
 
@@ -363,12 +365,19 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return any(process_alive(int(p)) for p in _group_members(pgid))
+    return any(process_alive(pid) for pid in group_members(pgid))
 
 
-def _group_members(pgid: int) -> list[str]:
-    out = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout
-    return out.split()
+def group_members(pgid: int) -> list[int]:
+    """PIDs of the processes in process group `pgid` (what `pgrep -g` lists)."""
+    members = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) == pgid:
+                members.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass  # gone since the listing, or not ours to ask about
+    return members
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -405,10 +405,3 @@ TABLES: dict[str, Table] = {
         SERVICE_CATALOG,
     )
 }
-
-
-def spark_event_schema():
-    """The raw event as a Spark StructType (imports pyspark only when called)."""
-    from pyspark.sql.types import StructType
-
-    return StructType.fromDDL(EVENT.spark_ddl())

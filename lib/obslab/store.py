@@ -12,17 +12,17 @@ reach the caller, naming the process that holds the file. Do not nest a read ins
 from __future__ import annotations
 
 import logging
-import random
 import re
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import psutil
 
 from obslab.errors import SchemaError, StoreError, StoreLockedError
+from obslab.retry import call_with_retries
 from obslab.schema import TABLES, Table
 from obslab.settings import Settings, get_settings
 
@@ -124,8 +124,8 @@ def _describe_holder(message: str) -> str | None:
         return None
     pid = match.group(1)
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
+        cmdline = " ".join(psutil.Process(int(pid)).cmdline()).strip()
+    except (psutil.Error, ValueError):
         cmdline = ""
     return f"PID {pid} ({cmdline[:120]})" if cmdline else f"PID {pid}"
 
@@ -153,26 +153,23 @@ class Store:
             )
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.005
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.IOException as err:
-                message = str(err)
-                if not _LOCK_MESSAGE.search(message):
-                    raise StoreError(f"cannot open {self.path}: {message}") from err
-                now = time.monotonic()
-                if now >= deadline:
-                    waited = self.lock_timeout_s
-                    raise StoreLockedError(str(self.path), waited, _describe_holder(message)) from err
-                # Full jitter keeps several waiting processes from retrying in lock-step.
-                time.sleep(min(random.uniform(0, delay), max(deadline - now, 0)))
-                delay = min(delay * 2, 0.25)
-                if attempts == 50:
-                    log.info("still waiting for %s: %s", self.path, message)
+        def locked(err: BaseException) -> bool:
+            return isinstance(err, duckdb.IOException) and bool(_LOCK_MESSAGE.search(str(err)))
+
+        def still_waiting(err: BaseException, failed: int, _wait_s: float) -> None:
+            if failed == 50:
+                log.info("still waiting for %s: %s", self.path, err)
+
+        try:
+            # Full jitter keeps several waiting processes from retrying in lock-step.
+            return call_with_retries(lambda: duckdb.connect(str(self.path), read_only=read_only), locked,
+                                     first_wait_s=0.005, max_wait_s=0.25, within_s=self.lock_timeout_s,
+                                     jitter=True, on_retry=still_waiting)
+        except duckdb.IOException as err:
+            message = str(err)
+            if locked(err):
+                raise StoreLockedError(str(self.path), self.lock_timeout_s, _describe_holder(message)) from err
+            raise StoreError(f"cannot open {self.path}: {message}") from err
 
     @contextmanager
     def held(self) -> Iterator["Store"]:

@@ -42,6 +42,3 @@ class SimulatedClock:
     def sleep_until(self, when: datetime) -> None:
         if when > self._now:
             self._now = when
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)

@@ -18,7 +18,6 @@ generator keyed by (seed, service, block), so it does not depend on tick boundar
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -89,11 +88,6 @@ class EventBatch:
                 self.event_ids, stamps, self.endpoint_index.tolist(), self.latency_ms.tolist(),
                 self.status_code.tolist())
         ]
-
-    def records(self) -> list[dict]:
-        """Each event as a dict with a timezone-aware event_time (for DataFrames and tests)."""
-        return [json.loads(line) | {"event_time": datetime.fromtimestamp(ms / 1000, timezone.utc)}
-                for line, ms in zip(self.json_lines(), self.times_ms.tolist())]
 
 
 def _iso_millis(times_ms: np.ndarray) -> list[str]:

@@ -23,6 +23,7 @@ from obslab.errors import BrokerError
 from obslab.generator.clock import SimulatedClock, WallClock
 from obslab.generator.events import EventBatch, EventStream, Fault
 from obslab.generator.profiles import ServiceProfile
+from obslab.retry import call_with_retries
 from obslab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -189,22 +190,19 @@ def _with_retries(call, settings: Settings, attempts: int, first_backoff_s: floa
     (kafka-python's by default); a clear BrokerError when the brokers never answer."""
     if errors is None:
         from kafka.errors import KafkaError as errors
-    delay = first_backoff_s
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except errors as err:
-            if attempt == attempts:
-                raise BrokerError(
-                    f"cannot reach Kafka at {settings.kafka_bootstrap_servers} after {attempts} attempts "
-                    f"({type(err).__name__}: {err}). Start the local broker with `obslab broker start`, or "
-                    "check KAFKA_BOOTSTRAP_SERVERS. Nothing was sent."
-                ) from None
-            log.warning("Kafka at %s not reachable (attempt %d/%d); retrying in %.0f s",
-                        settings.kafka_bootstrap_servers, attempt, attempts, delay)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+
+    def unreachable(_err: BaseException, failed: int, wait_s: float) -> None:
+        log.warning("Kafka at %s not reachable (attempt %d/%d); retrying in %.0f s",
+                    settings.kafka_bootstrap_servers, failed, attempts, wait_s)
+
+    try:
+        return call_with_retries(call, errors, first_wait_s=first_backoff_s, attempts=attempts, on_retry=unreachable)
+    except errors as err:
+        raise BrokerError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} after {attempts} attempts "
+            f"({type(err).__name__}: {err}). Start the local broker with `obslab broker start`, or "
+            "check KAFKA_BOOTSTRAP_SERVERS. Nothing was sent."
+        ) from None
 
 
 class FileSink:
@@ -432,7 +430,3 @@ def backfill_stream(stream: EventStream, minutes: float) -> EventStream:
     clean = stream.scenario.model_copy(update={"faults": [], "benign": [], "random": stream.scenario.random.model_copy(
         update={"anomaly_probability": 0.0})})
     return EventStream(clean, stream.seed + 1_000_003, stream.start - timedelta(minutes=minutes), stream.rate)
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)

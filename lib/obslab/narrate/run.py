@@ -118,13 +118,6 @@ def narrate_pending(store, backend, settings: Settings, limit: int | None = None
     return done
 
 
-def summaries_frame(store, limit: int = 20):
-    """The newest summaries with their provenance, as a DataFrame."""
-    return store.query_df(
-        "SELECT incident_id, title, summary, backend, model, grounded, fallback_reason, latency_ms, tokens, "
-        "created_at FROM incident_summaries ORDER BY created_at DESC LIMIT ?", [limit])
-
-
 def side_by_side(store, limit: int = 5):
     """The newest summaries as facts | prompt | narrative columns (text, rendered escaped by pandas)."""
     import pandas as pd
