@@ -159,7 +159,7 @@ def test_migrating_a_current_store_takes_no_write_lock(tmp_path):
 
 
 def _loop(settings, step, stop, once=False):
-    from obslab.cli import repeat_stage
+    from obslab.retry import repeat_stage
 
     repeat_stage(step, "detect", settings, once=once, poll_seconds=0.01, stop=stop, max_backoff_s=0.05)
 
@@ -204,3 +204,54 @@ def test_what_waiting_does_not_fix_ends_the_stage_and_is_recorded(tmp_path, erro
     beat = last_beat(settings, "detect")
     assert not beat.ok and beat.detail == f"{type(error).__name__}: {error}".splitlines()[0]
     assert heartbeat_path(settings, "detect").exists()
+
+
+# ---------------------------------------------------------------------- wiring
+
+def test_every_option_that_reads_a_setting_is_that_setting():
+    # Options are made from Settings fields: an option reading NAME has that field's help text, so
+    # the CLI cannot drift from the settings (a retyped help or a misspelt env var fails here).
+    import typer.main
+
+    from obslab.cli import app
+
+    group = typer.main.get_command(app)
+    seen = 0
+
+    def walk(command):
+        nonlocal seen
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+        for param in command.params:
+            if param.envvar:
+                field = Settings.model_fields.get(param.envvar.lower())
+                assert field is not None, f"{command.name} --{param.name}: {param.envvar} is no setting"
+                assert param.help == field.description, f"{command.name} --{param.name}"
+                seen += 1
+
+    walk(group)
+    assert seen >= 20  # generate, stream, detect, narrate, quality, health, broker, airflow
+
+
+def test_a_stop_signal_sets_the_event_and_the_previous_handler_comes_back():
+    from obslab.cli import stop_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_signals() as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(5)  # delivered to this (main) thread: the handler ran, the process lives
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_detect_for_polls_through_the_stage_loop_until_its_time_is_up(tmp_path):
+    from obslab.detect.run import detect_for
+
+    settings, store, _ = _lab(tmp_path)
+    settings = settings.model_copy(update={"detect_poll_seconds": 0.2})
+    report = detect_for(store, settings, 0)  # once
+    assert report.windows == 40 and report.anomalies == 0
+    began = time.monotonic()
+    assert detect_for(store, settings, 1.0).windows == 40
+    assert time.monotonic() - began >= 1.0  # it kept polling until the deadline, not a single run
+    assert last_beat(settings, "detect").ok

@@ -1,12 +1,18 @@
-"""`obslab ...` entry points. Every option shows the environment variable it reads."""
+"""`obslab ...` entry points: declarations and wiring only. Every option backed by a setting is
+made from that setting (`setting`), so its environment variable and help cannot drift from Settings."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import signal
 import sys
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Any
 
 import typer
 
@@ -15,24 +21,76 @@ from obslab.settings import Settings, load_settings, settings_table
 
 log = logging.getLogger(__name__)
 
-app = typer.Typer(help="obslab: a lab for streaming observability.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-broker_app = typer.Typer(help="The local Kafka broker (KRaft, single node).", no_args_is_help=True)
-store_app = typer.Typer(help="The DuckDB store.", no_args_is_help=True)
+
+class _Typer(typer.Typer):
+    """Every command ends an ObslabError (bad input, a locked store, no broker) with its message, never a traceback."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorate(fn):
+            @functools.wraps(fn)
+            def run(*a, **kw):
+                try:
+                    return fn(*a, **kw)
+                except ObslabError as err:
+                    _fail(err)
+            register(run)
+            return fn
+        return decorate
+
+
+app = _Typer(help="obslab: a lab for streaming observability.", no_args_is_help=True, pretty_exceptions_enable=False)
+broker_app = _Typer(help="The local Kafka broker (KRaft, single node).", no_args_is_help=True)
+store_app = _Typer(help="The DuckDB store.", no_args_is_help=True)
+airflow_app = _Typer(help="The lab's Airflow (scheduled notebooks), on 127.0.0.1 only.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(store_app, name="store")
+app.add_typer(airflow_app, name="airflow")
+
+
+def setting(name: str, *flags: str, **extra: Any) -> Any:
+    """An option for the setting `name`: unset means the setting's value (environment, .env, default)."""
+    field = Settings.model_fields[name]
+    return typer.Option(None, *flags, envvar=name.upper(), help=field.description, show_default=False, **extra)
+
+
+def flag(help: str, *names: str) -> Any:
+    """A yes/no option that is no setting."""
+    return typer.Option(False, *names, help=help)
+
+
+AS_JSON = flag("print JSON", "--json")
 
 
 def _settings(**overrides) -> Settings:
-    try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ObslabError as err:  # every command: a bad setting is a message, never a traceback
-        _fail(err)
+    """Settings with the options the user gave on top (None: not given)."""
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def _fail(err: ObslabError) -> None:
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
+
+
+@contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """An Event that SIGINT (Ctrl-C) or SIGTERM sets, so a long-running command ends cleanly; the
+    previous handlers come back afterwards."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _checks(checks, label) -> None:
+    """One line per check: ok or FAIL, then `label(check)`."""
+    for c in checks:
+        mark = typer.style("ok  ", fg=typer.colors.GREEN) if c.ok else typer.style("FAIL", fg=typer.colors.RED)
+        typer.echo(f"{mark} {label(c)}")
 
 
 @app.callback()
@@ -43,27 +101,15 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log more")
 
 # ------------------------------------------------------------------ broker
 
-PortOpt = typer.Option(None, envvar="KAFKA_PORT", help="client port of the local broker")
-ControllerPortOpt = typer.Option(None, envvar="KAFKA_CONTROLLER_PORT", help="KRaft controller port")
-PartitionsOpt = typer.Option(None, envvar="KAFKA_PARTITIONS", help="partitions of each lab topic")
-
-
 @broker_app.command("start")
-def broker_start(
-    kafka_port: int = PortOpt,
-    kafka_controller_port: int = ControllerPortOpt,
-    kafka_partitions: int = PartitionsOpt,
-) -> None:
+def broker_start(kafka_port: int = setting("kafka_port"), kafka_controller_port: int = setting("kafka_controller_port"),
+                 kafka_partitions: int = setting("kafka_partitions")) -> None:
     """Start the broker (formats storage on first use) and create the lab topics."""
     from obslab.broker import LocalBroker
 
-    try:
-        broker = LocalBroker(_settings(kafka_port=kafka_port, kafka_controller_port=kafka_controller_port,
-                                       kafka_partitions=kafka_partitions))
-        status = broker.start()
-    except ObslabError as err:
-        _fail(err)
-    typer.echo(status.message)
+    broker = LocalBroker(_settings(kafka_port=kafka_port, kafka_controller_port=kafka_controller_port,
+                                   kafka_partitions=kafka_partitions))
+    typer.echo(broker.start().message)
 
 
 @broker_app.command("stop")
@@ -75,7 +121,7 @@ def broker_stop() -> None:
 
 
 @broker_app.command("status")
-def broker_status(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def broker_status(as_json: bool = AS_JSON) -> None:
     """Running or not; topics and their end offsets. Exit code 1 when not running."""
     from obslab.broker import LocalBroker
 
@@ -102,11 +148,8 @@ def store_migrate() -> None:
     """Create or upgrade the store's tables (idempotent)."""
     from obslab.store import Store
 
-    try:
-        settings = _settings()
-        applied = Store.from_settings(settings).migrate()
-    except ObslabError as err:
-        _fail(err)
+    settings = _settings()
+    applied = Store.from_settings(settings).migrate()
     where = settings.duckdb_path
     typer.echo(f"applied migrations {applied} to {where}" if applied else f"{where} is up to date")
 
@@ -117,64 +160,49 @@ def store_info() -> None:
     from obslab.schema import TABLES
     from obslab.store import Store
 
-    try:
-        store = Store.from_settings(_settings())
-        typer.echo(f"{store.path} (schema version {store.schema_version()})")
-        for name in TABLES:
-            typer.echo(f"  {name:<22} {store.count(name):>10}")
-    except ObslabError as err:
-        _fail(err)
+    store = Store.from_settings(_settings())
+    typer.echo(f"{store.path} (schema version {store.schema_version()})")
+    for name in TABLES:
+        typer.echo(f"  {name:<22} {store.count(name):>10}")
 
 
 # ------------------------------------------------------------------ generator
 
 @app.command("generate")
 def generate_cmd(
-    scenario: str = typer.Option(None, envvar="SCENARIO", help="a shipped scenario name or a YAML path"),
-    rate: float = typer.Option(None, "--rate", envvar="EVENTS_PER_SECOND", help="events per second"),
+    scenario: str = setting("scenario"),
+    rate: float = setting("events_per_second", "--rate"),
     duration: float = typer.Option(None, "--duration", help="seconds of event time (default: the scenario's)"),
     count: int = typer.Option(None, "--count", help="stop after this many events"),
-    seed: int = typer.Option(None, envvar="SEED", help="random seed"),
-    backfill_minutes: float = typer.Option(None, envvar="BACKFILL_MINUTES", help="fault-free history first"),
-    start: str = typer.Option(None, "--start", envvar="GENERATE_START",
-                              help="event time of the run's start, ISO-8601 with a timezone (2026-01-05T09:00:00Z); "
-                                   "the same seed, scenario and start give byte-identical events (default: now)"),
-    max_rate: bool = typer.Option(False, "--max-rate", help="simulated time, as fast as possible (benchmarks)"),
+    seed: int = setting("seed"),
+    backfill_minutes: float = setting("backfill_minutes"),
+    start: str = setting("generate_start", "--start"),
+    max_rate: bool = flag("simulated time, as fast as possible (benchmarks)", "--max-rate"),
     to_file: str = typer.Option(None, "--to-file", help="write JSONL here instead of publishing to Kafka"),
-    realtime: bool = typer.Option(False, "--realtime", help="with --to-file: wait like a live run"),
-    no_store: bool = typer.Option(False, "--no-store", help="ground truth beside the file, not in the store"),
-    as_json: bool = typer.Option(False, "--json", help="print the run report as JSON"),
+    realtime: bool = flag("with --to-file: wait like a live run", "--realtime"),
+    no_store: bool = flag("ground truth beside the file, not in the store", "--no-store"),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Simulate the scenario's services (traffic, faults, benign events) into Kafka or a file."""
-    import signal
-    import threading
     from pathlib import Path
 
     from obslab.generator.run import RunPlan, generate, parse_start
 
-    try:
-        settings = _settings(scenario=scenario, events_per_second=rate, seed=seed, backfill_minutes=backfill_minutes,
-                             generate_start=start)
-        fixed_start = parse_start(settings.generate_start)
-    except ObslabError as err:
-        _fail(err)
+    settings = _settings(scenario=scenario, events_per_second=rate, seed=seed, backfill_minutes=backfill_minutes,
+                         generate_start=start)
     if no_store and not to_file:
-        _fail(ObslabError("--no-store needs --to-file: ground truth has to go somewhere"))
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        raise ObslabError("--no-store needs --to-file: ground truth has to go somewhere")
     plan = RunPlan(to_file=Path(to_file) if to_file else None, realtime=realtime, max_rate=max_rate,
-                   store_truth=not no_store, duration_s=duration, count=count, start=fixed_start)
+                   store_truth=not no_store, duration_s=duration, count=count,
+                   start=parse_start(settings.generate_start))
 
     def progress(report) -> None:
         faults = sum(1 for f in report.faults if not f["benign"])
         typer.echo(f"\r{report.events_sent:>10,} events  {report.rate:>9,.1f}/s  "
                    f"{faults} faults done", err=True, nl=False)
 
-    try:
+    with stop_signals() as stop:
         report, backfill = generate(plan, settings, stop=stop, progress=None if as_json else progress)
-    except ObslabError as err:
-        _fail(err)
     if as_json:
         typer.echo(json.dumps({"run": report.as_dict(), "backfill": backfill.as_dict() if backfill else None}))
     else:
@@ -194,38 +222,27 @@ def generate_cmd(
 
 @app.command("stream")
 def stream_cmd(
-    available_now: bool = typer.Option(False, "--available-now", help="process what is new since the last checkpoint, then exit"),
-    trigger_seconds: float = typer.Option(None, envvar="TRIGGER_SECONDS", help="micro-batch interval"),
+    available_now: bool = flag("process what is new since the last checkpoint, then exit", "--available-now"),
+    trigger_seconds: float = setting("trigger_seconds"),
     run_for_seconds: float = typer.Option(None, "--run-for-seconds", help="stop after this long (continuous mode)"),
-    window_seconds: int = typer.Option(None, envvar="WINDOW_SECONDS", help="tumbling window length"),
-    watermark_seconds: int = typer.Option(None, envvar="WATERMARK_SECONDS", help="allowed lateness"),
-    checkpoint_name: str = typer.Option(None, envvar="CHECKPOINT_NAME", help="checkpoint folder name"),
-    max_offsets_per_trigger: int = typer.Option(None, envvar="MAX_OFFSETS_PER_TRIGGER", help="cap per micro-batch"),
-    as_json: bool = typer.Option(False, "--json", help="print the run report as JSON"),
+    window_seconds: int = setting("window_seconds"),
+    watermark_seconds: int = setting("watermark_seconds"),
+    checkpoint_name: str = setting("checkpoint_name"),
+    max_offsets_per_trigger: int = setting("max_offsets_per_trigger"),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Aggregate raw_events into per-window service and endpoint metrics in the store (Spark)."""
-    import signal
-    import threading
-
     from obslab.stream.job import run_stream_job
 
-    try:
-        settings = _settings(trigger_seconds=trigger_seconds, window_seconds=window_seconds,
-                             watermark_seconds=watermark_seconds, checkpoint_name=checkpoint_name,
-                             max_offsets_per_trigger=max_offsets_per_trigger)
-    except ObslabError as err:
-        _fail(err)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
+    settings = _settings(trigger_seconds=trigger_seconds, window_seconds=window_seconds,
+                         watermark_seconds=watermark_seconds, checkpoint_name=checkpoint_name,
+                         max_offsets_per_trigger=max_offsets_per_trigger)
+    with stop_signals() as stop:
         report = run_stream_job(settings, available_now=available_now, run_for_seconds=run_for_seconds, stop=stop)
-    except ObslabError as err:
-        _fail(err)
+    r = report.as_dict()
     if as_json:
-        typer.echo(json.dumps(report.as_dict()))
+        typer.echo(json.dumps(r))
     else:
-        r = report.as_dict()
         typer.echo(f"stream {r['query_id'][:8]}: {r['batches']} batches, {r['events']:,} events, "
                    f"{r['dead_letters']:,} dead letters ({r['late']:,} late) in {r['seconds']} s; "
                    f"watermark {r['watermark']}; {r['stopped_by']}")
@@ -235,12 +252,13 @@ def stream_cmd(
 
 @app.command("detect")
 def detect_cmd(
-    once: bool = typer.Option(False, "--once", help="one run, then exit (scheduled runs)"),
-    poll_seconds: float = typer.Option(None, envvar="DETECT_POLL_SECONDS", help="pause between runs"),
-    no_publish: bool = typer.Option(False, "--no-publish", help="do not publish incidents to Kafka"),
-    as_json: bool = typer.Option(False, "--json", help="print each run's report as JSON"),
+    once: bool = flag("one run, then exit (scheduled runs)", "--once"),
+    poll_seconds: float = setting("detect_poll_seconds", "--poll-seconds"),
+    no_publish: bool = flag("do not publish incidents to Kafka", "--no-publish"),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Find anomalies in the stored windows and group them into incidents (idempotent)."""
+    from obslab.detect.run import DetectState, detect_pass
     from obslab.store import Store
 
     settings = _settings(detect_poll_seconds=poll_seconds)
@@ -262,88 +280,12 @@ def detect_cmd(
     _repeat(step, "detect", settings, once, settings.detect_poll_seconds)
 
 
-@dataclass
-class DetectState:
-    """What continuous detection carries from one pass to the next."""
-
-    unpublished: dict = field(default_factory=dict)  # incident id -> Incident not published yet
-    published: int = 0  # incidents published by the last pass
-
-
-def detect_pass(store, settings: Settings, state: DetectState, publish: bool = True):
-    """One pass of continuous detection: detect, then publish what changed and what a failed pass could not."""
-    from obslab.detect.run import publish_incidents, run_detection
-
-    report = run_detection(store, settings)
-    state.published = 0
-    if publish:
-        # Kept until published: the store already has these incidents, so the next run will not
-        # report them as changed again, and a failed publish (broker away) would lose them.
-        state.unpublished |= {i.incident_id: i for i in report.changed}
-        if state.unpublished:
-            state.published = publish_incidents(settings, list(state.unpublished.values()))
-            state.unpublished = {}
-    return report
-
-
-# Errors a long-running stage waits out: another process releases the store, the broker comes back.
-def transient(err: BaseException) -> bool:
-    """True for errors that pass by themselves (store locked, broker unreachable)."""
-    from kafka.errors import KafkaError
-
-    from obslab.errors import BrokerError, StoreLockedError
-
-    return isinstance(err, (StoreLockedError, BrokerError, KafkaError))
-
-
-RETRY_MAX_SECONDS = 60.0  # the longest pause between retries of a stage that keeps failing
-
-
-def repeat_stage(step, stage: str, settings: Settings, once: bool, poll_seconds: float, stop,
-                 max_backoff_s: float = RETRY_MAX_SECONDS) -> None:
-    """Run `step` once, or every `poll_seconds` until `stop` is set, retrying transient errors with backoff."""
-    from obslab.health import beat
-    from obslab.retry import call_with_retries
-
-    def run() -> None:
-        if stop.is_set():  # stopped while waiting to retry
-            return
-        try:
-            step()
-        except Exception as err:
-            try:
-                beat(settings, stage, ok=False, detail=_detail(err))  # `obslab status` and `obslab health` show it
-            except OSError as beat_err:
-                log.warning("%s: could not write its heartbeat: %s", stage, beat_err)
-            raise
-
-    def retrying(err: BaseException, failed: int, delay: float) -> None:
-        log.warning("%s: %s; retrying in %.1f s (%d failed run(s) in a row)", stage, _detail(err), delay, failed)
-
-    while True:
-        # Backoff, so a long outage costs few attempts; capped, so recovery is noticed soon.
-        call_with_retries(run, transient, first_wait_s=poll_seconds, max_wait_s=max(max_backoff_s, poll_seconds),
-                          attempts=1 if once else None, sleep=stop.wait, on_retry=retrying)
-        if once or stop.wait(poll_seconds):
-            break
-
-
-def _detail(err: BaseException) -> str:
-    return (f"{type(err).__name__}: {err}".splitlines() or [""])[0][:400]
-
-
 def _repeat(step, stage: str, settings: Settings, once: bool, poll_seconds: float) -> None:
-    """repeat_stage until SIGINT or SIGTERM; an error it does not wait out ends with its message."""
-    import signal
-    import threading
+    """obslab.retry.repeat_stage until SIGINT or SIGTERM."""
+    from obslab.retry import repeat_stage
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
+    with stop_signals() as stop:
         repeat_stage(step, stage, settings, once, poll_seconds, stop)
-    except ObslabError as err:
-        _fail(err)
 
 
 @app.command("detect-series")
@@ -368,10 +310,7 @@ def detect_series_cmd(
 
     from obslab.detect.series import detect_csv
 
-    try:
-        result = detect_csv(Path(csv_path), time_col, value_col, z, period, timestamps)
-    except ObslabError as err:
-        _fail(err)
+    result = detect_csv(Path(csv_path), time_col, value_col, z, period, timestamps)
     info = result.summary
     if as_json:
         out = {
@@ -402,28 +341,25 @@ def detect_series_cmd(
 
 @app.command("narrate")
 def narrate_cmd(
-    once: bool = typer.Option(False, "--once", help="one pass over the pending incidents, then exit"),
-    backend: str = typer.Option(None, "--backend", envvar="NARRATOR_BACKEND", help="auto | ollama | llamacpp | template"),
-    limit: int = typer.Option(None, "--limit", envvar="NARRATE_MAX_INCIDENTS", help="at most this many incidents per pass"),
-    as_json: bool = typer.Option(False, "--json", help="print each stored summary as JSON"),
+    once: bool = flag("one pass over the pending incidents, then exit", "--once"),
+    backend: str = setting("narrator_backend", "--backend"),
+    limit: int = setting("narrate_max_incidents", "--limit"),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Explain new or changed incidents in plain words (local model or template), grounded in the facts."""
     from obslab.narrate.backends import make_backend
     from obslab.narrate.run import narrate_pending
     from obslab.store import Store
 
+    settings = _settings(narrator_backend=backend, narrate_max_incidents=limit)
+    store = Store.from_settings(settings)
     try:
-        settings = _settings(narrator_backend=backend, narrate_max_incidents=limit)
-        store = Store.from_settings(settings)
         chosen, why = make_backend(settings)
-    except (ObslabError, ValueError) as err:
-        _fail(err)
+    except ValueError as err:
+        raise ObslabError(str(err)) from err
     typer.echo(f"narrator backend: {why}", err=True)
     if hasattr(chosen, "warm_up"):
-        try:
-            typer.echo(f"model loaded and warmed up in {chosen.warm_up():.1f} s", err=True)
-        except ObslabError as err:
-            _fail(err)
+        typer.echo(f"model loaded and warmed up in {chosen.warm_up():.1f} s", err=True)
 
     def step() -> None:
         for n in narrate_pending(store, chosen, settings, settings.narrate_max_incidents):
@@ -452,17 +388,13 @@ def evaluate_cmd(
     from obslab.generator.scenario import available_scenarios
 
     names = [n for name in scenario for n in (available_scenarios() if name == "all" else [name])]
-    try:
-        settings = _settings()
-        seeds = seed or [settings.seed]
-        if len(names) * len(seeds) == 1:
-            reports = [evaluate(names[0], settings, seed=seeds[0], events_per_second=events_per_second,
-                                minutes=minutes)]
-        else:
-            reports = evaluate_many([EvaluationRun(n, s, events_per_second, minutes) for n in names for s in seeds],
-                                    settings, workers=workers)
-    except ObslabError as err:
-        _fail(err)
+    settings = _settings()
+    seeds = seed or [settings.seed]
+    if len(names) * len(seeds) == 1:
+        reports = [evaluate(names[0], settings, seed=seeds[0], events_per_second=events_per_second, minutes=minutes)]
+    else:
+        reports = evaluate_many([EvaluationRun(n, s, events_per_second, minutes) for n in names for s in seeds],
+                                settings, workers=workers)
     pooled = pool(reports)
     if as_json:
         out = reports[0].as_dict() if len(reports) == 1 else {"runs": [r.as_dict() for r in reports], "pooled": pooled}
@@ -503,55 +435,19 @@ def evaluate_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    scenario: str = typer.Option("demo", "--scenario", help="generator scenario (name or YAML path)"),
-    backfill_minutes: float = typer.Option(10.0, "--backfill-minutes", help="fault-free history first, for baselines"),
+    scenario: str = setting("scenario"),
+    backfill_minutes: float = typer.Option(10.0, "--backfill-minutes", help="fault-free history first, for baselines "
+                                                                              "(the demo's own default, not BACKFILL_MINUTES)"),
     port: int = typer.Option(8501, "--port", help="dashboard port on 127.0.0.1"),
     minutes: float = typer.Option(None, "--minutes", help="stop by itself after this long (default: at Ctrl-C)"),
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="restarts of each stage that dies, at most"),
 ) -> None:
     """Start the whole pipeline (broker, generator, stream, detector, narrator, dashboard); Ctrl-C stops it."""
-    import signal
-    import threading
-    import time
-
     from obslab import demo
-    from obslab.store import Store
 
     settings = _settings(scenario=scenario)
-    if demo.status(settings) and any(p.running for p in demo.status(settings)):
-        _fail(ObslabError("a demo is already running (see `obslab status`); stop it with `obslab demo-stop`"))
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    began = time.time()
-    try:
-        started = demo.start(settings, env={"SCENARIO": scenario, "BACKFILL_MINUTES": str(backfill_minutes)},
-                             dashboard_port=port)
-    except ObslabError as err:
-        demo.stop(settings)
-        _fail(err)
-    typer.echo(f"dashboard: http://127.0.0.1:{port}   logs: {settings.logs_dir}   stop: Ctrl-C or `obslab demo-stop`")
-    store, announced = Store.from_settings(settings), False
-    supervisor = demo.Supervisor(settings, started, max_restarts=max_restarts)
-    try:
-        while not stop.wait(1.0):
-            for message in supervisor.check():  # a stage that died is restarted (bounded), and we say so
-                typer.echo(message)
-            if not announced:
-                try:
-                    first = demo.first_narration(store, began)
-                except ObslabError:
-                    first = None
-                if first:
-                    typer.echo(f"first incident narrated {first[0]:.0f} s after start: {first[1]}")
-                    announced = True
-            if minutes is not None and time.time() - began > minutes * 60:
-                break
-            if not supervisor.active:
-                typer.echo("every demo process has ended (see above and `obslab status`); see the logs", err=True)
-                break
-    finally:
-        typer.echo(f"stopping: {', '.join(demo.stop(settings)) or 'nothing was running'}; broker stopped")
+    with stop_signals() as stop:
+        demo.run(settings, stop, typer.echo, settings.scenario, backfill_minutes, port, minutes, max_restarts)
 
 
 @app.command("demo-stop")
@@ -565,19 +461,12 @@ def demo_stop_cmd() -> None:
 
 # ------------------------------------------------------------------ airflow
 
-airflow_app = typer.Typer(help="The lab's Airflow (scheduled notebooks), on 127.0.0.1 only.", no_args_is_help=True)
-app.add_typer(airflow_app, name="airflow")
-
-
 @airflow_app.command("start")
-def airflow_start(port: int = typer.Option(None, "--port", envvar="AIRFLOW_PORT", help="UI and API port on 127.0.0.1")) -> None:
+def airflow_start(port: int = setting("airflow_port", "--port")) -> None:
     """Start Airflow's API server, scheduler and DAG processor with the project's DAGs; wait until it answers."""
     from obslab.schedule import server
 
-    try:
-        typer.echo(server.start(_settings(airflow_port=port)))
-    except ObslabError as err:
-        _fail(err)
+    typer.echo(server.start(_settings(airflow_port=port)))
 
 
 @airflow_app.command("stop")
@@ -610,7 +499,7 @@ def airflow_password() -> None:
     try:
         typer.echo(server.password(settings))
     except FileNotFoundError:
-        _fail(ObslabError(f"no password yet at {server.password_file(settings)}: start Airflow once (`make airflow`)"))
+        raise ObslabError(f"no password yet at {server.password_file(settings)}: start Airflow once (`make airflow`)")
 
 
 @app.command("status")
@@ -645,39 +534,32 @@ def status_cmd() -> None:
 
 @app.command("quality")
 def quality_cmd(
-    as_json: bool = typer.Option(False, "--json", help="print the checks, deletions and file sizes as JSON"),
-    no_retention: bool = typer.Option(False, "--no-retention", help="only check: delete and compact nothing"),
-    retention_days: int = typer.Option(None, envvar="RETENTION_DAYS", help="keep this many days of data"),
-    window_seconds: int = typer.Option(None, envvar="WINDOW_SECONDS", help="window length the checks expect"),
+    as_json: bool = flag("print the checks, deletions and file sizes as JSON", "--json"),
+    no_retention: bool = flag("only check: delete and compact nothing", "--no-retention"),
+    retention_days: int = setting("retention_days"),
+    window_seconds: int = setting("window_seconds"),
 ) -> None:
     """Check the store's data-quality rules and record them, then apply retention and compact. Exit 1 when a rule fails."""
-    from datetime import timezone
-
     from obslab import quality
     from obslab.store import Store
 
-    try:
-        settings = _settings(retention_days=retention_days, window_seconds=window_seconds)
-        store = Store.from_settings(settings)
-        store.migrate()
-        now = datetime.now(timezone.utc)
-        run_id = quality.new_run_id(now)
-        checks = quality.validate(store, settings, now)
-        quality.record(store, run_id, checks, now)
-        # Retention runs even when a rule failed: the store must stay bounded when the data is bad.
-        deleted = {} if no_retention else quality.apply_retention(store, settings, now)
-        sizes = None if no_retention else quality.compact(store)
-    except ObslabError as err:
-        _fail(err)
+    settings = _settings(retention_days=retention_days, window_seconds=window_seconds)
+    store = Store.from_settings(settings)
+    store.migrate()
+    now = datetime.now(timezone.utc)
+    run_id = quality.new_run_id(now)
+    checks = quality.validate(store, settings, now)
+    quality.record(store, run_id, checks, now)
+    # Retention runs even when a rule failed: the store must stay bounded when the data is bad.
+    deleted = {} if no_retention else quality.apply_retention(store, settings, now)
+    sizes = None if no_retention else quality.compact(store)
     failed = [c for c in checks if not c.ok]
     if as_json:
         typer.echo(json.dumps({"run_id": run_id, "ok": not failed, "checks": [vars(c) for c in checks],
                                "deleted": deleted, "file_bytes": None if sizes is None else
                                {"before": sizes[0], "after": sizes[1]}}))
     else:
-        for c in checks:
-            mark = typer.style("ok  ", fg=typer.colors.GREEN) if c.ok else typer.style("FAIL", fg=typer.colors.RED)
-            typer.echo(f"{mark} {c.name:<28} {c.message}")
+        _checks(checks, lambda c: f"{c.name:<28} {c.message}")
         if sizes is not None:
             gone = ", ".join(f"{t} {n}" for t, n in deleted.items() if n) or "nothing"
             typer.echo(f"retention ({settings.retention_days} days): deleted {gone}; "
@@ -690,31 +572,22 @@ def quality_cmd(
 
 @app.command("health")
 def health_cmd(
-    as_json: bool = typer.Option(False, "--json", help="print the checks as JSON"),
-    no_record: bool = typer.Option(False, "--no-record", help="do not write the results to health_checks"),
-    health_max_lag_events: int = typer.Option(
-        None, envvar="HEALTH_MAX_LAG_EVENTS", help="stream_lag: events the stream may be behind"),
-    health_max_freshness_seconds: float = typer.Option(
-        None, envvar="HEALTH_MAX_FRESHNESS_SECONDS", help="freshness: how old the newest event may be"),
-    health_max_dead_letter_rate: float = typer.Option(
-        None, envvar="HEALTH_MAX_DEAD_LETTER_RATE", help="dead_letters: dead letters / events in the last hour"),
-    health_max_stage_age_seconds: float = typer.Option(
-        None, envvar="HEALTH_MAX_STAGE_AGE_SECONDS", help="detector, narrator: seconds since their last run"),
-    backend: str = typer.Option(None, "--backend", envvar="NARRATOR_BACKEND", help="auto | ollama | llamacpp | template"),
+    as_json: bool = flag("print the checks as JSON", "--json"),
+    no_record: bool = flag("do not write the results to health_checks", "--no-record"),
+    health_max_lag_events: int = setting("health_max_lag_events"),
+    health_max_freshness_seconds: float = setting("health_max_freshness_seconds"),
+    health_max_dead_letter_rate: float = setting("health_max_dead_letter_rate"),
+    health_max_stage_age_seconds: float = setting("health_max_stage_age_seconds"),
+    backend: str = setting("narrator_backend", "--backend"),
 ) -> None:
     """Check broker, stream lag, freshness, dead letters, detector, narrator and its model; exit 1 when one fails."""
-    from datetime import timezone
-
     from obslab import health
     from obslab.store import Store
 
-    try:
-        settings = _settings(health_max_lag_events=health_max_lag_events,
-                             health_max_freshness_seconds=health_max_freshness_seconds,
-                             health_max_dead_letter_rate=health_max_dead_letter_rate,
-                             health_max_stage_age_seconds=health_max_stage_age_seconds, narrator_backend=backend)
-    except ObslabError as err:
-        _fail(err)
+    settings = _settings(health_max_lag_events=health_max_lag_events,
+                         health_max_freshness_seconds=health_max_freshness_seconds,
+                         health_max_dead_letter_rate=health_max_dead_letter_rate,
+                         health_max_stage_age_seconds=health_max_stage_age_seconds, narrator_backend=backend)
     store = Store.from_settings(settings)
     now = datetime.now(timezone.utc)
     run_id = health.new_run_id(now)
@@ -730,46 +603,38 @@ def health_cmd(
                                "recorded": not no_record and not_recorded is None,
                                "checks": [vars(c) for c in checks]}))
     else:
-        for c in checks:
-            mark = typer.style("ok  ", fg=typer.colors.GREEN) if c.ok else typer.style("FAIL", fg=typer.colors.RED)
-            typer.echo(f"{mark} {c.name:<17} {health.number(c.value):>10} {health.number(c.bound):>10}  {c.message}")
+        _checks(checks, lambda c: f"{c.name:<17} {health.number(c.value):>10} {health.number(c.bound):>10}  {c.message}")
         failed = sum(not c.ok for c in checks)
         typer.echo(f"run {run_id}: {len(checks) - failed} of {len(checks)} checks passed"
                    + (" (recorded in health_checks)" if not no_record and not_recorded is None else ""))
     if not_recorded is not None:
-        _fail(not_recorded)
+        raise not_recorded
     raise typer.Exit(code=0 if all(c.ok for c in checks) else 1)
 
 
 # ------------------------------------------------------------------ doctor
 
 @app.command("doctor")
-def doctor(broker: bool = typer.Option(False, "--broker", help="also check that the Kafka brokers answer")) -> None:
+def doctor(broker: bool = flag("also check that the Kafka brokers answer", "--broker")) -> None:
     """Check Python, Java, the cached jars, the data folder (and the broker). Exit 1 on a failure."""
     from obslab.environment import check_environment
 
     checks = check_environment(_settings(), broker=broker)
-    for check in checks:
-        mark = typer.style("ok  ", fg=typer.colors.GREEN) if check.ok else typer.style("FAIL", fg=typer.colors.RED)
-        typer.echo(f"{mark} {check.name:<24} {check.detail}")
+    _checks(checks, lambda c: f"{c.name:<24} {c.detail}")
     raise typer.Exit(code=0 if all(c.ok for c in checks) else 1)
 
 
 # ------------------------------------------------------------------ settings
 
 @app.command("settings")
-def show_settings(markdown: bool = typer.Option(False, "--markdown", help="print the README table")) -> None:
+def show_settings(markdown: bool = flag("print the README table", "--markdown")) -> None:
     """Print the effective settings (or the documented defaults as a Markdown table)."""
     if markdown:
         typer.echo("| Name | Default | Meaning |\n|---|---|---|")
         for name, default, meaning in settings_table():
             typer.echo(f"| `{name}` | `{default}` | {meaning} |" if default else f"| `{name}` | | {meaning} |")
         return
-    try:
-        settings = _settings()
-    except ObslabError as err:
-        _fail(err)
-    for name, value in settings.model_dump().items():
+    for name, value in _settings().model_dump().items():
         typer.echo(f"{name.upper()}={value}")
 
 

@@ -340,6 +340,48 @@ def stop(settings: Settings, grace_s: float = 30.0, broker: bool = True,
     return stopped
 
 
+def run(settings: Settings, stopping, say, scenario: str, backfill_minutes: float, dashboard_port: int,
+        minutes: float | None = None, max_restarts: int = MAX_RESTARTS) -> None:
+    """`obslab demo`: start every process, then supervise until `stopping` (an Event) is set (or `minutes` pass, or
+    every process has ended), announcing the first narrated incident; stop all on the way out.
+    `say(message, err=False)` tells the user (the CLI passes typer.echo)."""
+    from obslab.errors import ObslabError
+    from obslab.store import Store
+
+    if any(p.running for p in status(settings)):
+        raise ObslabError("a demo is already running (see `obslab status`); stop it with `obslab demo-stop`")
+    began = time.time()
+    try:
+        started = start(settings, env={"SCENARIO": scenario, "BACKFILL_MINUTES": str(backfill_minutes)},
+                        dashboard_port=dashboard_port)
+    except ObslabError:
+        stop(settings)
+        raise
+    say(f"dashboard: http://127.0.0.1:{dashboard_port}   logs: {settings.logs_dir}   "
+        "stop: Ctrl-C or `obslab demo-stop`")
+    store, announced = Store.from_settings(settings), False
+    supervisor = Supervisor(settings, started, max_restarts=max_restarts)
+    try:
+        while not stopping.wait(1.0):
+            for message in supervisor.check():  # a stage that died is restarted (bounded), and we say so
+                say(message)
+            if not announced:
+                try:
+                    first = first_narration(store, began)
+                except ObslabError:  # the store is busy: ask again next second
+                    first = None
+                if first:
+                    say(f"first incident narrated {first[0]:.0f} s after start: {first[1]}")
+                    announced = True
+            if minutes is not None and time.time() - began > minutes * 60:
+                break
+            if not supervisor.active:
+                say("every demo process has ended (see above and `obslab status`); see the logs", err=True)
+                break
+    finally:
+        say(f"stopping: {', '.join(stop(settings)) or 'nothing was running'}; broker stopped")
+
+
 def first_narration(store, since: float) -> tuple[float, str] | None:
     """(seconds since `since` (a time.time()), title) of the first narrated incident, if there is one."""
     if not store.path.exists():

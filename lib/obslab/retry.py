@@ -6,16 +6,22 @@
 Built on tenacity. Its users: the store opening a DuckDB file another process holds, the Kafka
 sinks reaching the brokers, and a repeated stage of `obslab detect`/`narrate` waiting out an outage.
 Each turns the error it finally gets into its own typed error (obslab.errors).
+
+`repeat_stage` is the one polling loop: `obslab detect` and `obslab narrate` (until a stop signal)
+and `detect_for` (notebook 03, for some seconds) run their step through it.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import tenacity
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Errors = type[BaseException] | tuple[type[BaseException], ...]
@@ -57,3 +63,49 @@ def call_with_retries(call: Callable[[], T], retry_on: Errors | Callable[[BaseEx
     retrying = tenacity.Retrying(retry=retry, stop=stop, wait=wait, sleep=sleep, before_sleep=before_sleep,
                                  reraise=True)
     return retrying(call)
+
+
+# Errors a long-running stage waits out: another process releases the store, the broker comes back.
+def transient(err: BaseException) -> bool:
+    """True for errors that pass by themselves (store locked, broker unreachable)."""
+    from kafka.errors import KafkaError
+
+    from obslab.errors import BrokerError, StoreLockedError
+
+    return isinstance(err, (StoreLockedError, BrokerError, KafkaError))
+
+
+RETRY_MAX_SECONDS = 60.0  # the longest pause between retries of a stage that keeps failing
+
+
+def repeat_stage(step: Callable[[], object], stage: str, settings, once: bool, poll_seconds: float,
+                 stop: threading.Event, max_backoff_s: float = RETRY_MAX_SECONDS) -> None:
+    """Run `step` once, or every `poll_seconds` until `stop` is set, retrying transient errors with
+    backoff; each failure is written to the stage's heartbeat (`obslab status`, `obslab health`)."""
+    from obslab.health import beat
+
+    def run() -> None:
+        if stop.is_set():  # stopped while waiting to retry
+            return
+        try:
+            step()
+        except Exception as err:
+            try:
+                beat(settings, stage, ok=False, detail=_detail(err))
+            except OSError as beat_err:
+                log.warning("%s: could not write its heartbeat: %s", stage, beat_err)
+            raise
+
+    def retrying(err: BaseException, failed: int, delay: float) -> None:
+        log.warning("%s: %s; retrying in %.1f s (%d failed run(s) in a row)", stage, _detail(err), delay, failed)
+
+    while True:
+        # Backoff, so a long outage costs few attempts; capped, so recovery is noticed soon.
+        call_with_retries(run, transient, first_wait_s=poll_seconds, max_wait_s=max(max_backoff_s, poll_seconds),
+                          attempts=1 if once else None, sleep=stop.wait, on_retry=retrying)
+        if once or stop.wait(poll_seconds):
+            break
+
+
+def _detail(err: BaseException) -> str:
+    return (f"{type(err).__name__}: {err}".splitlines() or [""])[0][:400]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from obslab.detect.detectors import Anomaly, DetectorConfig, Window, detect_series
@@ -228,13 +228,42 @@ def _migrate_if_behind(store) -> None:
 
 def detect_for(store, settings: Settings, seconds: float = 0.0) -> DetectReport:
     """One run, or (seconds > 0) runs every DETECT_POLL_SECONDS for that long; returns the last report."""
-    import time
+    import threading
 
-    deadline = time.monotonic() + seconds
+    from obslab.retry import repeat_stage
+
+    reports: list[DetectReport] = []
+    deadline = threading.Event()
+    timer = threading.Timer(seconds, deadline.set)
+    if seconds > 0:
+        timer.start()
+    try:
+        repeat_stage(lambda: reports.append(run_detection(store, settings)), "detect", settings,
+                     once=seconds <= 0, poll_seconds=settings.detect_poll_seconds, stop=deadline)
+    finally:
+        timer.cancel()
+    return reports[-1] if reports else run_detection(store, settings)
+
+
+@dataclass
+class DetectState:
+    """What continuous detection carries from one pass to the next."""
+
+    unpublished: dict = field(default_factory=dict)  # incident id -> Incident not published yet
+    published: int = 0  # incidents published by the last pass
+
+
+def detect_pass(store, settings: Settings, state: DetectState, publish: bool = True) -> DetectReport:
+    """One pass of continuous detection: detect, then publish what changed and what a failed pass could not."""
     report = run_detection(store, settings)
-    while time.monotonic() + settings.detect_poll_seconds < deadline:
-        time.sleep(settings.detect_poll_seconds)
-        report = run_detection(store, settings)
+    state.published = 0
+    if publish:
+        # Kept until published: the store already has these incidents, so the next run will not
+        # report them as changed again, and a failed publish (broker away) would lose them.
+        state.unpublished |= {i.incident_id: i for i in report.changed}
+        if state.unpublished:
+            state.published = publish_incidents(settings, list(state.unpublished.values()))
+            state.unpublished = {}
     return report
 
 
