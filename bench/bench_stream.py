@@ -14,7 +14,7 @@ ports) and measures, in this order:
   throughput  N events (default 2,000,000) of the `mixed` scenario at 1,000 events/s of event time
               (~34 min) preloaded into a topic at max rate; then, after one warm-up round (reported apart: the
               first query of a fresh JVM is about twice as slow), R times each, interleaved round by round:
-                stream     `run_stream_job(available_now=True, publish=False)` in-process, on one Spark
+                stream     `run_stream_job(available_now=True)` in-process, on one Spark
                            session built once (its start time is reported, not counted), with a fresh
                            checkpoint and a fresh DuckDB file per run. events/s = N / wall seconds of the
                            call. Every run must put exactly N events into service_metrics.
@@ -469,7 +469,7 @@ def run_stream_once(spark, s: Settings, n: int, run_no: int, progress: ProgressL
                        "spark": children_of(own, but=broker_pid)}, rss_group="spark")
     sampler.start()
     t0 = time.perf_counter()
-    report = run_stream_job(rs, available_now=True, publish=False, spark=spark, store=store)
+    report = run_stream_job(rs, available_now=True, spark=spark, store=store)
     seconds = time.perf_counter() - t0
     usage = sampler.finish()
     stored, batches = _store_totals(store)

@@ -15,8 +15,8 @@ import pytest
 from conftest import free_port
 from obslab import demo
 from obslab.health import last_beat
+from obslab.lab import Lab
 from obslab.settings import load_settings
-from obslab.store import Store
 
 
 SCENARIO = """\
@@ -46,7 +46,7 @@ def test_make_demo_runs_the_pipeline_and_stops_cleanly(tmp_path, record_property
            "KAFKA_CONTROLLER_PORT": str(controller), "KAFKA_BOOTSTRAP_SERVERS": "", "DUCKDB_PATH": ""}
     settings = load_settings(data_dir=tmp_path / "data", kafka_port=port, kafka_controller_port=controller,
                              kafka_bootstrap_servers="")
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     began = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "obslab.cli", "demo", "--scenario", str(scenario),
                              "--backfill-minutes", "5", "--port", str(web), "--minutes", "10"],

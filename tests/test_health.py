@@ -18,6 +18,7 @@ from obslab.errors import HealthCheckFailed
 from obslab.generator.run import RunPlan, generate
 from obslab.health import (CHECK_NAMES, Check, assert_healthy, beat, heartbeat_path, last_beat, new_run_id, record,
                            run_checks)
+from obslab.lab import Lab
 from obslab.narrate.backends import TemplateBackend
 from obslab.narrate.run import narrate_pending
 from obslab.settings import Settings
@@ -33,7 +34,7 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 
 def stream_once(settings, spark, store):
-    return run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+    return run_stream_job(settings, available_now=True, spark=spark, store=store)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def healthy(spark, broker, lab_settings, tmp_path_factory):
     """A lab that did everything once: a minute of traffic ending now, streamed, detected, narrated."""
     settings = lab_for(lab_settings, tmp_path_factory.mktemp("healthy"), narrator_backend="template",
                        scenario="clean")
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     report, _ = generate(RunPlan(max_rate=True, duration_s=60,
                                  start=datetime.now(timezone.utc) - timedelta(seconds=60)), settings, store=store)
     assert report.events_acked > 0
@@ -83,6 +84,7 @@ def test_a_healthy_lab_passes_every_check_and_the_run_is_recorded(healthy):
 
 def test_the_view_shows_the_newest_run_failed_checks_first(tmp_path):
     store = Store(tmp_path / "views.duckdb")
+    store.migrate()  # what a Lab's store is; record() writes to a current store
     t0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
     ok = [Check(name, True, 1.0, 2.0, "fine") for name in CHECK_NAMES]
     record(store, "old", ok, t0)
@@ -121,7 +123,7 @@ def test_a_missing_topic_fails_the_broker_check(empty_lab):
 @pytest.mark.spark
 def test_lag_is_the_number_of_events_the_stream_has_not_committed(empty_lab, spark):
     settings = empty_lab.model_copy(update={"health_max_lag_events": 0})
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     lines = event_lines("clean", seconds=60)
 
     def lag() -> Check:

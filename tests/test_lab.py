@@ -1,64 +1,85 @@
-"""`make lab`: JupyterLab starts for any user (root included), on 127.0.0.1 only, behind a token."""
-
-from __future__ import annotations
+"""`Lab`: the one place that builds what the steps use. Its store is migrated once and shared, parts
+given to it are used as they are and left open, and close() releases only what it built. Its feeds
+publish to a real broker."""
 
 import json
-import os
-import re
-import signal
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
+from datetime import datetime, timezone
 
-import psutil
 import pytest
 
-from conftest import free_port
+from obslab.detect.incidents import Incident
+from obslab.lab import Lab
+from obslab.narrate.backends import TemplateBackend
+from obslab.settings import load_settings
+from obslab.store import MIGRATIONS, Store
 
-ROOT = Path(__file__).resolve().parents[1]
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 
 
-@pytest.mark.slow
-def test_make_lab_serves_on_loopback_with_a_token(tmp_path):
-    port = free_port()
-    env = os.environ | {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
-    log = tmp_path / "lab.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(["make", "-s", "lab", f"LAB_PORT={port}"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        url = None
-        deadline = time.monotonic() + 120
-        while url is None and time.monotonic() < deadline:
-            assert proc.poll() is None, f"make lab exited with {proc.returncode}:\n{log.read_text()}"
-            found = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=(\w+)", log.read_text())
-            url = found and found.group(0)
-            time.sleep(0.5)
-        assert url, f"no URL with a token printed:\n{log.read_text()}"
-        token = url.rsplit("=", 1)[1]
+def test_the_store_is_created_migrated_once_and_shared(tmp_path):
+    lab = Lab(load_settings(data_dir=tmp_path))
+    assert not lab.settings.duckdb_path.exists()  # nothing is built before a step asks for it
+    store = lab.store
+    assert store is lab.store  # one object for every step of the process
+    assert store.schema_version() == max(version for version, _, _ in MIGRATIONS)
+    assert store.path == tmp_path / "observability.duckdb"
 
-        def get(path: str, with_token: bool) -> tuple[int, str]:
-            headers = {"Authorization": f"token {token}"} if with_token else {}
-            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    return response.status, response.read().decode()
-            except urllib.error.HTTPError as err:
-                return err.code, ""
 
-        assert get("/api/kernelspecs", with_token=False)[0] == 403
-        code, body = get("/api/kernelspecs", with_token=True)
-        assert code == 200 and "obslab" in json.loads(body)["kernelspecs"], body
-        # Every socket the server listens on is loopback.
-        server = psutil.Process(proc.pid)
-        listening = [c.laddr for p in [server, *server.children(recursive=True)]
-                     for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-        assert listening and {a.ip for a in listening} <= {"127.0.0.1"}, listening
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+def test_parts_given_are_used_and_not_closed(tmp_path):
+    class Part:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    store, feeds = Store(tmp_path / "own.duckdb"), Part()
+    with Lab(load_settings(data_dir=tmp_path), store=store, feeds=feeds) as lab:
+        assert lab.store is store and lab.feeds is feeds
+    assert not feeds.closed  # the test that made it decides when it goes
+    assert not store.path.exists()  # a given store is taken as it is: not migrated behind its owner's back
+
+
+def test_the_narrator_follows_the_setting(tmp_path):
+    lab = Lab(load_settings(data_dir=tmp_path, narrator_backend="template"))
+    assert isinstance(lab.narrator, TemplateBackend) and "template" in lab.narrator_choice
+    given = TemplateBackend()
+    assert Lab(load_settings(data_dir=tmp_path), narrator=given).narrator is given
+
+
+def test_close_releases_what_it_built_and_a_closed_lab_builds_again(tmp_path):
+    lab = Lab(load_settings(data_dir=tmp_path))
+    feeds = lab.feeds
+    lab.close()
+    assert feeds._producer is None  # never connected (nothing was sent), and nothing is left to close
+    assert lab.feeds is not feeds  # asked again after close: a new one
+
+
+@pytest.mark.kafka
+def test_feeds_publish_windows_and_incidents_as_json_keyed_by_service(broker, lab_settings):
+    from kafka import TopicPartition
+
+    from obslab.broker import LocalBroker, consumer
+
+    settings = lab_settings.model_copy(update={"topic_aggregated_metrics": "lab_feed_metrics",
+                                               "topic_anomalies": "lab_feed_anomalies"})
+    LocalBroker(settings).ensure_topics()
+    window = {"service": "payments", "window_start": T0, "request_count": 120, "error_rate": 0.25}
+    incident = Incident("inc-1", "payments", "errors", "open", T0, T0, None, "high", 2, "error_surge", "",
+                        None, None, "")
+    with Lab(settings) as lab:
+        assert lab.feeds.windows([window]) == 1
+        assert lab.feeds.incidents([incident]) == 1
+        assert lab.feeds.windows([]) == 0
+    c = consumer(settings, consumer_timeout_ms=10_000)
+    got = {}
+    for topic in (settings.topic_aggregated_metrics, settings.topic_anomalies):
+        parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        c.assign(parts)
+        c.seek_to_beginning(*parts)
+        got[topic] = [(m.key.decode(), json.loads(m.value)) for m in c]
+    c.close()
+    assert got[settings.topic_aggregated_metrics] == [
+        ("payments", {"service": "payments", "window_start": "2026-03-01T09:00:00+00:00", "request_count": 120,
+                      "error_rate": 0.25})]
+    [(key, value)] = got[settings.topic_anomalies]
+    assert key == "payments" and value["incident_id"] == "inc-1" and value["opened_at"] == "2026-03-01T09:00:00+00:00"

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from obslab import views
 from obslab.cli import app
 from obslab.errors import DataQualityError
+from obslab.lab import Lab
 from obslab.quality import RULES, apply_retention, assert_valid, compact, record, validate
 from obslab.settings import Settings, load_settings
 from obslab.store import Store
@@ -90,7 +91,7 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture()
 def store(settings) -> Store:
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     store.migrate()
     return store
 

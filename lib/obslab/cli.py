@@ -17,6 +17,7 @@ from typing import Any
 import typer
 
 from obslab.errors import ObslabError
+from obslab.lab import Lab
 from obslab.settings import Settings, load_settings, settings_table
 
 log = logging.getLogger(__name__)
@@ -158,9 +159,8 @@ def store_migrate() -> None:
 def store_info() -> None:
     """Row counts of every table."""
     from obslab.schema import TABLES
-    from obslab.store import Store
 
-    store = Store.from_settings(_settings())
+    store = Lab(_settings()).store
     typer.echo(f"{store.path} (schema version {store.schema_version()})")
     for name in TABLES:
         typer.echo(f"  {name:<22} {store.count(name):>10}")
@@ -237,8 +237,9 @@ def stream_cmd(
     settings = _settings(trigger_seconds=trigger_seconds, window_seconds=window_seconds,
                          watermark_seconds=watermark_seconds, checkpoint_name=checkpoint_name,
                          max_offsets_per_trigger=max_offsets_per_trigger)
-    with stop_signals() as stop:
-        report = run_stream_job(settings, available_now=available_now, run_for_seconds=run_for_seconds, stop=stop)
+    with Lab(settings) as lab, stop_signals() as stop:
+        report = run_stream_job(settings, spark=lab.spark, store=lab.store, feeds=lab.feeds, available_now=available_now,
+                                run_for_seconds=run_for_seconds, stop=stop)
     r = report.as_dict()
     if as_json:
         typer.echo(json.dumps(r))
@@ -259,14 +260,12 @@ def detect_cmd(
 ) -> None:
     """Find anomalies in the stored windows and group them into incidents (idempotent)."""
     from obslab.detect.run import DetectState, detect_pass
-    from obslab.store import Store
 
-    settings = _settings(detect_poll_seconds=poll_seconds)
-    store = Store.from_settings(settings)
-    state = DetectState()
+    lab = Lab(_settings(detect_poll_seconds=poll_seconds))
+    settings, store, state = lab.settings, lab.store, DetectState()
 
     def step() -> None:
-        report = detect_pass(store, settings, state, publish=not no_publish)
+        report = detect_pass(store, settings, state, feeds=None if no_publish else lab.feeds)
         opened = sum(1 for i in report.incidents if i.status == "open")
         if as_json:
             typer.echo(json.dumps({"windows": report.windows, "anomalies": report.anomalies,
@@ -277,7 +276,8 @@ def detect_cmd(
             typer.echo(f"{report.windows} windows, {report.anomalies} anomalies, {len(report.incidents)} incidents "
                        f"({opened} open), {len(report.changed)} new or updated")
 
-    _repeat(step, "detect", settings, once, settings.detect_poll_seconds)
+    with lab:
+        _repeat(step, "detect", settings, once, settings.detect_poll_seconds)
 
 
 def _repeat(step, stage: str, settings: Settings, once: bool, poll_seconds: float) -> None:
@@ -347,14 +347,12 @@ def narrate_cmd(
     as_json: bool = AS_JSON,
 ) -> None:
     """Explain new or changed incidents in plain words (local model or template), grounded in the facts."""
-    from obslab.narrate.backends import make_backend
     from obslab.narrate.run import narrate_pending
-    from obslab.store import Store
 
-    settings = _settings(narrator_backend=backend, narrate_max_incidents=limit)
-    store = Store.from_settings(settings)
+    lab = Lab(_settings(narrator_backend=backend, narrate_max_incidents=limit))
+    settings, store = lab.settings, lab.store
     try:
-        chosen, why = make_backend(settings)
+        chosen, why = lab.narrator, lab.narrator_choice
     except ValueError as err:
         raise ObslabError(str(err)) from err
     typer.echo(f"narrator backend: {why}", err=True)
@@ -541,11 +539,9 @@ def quality_cmd(
 ) -> None:
     """Check the store's data-quality rules and record them, then apply retention and compact. Exit 1 when a rule fails."""
     from obslab import quality
-    from obslab.store import Store
 
     settings = _settings(retention_days=retention_days, window_seconds=window_seconds)
-    store = Store.from_settings(settings)
-    store.migrate()
+    store = Lab(settings).store
     now = datetime.now(timezone.utc)
     run_id = quality.new_run_id(now)
     checks = quality.validate(store, settings, now)
@@ -582,20 +578,21 @@ def health_cmd(
 ) -> None:
     """Check broker, stream lag, freshness, dead letters, detector, narrator and its model; exit 1 when one fails."""
     from obslab import health
-    from obslab.store import Store
 
     settings = _settings(health_max_lag_events=health_max_lag_events,
                          health_max_freshness_seconds=health_max_freshness_seconds,
                          health_max_dead_letter_rate=health_max_dead_letter_rate,
                          health_max_stage_age_seconds=health_max_stage_age_seconds, narrator_backend=backend)
-    store = Store.from_settings(settings)
+    from obslab.store import Store
+
+    store = Store.from_settings(settings)  # checked as it is: a lab with no store yet is a finding, not created
     now = datetime.now(timezone.utc)
     run_id = health.new_run_id(now)
     checks = health.run_checks(settings, store, now)  # never raises: a broken check is a failed one
     not_recorded = None
     if not no_record:
         try:
-            health.record(store, run_id, checks, now)
+            health.record(Lab(settings).store, run_id, checks, now)
         except ObslabError as err:  # still show the checks, then fail
             not_recorded = err
     if as_json:

@@ -36,6 +36,7 @@ from pathlib import Path
 import psutil
 
 from obslab.broker import process_alive
+from obslab.lab import Lab
 from obslab.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,10 +98,9 @@ def commands(settings: Settings, dashboard_port: int) -> dict[str, list[str]]:
 def start(settings: Settings, env: dict[str, str] | None = None, dashboard_port: int = 8501) -> list[ProcessInfo]:
     """Start the broker and every process of the demo; returns what was started."""
     from obslab.broker import LocalBroker
-    from obslab.store import Store
 
     LocalBroker(settings).start()
-    Store.from_settings(settings).migrate()
+    Lab(settings).store  # created and migrated before any stage opens it
     return [spawn(settings, name, cmd, process_env(settings, name, env))
             for name, cmd in commands(settings, dashboard_port).items()]
 
@@ -346,7 +346,6 @@ def run(settings: Settings, stopping, say, scenario: str, backfill_minutes: floa
     every process has ended), announcing the first narrated incident; stop all on the way out.
     `say(message, err=False)` tells the user (the CLI passes typer.echo)."""
     from obslab.errors import ObslabError
-    from obslab.store import Store
 
     if any(p.running for p in status(settings)):
         raise ObslabError("a demo is already running (see `obslab status`); stop it with `obslab demo-stop`")
@@ -359,7 +358,7 @@ def run(settings: Settings, stopping, say, scenario: str, backfill_minutes: floa
         raise
     say(f"dashboard: http://127.0.0.1:{dashboard_port}   logs: {settings.logs_dir}   "
         "stop: Ctrl-C or `obslab demo-stop`")
-    store, announced = Store.from_settings(settings), False
+    store, announced = Lab(settings).store, False
     supervisor = Supervisor(settings, started, max_restarts=max_restarts)
     try:
         while not stopping.wait(1.0):

@@ -373,7 +373,6 @@ def new_run_id(now: datetime) -> str:
 
 def record(store, run_id: str, checks: list[Check], now: datetime) -> int:
     """Write one run's checks to health_checks (a re-run of the same run id replaces its rows)."""
-    store.migrate()
     return store.upsert("health_checks", [
         {"run_id": run_id, "check_name": c.name, "ok": c.ok, "value": _float(c.value), "bound": _float(c.bound),
          "message": c.message, "checked_at": now} for c in checks])

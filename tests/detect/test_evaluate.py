@@ -249,7 +249,7 @@ def test_the_replayed_windows_equal_the_stream_sinks_after_every_micro_batch(tmp
     replayed, merged = Store(tmp_path / "replayed.duckdb"), Store(tmp_path / "merged.duckdb")
     for store in (replayed, merged):
         store.migrate()
-    sink = StreamSink(merged, settings, "test", publish=False)
+    sink = StreamSink(merged, settings, "test")
     dead = pa.table({k: pa.array([], t) for k, t in zip(DEAD_KEYS, [pa.string(), pa.int32(), pa.int64(), pa.string(),
                                                                    pa.string()])})
     columns = [c for c in partials.column_names if c != "interval"]

@@ -19,7 +19,7 @@ from kafka import TopicPartition
 from kafka.admin import NewTopic
 
 from obslab.broker import admin_client, consumer
-from obslab.store import Store
+from obslab.lab import Lab
 from tests.stream.helpers import lab_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
@@ -74,7 +74,7 @@ def test_an_injected_error_surge_opens_an_incident_that_then_resolves(broker, la
            "TOPIC_ANOMALIES": settings.topic_anomalies, "WINDOW_SECONDS": "10", "WATERMARK_SECONDS": "5",
            "TRIGGER_SECONDS": "2", "DETECT_POLL_SECONDS": "1", "RESOLVE_AFTER_WINDOWS": "3",
            "SCENARIO": str(scenario), "BACKFILL_MINUTES": "0", "SEED": "11"}
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     store.migrate()
     procs = [_start(["stream"], env, "stream", tmp_path), _start(["detect"], env, "detect", tmp_path)]
     try:

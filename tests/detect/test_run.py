@@ -6,15 +6,15 @@ from obslab.detect.run import run_detection
 from obslab.generator.events import EventStream
 from obslab.generator.producer import catalog_rows
 from obslab.generator.scenario import load_scenario
+from obslab.lab import Lab
 from obslab.settings import load_settings
-from obslab.store import Store
 from obslab.stream.job import aggregate_static
 from tests.stream.helpers import event_lines
 
 
 def _store_with(spark, tmp_path, scenario, seconds):
     settings = load_settings(data_dir=tmp_path)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     store.migrate()
     # the scenario's services as the generator records them (SLA, SLO, calls)
     services = EventStream(load_scenario(scenario), 5, datetime(2026, 1, 5, tzinfo=timezone.utc)).services
@@ -74,7 +74,7 @@ def window(service, minute, final=True, count=200, errors=4, latency=200.0):
 
 def lab(tmp_path, **overrides):
     settings = load_settings(data_dir=tmp_path, **overrides)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     store.migrate()
     return settings, store
 

@@ -4,7 +4,6 @@ Airflow with a generated password. Each test works in its own lab folder with it
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

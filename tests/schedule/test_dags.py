@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
 
 import pytest
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
 
 import pandas as pd
 import pytest
@@ -16,6 +15,7 @@ from kafka.admin import NewTopic
 
 from obslab.broker import admin_client, consumer
 from obslab.errors import CheckpointMismatchError, OffsetsMismatchError, StoreWindowMismatchError
+from obslab.lab import Lab
 from obslab.settings import load_settings
 from obslab.store import Store
 from obslab.stream.job import (CheckpointState, StorePosition, TopicState, aggregate_static, checkpoint_path,
@@ -93,7 +93,7 @@ def test_a_store_with_windows_of_another_length_is_refused(tmp_path):
     # A new checkpoint does not help: windows of 30 s would land beside the 60 s ones in the same tables.
     settings = load_settings(data_dir=tmp_path, window_seconds=30, checkpoint_name="another")
     with pytest.raises(StoreWindowMismatchError, match=r"WINDOW_SECONDS=60, but .* WINDOW_SECONDS=30.*DUCKDB_PATH"):
-        run_stream_job(settings, store=store)
+        run_stream_job(settings, spark=None, store=store)
     assert not checkpoint_path(settings).joinpath("obslab.json").exists()  # refused before the checkpoint was made
 
 
@@ -108,11 +108,11 @@ def test_a_checkpoint_made_with_other_window_settings_is_refused(tmp_path):
 @pytest.mark.spark
 def test_a_replayed_batch_is_not_counted_twice(spark, tmp_path):
     settings = load_settings(data_dir=tmp_path)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     store.migrate()
     lines = event_lines("clean", seconds=120)
     raw = spark.createDataFrame([("t", 0, i, v) for i, v in enumerate(lines)], "topic STRING, partition INT, offset LONG, value STRING")
-    sink = StreamSink(store, settings, "q1", publish=False)
+    sink = StreamSink(store, settings, "q1")
     sink.apply(parse_events(raw), batch_id=7)
     sink.apply(parse_events(raw), batch_id=7)  # what Spark does after a crash between commit and its log
     assert sink.counters.skipped_replays == 1
@@ -123,12 +123,12 @@ def test_a_replayed_batch_is_not_counted_twice(spark, tmp_path):
 @pytest.mark.spark
 def test_a_window_split_over_three_batches_ends_with_its_full_value(spark, broker, lab_settings, tmp_path):
     settings = lab_for(lab_settings, tmp_path)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     lines = [line for line in event_lines("mixed", seconds=60, rate=300)]  # one minute: one window per service
     thirds = [lines[: len(lines) // 3], lines[len(lines) // 3: 2 * len(lines) // 3], lines[2 * len(lines) // 3:]]
     for part in thirds:
         publish(settings, part)
-        run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+        run_stream_job(settings, available_now=True, spark=spark, store=store)
     assert store.count("stream_batches") >= 3
     assert same_counts(store, lines)
     # Percentiles too: equal to aggregating all the events at once (histograms add up exactly).
@@ -154,7 +154,7 @@ def test_a_window_split_over_three_batches_ends_with_its_full_value(spark, broke
 @pytest.mark.spark
 def test_malformed_events_go_to_the_dead_letters_and_good_ones_are_all_counted(spark, broker, lab_settings, tmp_path):
     settings = lab_for(lab_settings, tmp_path)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     good = event_lines("mixed", seconds=540, rate=20)[:10_000]  # arrivals are Poisson: ~10,800 to take 10,000 from
     assert len(good) == 10_000
     kinds = ["{broken", "", '{"event_id": "x"}', json.dumps({**json.loads(good[0]), "latency_ms": -3}),
@@ -182,15 +182,15 @@ def test_malformed_events_go_to_the_dead_letters_and_good_ones_are_all_counted(s
 @pytest.mark.spark
 def test_events_behind_the_watermark_are_kept_as_late(spark, broker, lab_settings, tmp_path):
     settings = lab_for(lab_settings, tmp_path)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     lines = event_lines("clean", seconds=600)  # 09:00-09:10: watermark 09:08 afterwards
     publish(settings, lines)
-    run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+    run_stream_job(settings, available_now=True, spark=spark, store=store)
     before = stored(store)
     stale = {**json.loads(lines[0]), "event_id": "late-1", "event_time": "2026-03-01T09:01:30.000Z"}
     fresh = {**json.loads(lines[0]), "event_id": "ok-1", "event_time": "2026-03-01T09:09:30.000Z"}
     publish(settings, [json.dumps(stale), json.dumps(fresh)])
-    run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+    run_stream_job(settings, available_now=True, spark=spark, store=store)
     assert store.query("SELECT reason, raw_payload FROM dead_letter_events")[0][0] == "late"
     after = stored(store)
     changed = after.merge(before, on=["service", "window_start"], suffixes=("", "_before"))
@@ -206,13 +206,13 @@ def test_events_behind_the_watermark_are_kept_as_late(spark, broker, lab_setting
 @pytest.mark.spark
 def test_an_event_dated_2099_neither_stops_the_stream_nor_counts(spark, broker, lab_settings, tmp_path):
     settings = lab_for(lab_settings, tmp_path)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     lines = event_lines("clean", seconds=120)  # 1,200 normal events, 09:00-09:02
     bad = json.dumps({**json.loads(lines[0]), "event_id": "from-2099", "event_time": "2099-01-01T00:00:00Z"})
     futures = []
     for part in (lines[:600], [bad], lines[600:]):  # the measurement: available-now after each
         publish(settings, part)
-        futures.append(run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+        futures.append(run_stream_job(settings, available_now=True, spark=spark, store=store)
                        .counters.future)
     assert same_counts(store, lines)  # every normal event counted, and no window in 2099
     assert store.query("SELECT reason, raw_payload FROM dead_letter_events") == [("future", bad)]
@@ -229,10 +229,10 @@ def _commits(settings) -> int:
 @pytest.mark.spark
 def test_a_lost_or_replaced_checkpoint_resumes_where_the_store_stopped(spark, broker, lab_settings, tmp_path):
     settings = lab_for(lab_settings, tmp_path)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     lines = event_lines("clean", seconds=240)  # 2,400 events, 09:00-09:04
     publish(settings, lines[:600])
-    assert run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False).started_from == \
+    assert run_stream_job(settings, available_now=True, spark=spark, store=store).started_from == \
         "topic start"
     # Mid-run: a continuous stream taking 60 events per batch is stopped once it has committed one batch
     # of the next 600; then its checkpoint is deleted.
@@ -247,23 +247,23 @@ def test_a_lost_or_replaced_checkpoint_resumes_where_the_store_stopped(spark, br
 
     threading.Thread(target=stop_after_a_commit, daemon=True).start()
     slow = settings.model_copy(update={"max_offsets_per_trigger": 60, "trigger_seconds": 0.5})
-    run_stream_job(slow, stop=stop, run_for_seconds=600, spark=spark, store=store, publish=False)
+    run_stream_job(slow, stop=stop, run_for_seconds=600, spark=spark, store=store)
     print("counted before the checkpoint was deleted:", store.query("SELECT sum(request_count) FROM service_metrics"))
     shutil.rmtree(checkpoint_path(settings))
     publish(settings, lines[1200:1800])
-    resumed = run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+    resumed = run_stream_job(settings, available_now=True, spark=spark, store=store)
     assert resumed.started_from == "store offsets"
     assert same_counts(store, lines[:1800])  # 1,800 events, each counted once
     # A replaced checkpoint (another CHECKPOINT_NAME) starts at the store's offsets too: nothing new to count.
     renamed = run_stream_job(settings.model_copy(update={"checkpoint_name": "replacement"}), available_now=True,
-                             spark=spark, store=store, publish=False)
+                             spark=spark, store=store)
     assert renamed.started_from == "store offsets" and renamed.counters.events == 0
     assert same_counts(store, lines[:1800])
     # Only Spark's part of the checkpoint lost: its batches are numbered from 0 again, and none of them may
     # be taken for a batch of the same number applied earlier.
     shutil.rmtree(checkpoint_path(settings) / "spark")
     publish(settings, lines[1800:])
-    again = run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+    again = run_stream_job(settings, available_now=True, spark=spark, store=store)
     assert again.started_from == "store offsets" and again.counters.events == len(lines) - 1800  # Poisson: ~600
     assert same_counts(store, lines)  # 2,400 events, each counted once
     # The store knows what it consumed: its next offsets are the topic's end offsets.
@@ -293,14 +293,14 @@ def _recreate_topic(settings) -> None:
 @pytest.mark.spark
 def test_a_topic_deleted_and_created_again_is_refused(spark, broker, lab_settings, tmp_path):
     settings = lab_for(lab_settings, tmp_path)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     lines = event_lines("clean", seconds=60)
     publish(settings, lines)
-    run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+    run_stream_job(settings, available_now=True, spark=spark, store=store)
     _recreate_topic(settings)
     publish(settings, lines[:100])  # offsets 0-99 again: the store has counted beyond them
     with pytest.raises(OffsetsMismatchError, match="deleted and created again.*new store"):
-        run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+        run_stream_job(settings, available_now=True, spark=spark, store=store)
     assert same_counts(store, lines)  # nothing of the new topic was taken for counted or counted
 
 
@@ -316,7 +316,7 @@ def _batches(store) -> int:
 @pytest.mark.slow
 def test_exactly_once_across_three_sigkills(spark, broker, lab_settings, tmp_path):
     settings = lab_for(lab_settings, tmp_path)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     lines = event_lines("mixed", seconds=1800, rate=30)
     publish(settings, lines)
     env = {**os.environ, "DATA_DIR": str(tmp_path), "DUCKDB_PATH": str(settings.duckdb_path),
@@ -353,7 +353,7 @@ def test_exactly_once_across_three_sigkills(spark, broker, lab_settings, tmp_pat
             assert (spark_dir / "offsets" / str(between)).exists()  # Spark planned it ...
             assert not (spark_dir / "commits" / str(between)).exists()  # ... the store has it, the checkpoint not
     assert 0 < _batches(store)
-    run_stream_job(settings, available_now=True, spark=spark, store=store, publish=False)
+    run_stream_job(settings, available_now=True, spark=spark, store=store)
     assert store.count("dead_letter_events") == 0
     assert same_counts(store, lines)  # zero lost, zero double counted
     assert stored(store).request_count.sum() == len(lines) == truth(lines).request_count.sum()
@@ -375,7 +375,7 @@ def test_sigterm_stops_the_continuous_stream_cleanly(broker, lab_settings, tmp_p
            "TOPIC_AGGREGATED_METRICS": settings.topic_aggregated_metrics, "TRIGGER_SECONDS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "obslab.cli", "stream", "--json"], env=env,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     deadline = time.monotonic() + 180
     while _batches(store) == 0 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)

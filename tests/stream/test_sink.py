@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from obslab.errors import OffsetsMismatchError
+from obslab.lab import Lab
 from obslab.settings import load_settings
-from obslab.store import Store
 from obslab.stream.sink import OTHER_ENDPOINT, OffsetAdvance, StreamSink
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -40,9 +40,9 @@ NO_DEAD = _DEAD.empty_table()
 
 def _sink(tmp_path, **overrides):
     settings = load_settings(data_dir=tmp_path, **overrides)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     store.migrate()
-    return StreamSink(store, settings, "q", publish=False), store
+    return StreamSink(store, settings, "q"), store
 
 
 def test_endpoint_names_beyond_the_cap_are_counted_as_other(tmp_path):
@@ -88,7 +88,7 @@ def test_the_store_records_each_batchs_offsets_and_refuses_a_second_writer(tmp_p
     assert [r[0] for r in store.query("SELECT offsets FROM stream_batches ORDER BY batch_id")] == [
         f'{{"{topic}": {{"0": [null, 6], "1": [null, 4]}}}}', f'{{"{topic}": {{"0": [6, 9], "1": [4, 6]}}}}']
     # Another sink read the position before batch 1 moved it: its batch is refused and writes nothing.
-    other = StreamSink(store, sink.settings, "other-query", publish=False)
+    other = StreamSink(store, sink.settings, "other-query")
     with pytest.raises(OffsetsMismatchError, match="partition 0 from 6 to 9.*two streams count into one store"):
         other.merge(0, _partials([("search", "/q", 5, 0)]), NO_DEAD,
                     offsets=OffsetAdvance(topic, "id-1", {0: 6, 1: 4}, {0: 9, 1: 6}))

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from obslab.lab import Lab
 from obslab.stream.job import aggregate_static
 from obslab.stream.transform import RELATIVE_ACCURACY, bucket_value, mark_untimely, parse_events, with_window
 from obslab.settings import load_settings
-from obslab.store import Store
 from tests.stream.helpers import event_lines
 
 pytestmark = pytest.mark.spark
@@ -94,7 +94,7 @@ def test_future_and_late_events_are_marked_for_the_dead_letters(spark, event_tim
 
 def test_static_aggregation_is_exact_and_percentiles_are_within_the_bound(spark, tmp_path):
     settings = load_settings(data_dir=tmp_path)
-    store = Store.from_settings(settings)
+    store = Lab(settings).store
     store.migrate()
     lines = event_lines("mixed", seconds=1200)
     aggregate_static(spark, _raw(spark, lines), settings, store)

@@ -26,13 +26,13 @@ a cascade (see obslab.detect.incidents).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from obslab.detect.detectors import Anomaly, DetectorConfig, Window, detect_series
 from obslab.detect.incidents import Incident, assign_incidents, relate_incidents
+from obslab.feeds import Feeds
 from obslab.health import beat
 from obslab.settings import Settings, get_settings
 
@@ -142,7 +142,6 @@ def run_detection(store, settings: Settings | None = None, now: datetime | None 
     detection time to record (default: the wall clock; evaluation passes simulated time).
     """
     s = settings or get_settings()
-    _migrate_if_behind(store)
     now = now or datetime.now(timezone.utc)
     gap = timedelta(seconds=s.window_seconds * s.resolve_after_windows)
     with store.reader() as con:
@@ -218,14 +217,6 @@ def history_start(since: datetime, window_seconds: int, cfg: DetectorConfig) -> 
     return datetime.fromtimestamp(warmed - warmed % grid, tz=timezone.utc)
 
 
-def _migrate_if_behind(store) -> None:
-    # Migrating opens the file for writing; a poll that has nothing to write must not hold that lock.
-    from obslab.store import MIGRATIONS
-
-    if store.schema_version() < max(version for version, _, _ in MIGRATIONS):
-        store.migrate()
-
-
 def detect_for(store, settings: Settings, seconds: float = 0.0) -> DetectReport:
     """One run, or (seconds > 0) runs every DETECT_POLL_SECONDS for that long; returns the last report."""
     import threading
@@ -253,16 +244,17 @@ class DetectState:
     published: int = 0  # incidents published by the last pass
 
 
-def detect_pass(store, settings: Settings, state: DetectState, publish: bool = True) -> DetectReport:
-    """One pass of continuous detection: detect, then publish what changed and what a failed pass could not."""
+def detect_pass(store, settings: Settings, state: DetectState, feeds: Feeds | None = None) -> DetectReport:
+    """One pass of continuous detection: detect, then publish to `feeds` (if given) what changed and
+    what a failed pass could not."""
     report = run_detection(store, settings)
     state.published = 0
-    if publish:
+    if feeds is not None:
         # Kept until published: the store already has these incidents, so the next run will not
         # report them as changed again, and a failed publish (broker away) would lose them.
         state.unpublished |= {i.incident_id: i for i in report.changed}
         if state.unpublished:
-            state.published = publish_incidents(settings, list(state.unpublished.values()))
+            state.published = feeds.incidents(list(state.unpublished.values()))
             state.unpublished = {}
     return report
 
@@ -277,20 +269,3 @@ def evidence_frame(store, incident_id: str):
     return store.query_df(
         "SELECT detector, metric, endpoint, window_start, value, baseline, threshold, request_count, severity, "
         "used_partial_window FROM anomalies WHERE incident_id = ? ORDER BY window_start, detector", [incident_id])
-
-
-def publish_incidents(settings: Settings, incidents: list[Incident]) -> int:
-    """New or updated incidents to the anomalies topic (JSON, key = service)."""
-    if not incidents:
-        return 0
-    from obslab.broker import producer
-
-    p = producer(settings, max_block_ms=10_000)
-    try:
-        for i in incidents:
-            value = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in i.row().items()}
-            p.send(settings.topic_anomalies, key=i.service.encode(), value=json.dumps(value).encode())
-        p.flush(timeout=30)
-    finally:
-        p.close()
-    return len(incidents)

@@ -578,7 +578,7 @@ class _Scorer:
                 i += 1
                 continue
             base = self.baseline()
-            z = self.judge(i, base)
+            self.judge(i, base)
             # The CUSUM adds up deviations from the level, in units of their long-run standard
             # deviation (spread x sqrt((1 + phi) / (1 - phi))): one-step surprises would hide a
             # shift in a series whose noise wanders, after its first step.

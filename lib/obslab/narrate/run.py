@@ -108,7 +108,6 @@ def narrate_incident(store, incident_id: str, backend, settings: Settings) -> Na
 
 def narrate_pending(store, backend, settings: Settings, limit: int | None = None) -> list[Narration]:
     """Narrate every pending incident (at most `limit`); returns what was stored."""
-    store.migrate()
     done = []
     for incident_id in pending_incidents(store, limit):
         narration = narrate_incident(store, incident_id, backend, settings)

@@ -114,8 +114,8 @@ class NotebookOperator(_operator_base()):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from obslab.errors import NotebookTaskError
+        from obslab.lab import Lab
         from obslab.settings import load_settings
-        from obslab.store import Store
 
         settings = load_settings()
         source = notebook_path(self.notebook)
@@ -126,8 +126,7 @@ class NotebookOperator(_operator_base()):
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
         out = output_path(settings, dag_id, run_id, self.task_id)
         out.parent.mkdir(parents=True, exist_ok=True)
-        store = Store.from_settings(settings)
-        store.migrate()
+        store = Lab(settings).store
         key = f"{dag_id}/{run_id}/{self.task_id}"
         row = dict(stage=self.task_id, started_at=datetime.now(timezone.utc), dag_id=dag_id, dag_run_id=run_id,
                    notebook=str(source), output_notebook=str(out),

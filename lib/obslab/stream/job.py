@@ -23,7 +23,8 @@ from pathlib import Path
 
 from obslab.errors import (CheckpointBusyError, CheckpointMismatchError, OffsetsMismatchError, StoreWindowMismatchError,
                            StreamError)
-from obslab.settings import Settings, get_settings
+from obslab.feeds import Feeds
+from obslab.settings import Settings
 from obslab.stream.sink import SinkCounters, StreamSink, spark_batch_offsets
 from obslab.stream.transform import parse_events
 
@@ -297,29 +298,25 @@ def kafka_source(spark, settings: Settings, starting_offsets: str = "earliest"):
 
 
 def run_stream_job(
-    settings: Settings | None = None,
+    settings: Settings,
+    *,
+    spark,
+    store,
+    feeds: Feeds | None = None,
     available_now: bool = False,
     run_for_seconds: float | None = None,
     stop: threading.Event | None = None,
-    spark=None,
-    store=None,
-    publish: bool = True,
 ) -> StreamReport:
-    """Run the stream until stopped, until `run_for_seconds`, or (available_now) until caught up.
+    """Run the stream on `spark` into `store` (migrated: see obslab.lab) until stopped, until
+    `run_for_seconds`, or (available_now) until caught up; updated windows go to `feeds` too, if given.
 
     The checkpoint is locked for the whole run: a second query on it fails at once (CheckpointBusyError)."""
-    s = settings or get_settings()
-    with CheckpointLock(s):
-        return _run_locked(s, available_now, run_for_seconds, stop, spark, store, publish)
+    with CheckpointLock(settings):
+        return _run_locked(settings, available_now, run_for_seconds, stop, spark, store, feeds)
 
 
 def _run_locked(s: Settings, available_now: bool, run_for_seconds: float | None, stop: threading.Event | None,
-                spark, store, publish: bool) -> StreamReport:
-    from obslab.store import Store
-    from obslab.stream.session import build_session
-
-    store = store or Store.from_settings(s)
-    store.migrate()
+                spark, store, feeds: Feeds | None) -> StreamReport:
     position = store_position(store, s.topic_raw_events)
     other_lengths = [w for w in position.window_lengths if w != s.window_seconds]
     if other_lengths:
@@ -335,8 +332,7 @@ def _run_locked(s: Settings, available_now: bool, run_for_seconds: float | None,
     for note in plan.notes:
         log.warning(note)
     log.info("stream of %s starts from: %s", s.topic_raw_events, plan.started_from)
-    spark = spark or build_session(s, app_name="obslab-stream")
-    sink = StreamSink(store, s, query_id, publish=publish, offset_log=checkpoint_path(s) / "spark" / "offsets",
+    sink = StreamSink(store, s, query_id, feeds=feeds, offset_log=checkpoint_path(s) / "spark" / "offsets",
                       topic_id=now.topic_id if now else None)
     writer = (
         parse_events(kafka_source(spark, s, plan.starting_offsets), s.endpoint_max_length).writeStream.foreachBatch(sink)
@@ -361,7 +357,6 @@ def _run_locked(s: Settings, available_now: bool, run_for_seconds: float | None,
     finally:
         if query.isActive:
             query.stop()
-        sink.close()
     error = query.exception()
     if error is not None:
         raise StreamError(f"the stream failed: {_first_line(error)}. See the Spark log above; the checkpoint "
@@ -401,6 +396,6 @@ def _first_line(error) -> str:
 def aggregate_static(spark, raw, settings: Settings, store, query_id: str = "static") -> SinkCounters:
     """The static form: aggregate a DataFrame of Kafka-shaped rows (topic, partition, offset, value)
     with the same transform and sink as the stream, as one batch, and mark every window final."""
-    sink = StreamSink(store, settings, query_id, publish=False)
+    sink = StreamSink(store, settings, query_id)
     sink.apply(parse_events(raw, settings.endpoint_max_length), batch_id=0, finalize_all=True)
     return sink.counters

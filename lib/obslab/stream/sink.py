@@ -39,6 +39,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from obslab.errors import OffsetsMismatchError, StreamError
+from obslab.feeds import Feeds
 from obslab.settings import Settings
 from obslab.stream.transform import GAMMA, batch_outcome, mark_untimely, split_outcome, unseen, with_window
 
@@ -123,16 +124,15 @@ class StreamSink:
     With `offset_log` (the checkpoint's `spark/offsets` folder) the sink keeps the store's Kafka position
     (`stream_offsets`) and skips records below it; without, as for static input, it keeps no position."""
 
-    def __init__(self, store, settings: Settings, query_id: str, publish: bool = True,
+    def __init__(self, store, settings: Settings, query_id: str, feeds: Feeds | None = None,
                  offset_log: Path | None = None, topic_id: str | None = None):
         self.store = store
         self.settings = settings
         self.query_id = query_id
-        self.publish = publish
+        self.feeds = feeds  # updated windows are published there too (None: store only)
         self.offset_log = offset_log
         self.topic_id = topic_id
         self.counters = SinkCounters()
-        self._producer = None
         self._kept: set[tuple[str, str]] = set()  # (service, endpoint) names known to be in stream_endpoints
 
     # ------------------------------------------------------------------ the batch
@@ -363,27 +363,14 @@ class StreamSink:
     # ------------------------------------------------------------------ publishing
 
     def _publish(self, rows: list[dict]) -> None:
-        """Updated windows to the aggregated_metrics topic (JSON, key = service); at least once."""
-        if not self.publish or not rows:
+        """Updated windows to the aggregated_metrics feed (JSON, key = service); at least once."""
+        if self.feeds is None or not rows:
             return
         try:
-            if self._producer is None:
-                from obslab.broker import producer
-
-                self._producer = producer(self.settings, linger_ms=5, max_block_ms=10_000)
-            topic = self.settings.topic_aggregated_metrics
-            for row in rows:
-                value = json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
-                self._producer.send(topic, key=row["service"].encode(), value=value.encode())
-            self._producer.flush(timeout=30)
-            self.counters.published += len(rows)
+            self.counters.published += self.feeds.windows(rows)
         except Exception as err:  # noqa: BLE001 - the store is the source of truth; the topic is a feed
             log.warning("could not publish %d windows to %s: %s", len(rows), self.settings.topic_aggregated_metrics, err)
             self.counters.errors.append(str(err))
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close()
 
 
 def _percentiles_sql(keys: tuple[str, ...], scope: str) -> str:
