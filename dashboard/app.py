@@ -70,8 +70,7 @@ with st.sidebar:
 def read_all(path: str, services: list[str], minutes: int | None) -> dict:
     """Everything one refresh shows; cached for 2 s, so several open tabs cost one read."""
     store = Store(path, settings.store_lock_timeout_seconds)
-    newest = store.query("SELECT max(window_start) FROM service_metrics")[0][0]
-    since = views.since_for(minutes, newest)
+    since = views.since_for(minutes, views.newest_window(store))
     return {"overview": views.overview(store, services), "series": views.series(store, services, since),
             "incidents": views.incident_list(store, services, since),
             "anomalies": views.anomaly_list(store, services, since),

@@ -1,12 +1,21 @@
-"""What the dashboard shows, as DataFrames read from the store (read-only, one short read each).
+"""What the dashboard and the notebooks show, read from the store (read-only, one short read each).
 
-    services(store)                    the services the store has data of (the dashboard's filter)
+    services(store)                    the services of the data: the current scenario's catalogue,
+                                       windows, incidents, faults (the dashboard's filter)
+    newest_window(store)               start of the newest service window (the end of a time range)
     overview(store, services)          per service: newest window's rate, error rate, p95/p99, status
     series(store, services, since)     windows per service (final and open) for the charts
     incident_list(store, since)        incidents with their newest narrative and its provenance
     anomaly_list(store, since)         anomalies for the timeline
     fault_list(store, since)           injected faults (ground truth)
     health(store)                      freshness, dead letters, the last run of each stage
+    window_invariants(store, seconds)  what every window keeps by construction (notebook 02)
+    dead_letter_reasons(store)         set-aside events per reason
+    incident_states(store)             what a detection run may change, per incident (notebook 03)
+    misfiled_anomalies(store)          anomalies not in an incident of their own service
+    recent_faults(store, limit)        the newest injected faults (ground truth)
+    narratives(store)                  stored narratives with the facts they were checked against
+    database_size(store)               DuckDB's block usage of the file (notebook 08)
 
 Status of a service: `incident` while one of its incidents is open, `degraded` when its newest
 window is anomalous without an incident yet, else `healthy`.
@@ -20,6 +29,7 @@ for a rate: the service's previous window is shown instead. `rate_basis` says wh
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -29,10 +39,18 @@ MIN_RATE_SECONDS = 1.0  # a window younger than this (in event time) is too youn
 
 
 def services(store) -> list[str]:
-    """Every service the store has windows, incidents or injected faults of, sorted."""
+    """Every service the data names, sorted: the newest scenario's catalogue (a declared service
+    shows before it sends anything), and whatever has windows, incidents or injected faults."""
     return [r[0] for r in store.query("""
-        SELECT service FROM service_metrics UNION SELECT service FROM incidents
+        SELECT service FROM service_catalog
+        WHERE scenario IS NOT DISTINCT FROM (SELECT scenario FROM service_catalog ORDER BY updated_at DESC LIMIT 1)
+        UNION SELECT service FROM service_metrics UNION SELECT service FROM incidents
         UNION SELECT service FROM injected_incidents ORDER BY service""")]
+
+
+def newest_window(store) -> datetime | None:
+    """Start of the newest service window (None before the first): the end of the time range shown."""
+    return store.query("SELECT max(window_start) FROM service_metrics")[0][0]
 
 
 def overview(store, services: list[str]) -> pd.DataFrame:
@@ -182,3 +200,54 @@ def health_checks(store) -> pd.DataFrame:
         SELECT check_name, ok, value, bound, message, checked_at, run_id FROM health_checks
         WHERE run_id = (SELECT arg_max(run_id, checked_at) FROM health_checks)
         ORDER BY ok, list_position(?, check_name)""", [list(CHECK_NAMES)])
+
+
+def window_invariants(store, window_seconds: int) -> dict[str, bool]:
+    """What every service window keeps by construction, each true when no window breaks it (or none exist)."""
+    ordered, tumbling, summed = store.query("""
+        SELECT coalesce(bool_and(p50_latency_ms <= p95_latency_ms AND p95_latency_ms <= p99_latency_ms), TRUE),
+               coalesce(bool_and(epoch(window_end) - epoch(window_start) = $s AND epoch(window_start) % $s = 0), TRUE),
+               coalesce(bool_and(request_count = (
+                   SELECT sum(e.request_count) FROM endpoint_metrics e
+                   WHERE e.service = m.service AND e.window_start = m.window_start)), TRUE)
+        FROM service_metrics m""", {"s": window_seconds})[0]
+    # percentiles of one histogram are ordered; windows are one length and aligned (tumbling);
+    # a service's requests are the sum of its endpoints'
+    return {"percentiles_ordered": ordered, "tumbling": tumbling, "endpoints_sum_to_service": summed}
+
+
+def dead_letter_reasons(store) -> pd.DataFrame:
+    """Dead letters per reason, most first."""
+    return store.query_df("SELECT reason, count(*) AS events FROM dead_letter_events GROUP BY reason "
+                          "ORDER BY events DESC, reason")
+
+
+def incident_states(store) -> pd.DataFrame:
+    """Id, status, severity and anomaly count of every incident, by id: what a detection run may change."""
+    return store.query_df("SELECT incident_id, status, severity, anomaly_count FROM incidents ORDER BY incident_id")
+
+
+def misfiled_anomalies(store) -> int:
+    """Anomalies whose incident is missing or of another service (0 in a consistent store)."""
+    return store.query("SELECT count(*) FROM anomalies a LEFT JOIN incidents i USING (incident_id) "
+                       "WHERE i.service IS DISTINCT FROM a.service")[0][0]
+
+
+def recent_faults(store, limit: int = 20) -> pd.DataFrame:
+    """The newest injected faults (ground truth), newest first."""
+    return store.query_df("SELECT fault_type, service, endpoint, start_time, end_time, magnitude "
+                          "FROM injected_incidents ORDER BY start_time DESC LIMIT ?", [limit])
+
+
+def narratives(store) -> list[tuple[dict, dict]]:
+    """Every stored narrative (title, summary, likely_causes, impact, suggested_actions) with its facts."""
+    rows = store.query("SELECT facts, title, summary, likely_causes, impact, suggested_actions "
+                       "FROM incident_summaries")
+    return [(json.loads(facts), {"title": title, "summary": summary, "likely_causes": json.loads(causes),
+                                 "impact": impact, "suggested_actions": json.loads(actions)})
+            for facts, title, summary, causes, impact, actions in rows]
+
+
+def database_size(store) -> pd.DataFrame:
+    """DuckDB's own account of the file: blocks used and free, WAL size, memory."""
+    return store.query_df("PRAGMA database_size")

@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from statistics import median
 
 from obslab.detect.noise import Dispersion, binomial_sf, dispersion_of, poisson_cdf, tail_probability, wilson_upper
+from obslab.settings import Settings
 
 KINDS = {"error_surge": "errors", "burn_rate": "errors", "latency_spike": "latency",
          "baseline_shift:avg_latency_ms": "latency", "baseline_shift:request_count": "traffic"}
@@ -109,38 +110,49 @@ class Anomaly:
         return out
 
 
+def _setting(name: str):
+    """A setting's default: the thresholds a user may change are defined once, in obslab.settings."""
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """Thresholds of every detector (from settings: see obslab.settings, DETECT_* and SLO_*).
 
-    `latency_sla_ms` and `slo_availability` hold only the services that have one: the detection
-    run fills them from the service catalogue, with the settings on top. A service without an SLA
-    is held to its own usual p99; one without an SLO to `default_slo_availability`.
+    The thresholds a setting holds default to that setting's default (`config_from` in
+    obslab.detect.run maps the settings in use); the rest are constants of the methods, not
+    tunables. `latency_sla_ms` and `slo_availability` hold only the services that have one: the
+    detection run fills them from the service catalogue, with the settings on top. A service
+    without an SLA is held to its own usual p99; one without an SLO to `default_slo_availability`.
     """
 
-    error_surge_factor: float = 3.0  # on the odds of an error: about k x the rate while rates are small
-    error_confidence_z: float = 4.0
+    NEVER = 2**62  # as min_partial_requests: only final windows are judged
+
+    # --- from settings (same meaning, see obslab.settings)
+    error_surge_factor: float = _setting("error_surge_factor")  # on the odds of an error: about k x the rate
+    error_confidence_z: float = _setting("error_confidence_z")
+    latency_spike_factor: float = _setting("latency_spike_factor")
+    shift_z: float = _setting("shift_z")
+    trend_windows: int = _setting("detect_trend_windows")
+    default_slo_availability: float = _setting("slo_default_availability")  # of a service `slo_availability` lacks
+    burn_threshold: float = _setting("burn_threshold")
+    # an open window is judged once it holds this many requests (the setting's 0: never)
+    min_partial_requests: int = _setting("partial_window_min_requests") or NEVER
+    latency_sla_ms: dict = field(default_factory=dict)
+    slo_availability: dict = field(default_factory=dict)
+
+    # --- constants of the methods
     error_margin_z: float = 2.0  # the usual rate is taken at its upper bound, a window's at its lower
     error_rate_floor: float = 0.005
-    latency_sla_ms: dict = field(default_factory=dict)
-    latency_spike_factor: float = 2.0
-    shift_z: float = 5.0
     shift_min_relative: float = 0.03  # level wobble (relative) that no window is expected to beat
     surge_ratio: float = 1.5  # traffic this far above the trend is a surge: kept out of the baseline
     lookback_windows: int = 30
-    trend_windows: int = 12
     dispersion_windows: int = 120
     min_history: int = 5
     min_calibration: int = 5  # prediction errors a series needs before its noise is trusted
     min_latency_requests: int = 10  # an average of fewer requests is not judged (heavy tails)
-    slo_availability: dict = field(default_factory=dict)
-    default_slo_availability: float = 0.99  # the SLO of a service `slo_availability` does not name
-    burn_threshold: float = 14.4
     burn_short_windows: int = 5
     burn_long_windows: int = 60
-    min_partial_requests: int = 10  # an open window is judged once it holds this many requests
-
-    NEVER = 2**62  # as min_partial_requests: only final windows are judged
 
 
 def severity(ratio: float) -> str:
