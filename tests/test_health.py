@@ -148,7 +148,7 @@ def test_lag_is_the_number_of_events_the_stream_has_not_committed(empty_lab, spa
 @pytest.mark.kafka
 @pytest.mark.spark
 def test_malformed_events_fail_the_dead_letter_check_with_the_exact_rate(empty_lab, spark):
-    store = Store.from_settings(empty_lab)
+    store = Lab(empty_lab).store
     publish(empty_lab, event_lines("clean", seconds=60)[:90] + ["{broken"] * 10)
     assert stream_once(empty_lab, spark, store).counters.dead_letters == 10
     dead = by_name(run_checks(empty_lab, store))["dead_letters"]

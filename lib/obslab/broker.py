@@ -24,7 +24,7 @@ import psutil
 
 from obslab import bootstrap
 from obslab.errors import BrokerError, MissingDependencyError, PortInUseError
-from obslab.settings import Settings, get_settings
+from obslab.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class BrokerStatus:
 class LocalBroker:
     """A single-node Kafka broker in combined broker+controller (KRaft) mode."""
 
-    def __init__(self, settings: Settings | None = None):
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings):
+        self.settings = settings
         self.dir = self.settings.kafka_dir
         self.storage_dir = self.dir / "storage"
         self.pid_file = self.dir / "broker.pid"
@@ -299,20 +299,20 @@ def tail(path: Path, lines: int = 20) -> str:
 # ---------------------------------------------------------------------- client factories
 
 
-def admin_client(settings: Settings | None = None, timeout_ms: int = 30_000):
+def admin_client(settings: Settings, timeout_ms: int = 30_000):
     """A kafka-python admin client for the configured brokers."""
     from kafka.admin import KafkaAdminClient
 
-    s = settings or get_settings()
+    s = settings
     return KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers, request_timeout_ms=timeout_ms,
                             client_id="obslab-admin")
 
 
-def producer(settings: Settings | None = None, **overrides):
+def producer(settings: Settings, **overrides):
     """A kafka-python producer tuned for the lab: acks=all, idempotent, batched."""
     from kafka import KafkaProducer
 
-    s = settings or get_settings()
+    s = settings
     options = dict(
         bootstrap_servers=s.kafka_bootstrap_servers,
         acks="all",
@@ -326,11 +326,11 @@ def producer(settings: Settings | None = None, **overrides):
     return KafkaProducer(**options)
 
 
-def consumer(settings: Settings | None = None, **overrides):
+def consumer(settings: Settings, **overrides):
     """A kafka-python consumer without a group (assign partitions yourself), reading from the start."""
     from kafka import KafkaConsumer
 
-    s = settings or get_settings()
+    s = settings
     options = dict(
         bootstrap_servers=s.kafka_bootstrap_servers,
         auto_offset_reset="earliest",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from obslab import bootstrap
-from obslab.settings import Settings, get_settings
+from obslab.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -19,9 +19,9 @@ class Check:
     detail: str
 
 
-def check_environment(settings: Settings | None = None, broker: bool = False) -> list[Check]:
+def check_environment(settings: Settings, broker: bool = False) -> list[Check]:
     """Run every check; `broker=True` also asks the configured Kafka brokers for their topics."""
-    s = settings or get_settings()
+    s = settings
     checks = [
         Check("python", sys.version_info[:2] == (3, 11), f"Python {sys.version.split()[0]} at {sys.executable}"),
         _java(),

@@ -24,7 +24,7 @@ import psutil
 from obslab.errors import SchemaError, StoreError, StoreLockedError
 from obslab.retry import call_with_retries
 from obslab.schema import TABLES, Table
-from obslab.settings import Settings, get_settings
+from obslab.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,7 @@ class Store:
         self._held: duckdb.DuckDBPyConnection | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "Store":
-        settings = settings or get_settings()
+    def from_settings(cls, settings: Settings) -> "Store":
         return cls(settings.duckdb_path, settings.store_lock_timeout_seconds)
 
     # --------------------------------------------------------------- connections

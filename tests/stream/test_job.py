@@ -164,7 +164,8 @@ def test_malformed_events_go_to_the_dead_letters_and_good_ones_are_all_counted(s
     mixed = good + bad
     random.Random(1).shuffle(mixed)
     publish(settings, mixed)
-    report = run_stream_job(settings, available_now=True, spark=spark, store=store)
+    with Lab(settings, spark=spark, store=store) as lab:
+        report = run_stream_job(settings, available_now=True, spark=spark, store=store, feeds=lab.feeds)
     assert report.counters.events == 10_000 and report.counters.dead_letters == 1_200
     assert store.count("dead_letter_events") == 1_200  # all bad, each with topic, partition and offset
     reasons = dict(store.query("SELECT reason, count(*) FROM dead_letter_events GROUP BY 1"))

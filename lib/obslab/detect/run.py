@@ -34,7 +34,7 @@ from obslab.detect.detectors import Anomaly, DetectorConfig, Window, detect_seri
 from obslab.detect.incidents import Incident, assign_incidents, relate_incidents
 from obslab.feeds import Feeds
 from obslab.health import beat
-from obslab.settings import Settings, get_settings
+from obslab.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _silence(service: str, windows: list[Window], passed: set[tuple[datetime, da
             for start, end in passed if start > first and start not in have]
 
 
-def run_detection(store, settings: Settings | None = None, now: datetime | None = None) -> DetectReport:
+def run_detection(store, settings: Settings, now: datetime | None = None) -> DetectReport:
     """Detect over the lookback period and fold what is found into the stored incidents; re-running changes nothing.
 
     An anomaly once raised stays raised: an early detection on an open window that the full window
@@ -141,7 +141,7 @@ def run_detection(store, settings: Settings | None = None, now: datetime | None 
     Its first `detected_at`, `used_partial_window` and incident survive later runs. `now` is the
     detection time to record (default: the wall clock; evaluation passes simulated time).
     """
-    s = settings or get_settings()
+    s = settings
     now = now or datetime.now(timezone.utc)
     gap = timedelta(seconds=s.window_seconds * s.resolve_after_windows)
     with store.reader() as con:

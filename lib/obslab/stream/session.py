@@ -8,7 +8,7 @@ from pathlib import Path
 
 from obslab import bootstrap
 from obslab.errors import MissingDependencyError
-from obslab.settings import Settings, get_settings
+from obslab.settings import Settings
 
 
 def kafka_connector_jars(settings: Settings) -> list[str]:
@@ -20,11 +20,11 @@ def kafka_connector_jars(settings: Settings) -> list[str]:
     return [str(j) for j in jars]
 
 
-def build_session(settings: Settings | None = None, app_name: str = "obslab"):
+def build_session(settings: Settings, app_name: str = "obslab"):
     """A SparkSession on SPARK_MASTER with the Kafka connector on its classpath (offline)."""
     from pyspark.sql import SparkSession
 
-    s = settings or get_settings()
+    s = settings
     # Keep Spark's own services on loopback too (it otherwise picks the first network interface).
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
