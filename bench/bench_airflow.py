@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generator import bench_broker, bench_settings, free_port, machine  # noqa: E402
+from common import bench_broker, free_port, isolated_settings, machine  # noqa: E402
 
 from obslab.broker import LocalBroker  # noqa: E402
 from obslab.generator.run import RunPlan, generate  # noqa: E402
@@ -186,8 +186,8 @@ def main() -> None:
     args = parser.parse_args()
 
     def make_settings(folder: Path):
-        base = bench_settings(folder / "lab")
-        return base.model_copy(update={"scenario": "demo", "events_per_second": 10.0, "airflow_port": free_port()})
+        return isolated_settings(folder / "lab", scenario="demo", seed=42, events_per_second=10.0,
+                                 backfill_minutes=0.0, airflow_port=free_port())
 
     with bench_broker(make_settings) as (settings, _broker):
         reference = settings.model_copy(update={"data_dir": settings.data_dir.parent / "reference",

@@ -5,7 +5,7 @@ whole demo (every process it starts, the broker and Spark's JVM included).
 Runs `obslab demo --scenario demo` in a temporary data dir on free ports. A headless chromium
 (Playwright) keeps the dashboard open on the Incidents tab and polls it; the first narrative is
 "visible" when an incident card with "Likely causes" is on the page. Memory: every second, the
-sum of VmRSS over every process in the demo's process groups and the broker's (from /proc).
+sum of RSS over every process in the demo's process groups and the broker's (read with psutil).
 R runs; the median is reported. Reference in the same run: the store's own time of that first
 narrative (incident_summaries.created_at), i.e. what the dashboard adds on top, and where the time
 went: the stream's first micro-batch, the first injected fault's start (event time: with the
@@ -32,39 +32,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_generator import free_port, machine  # noqa: E402
+from common import MIB, free_port, group_pids, isolated_settings, machine, matching_pids, rss_mib  # noqa: E402
 
 from obslab import demo  # noqa: E402
 from obslab.bootstrap import chromium_binary  # noqa: E402
-from obslab.settings import load_settings  # noqa: E402
 from obslab.store import Store  # noqa: E402
 
 
 def rss_of_groups(pgids: list[int], extra: list[str]) -> int:
+    """Bytes of RSS summed over the processes of the groups and those whose command line has one of `extra`."""
     pids = set()
     for pgid in pgids:
-        pids |= set(subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.split())
-    for pattern in extra:
-        pids |= set(subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split())
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
+        pids |= group_pids(pgid)
+    for fragment in extra:
+        pids |= matching_pids(fragment)
+    return round(sum(rss_mib(pid) for pid in pids) * MIB)
 
 
 def one_run() -> dict:
     from playwright.sync_api import sync_playwright
 
     data = Path(tempfile.mkdtemp(prefix="obslab-bench-demo-"))
-    port, controller, web = free_port(), free_port(), free_port()
-    env = {**os.environ, "DATA_DIR": str(data), "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller),
-           "KAFKA_BOOTSTRAP_SERVERS": "", "DUCKDB_PATH": ""}
-    settings = load_settings(data_dir=data, kafka_port=port, kafka_controller_port=controller, kafka_bootstrap_servers="")
+    settings = isolated_settings(data)
+    web = free_port()
+    env = {**os.environ, "DATA_DIR": str(data), "KAFKA_PORT": str(settings.kafka_port),
+           "KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port), "KAFKA_BOOTSTRAP_SERVERS": "",
+           "DUCKDB_PATH": ""}
     started = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "obslab.cli", "demo", "--port", str(web), "--minutes", "6"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

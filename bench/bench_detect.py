@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_generator import machine  # noqa: E402
+from common import machine  # noqa: E402
 
 from obslab.detect.evaluate import EvaluationRun, evaluate_many, pool, type_table  # noqa: E402
 from obslab.generator.scenario import available_scenarios, load_scenario, parse_scenario  # noqa: E402

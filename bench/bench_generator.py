@@ -22,22 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import signal
-import socket
 import statistics
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from obslab.broker import LocalBroker, end_offsets
+from common import bench_broker, busy_cpu_seconds, cpu_seconds, isolated_settings, machine
+
+from obslab.broker import end_offsets
 from obslab.generator.events import EventStream
 from obslab.generator.run import RunPlan, generate
 from obslab.generator.scenario import load_scenario
-from obslab.settings import Settings, load_settings
+from obslab.settings import Settings
 
 VARIANTS = ("reference", "kafka-python", "confluent-kafka")
 TARGET_EVENTS_PER_S = 30_000
@@ -49,78 +46,9 @@ class BenchError(RuntimeError):
     """A benchmark run did not deliver what it was asked to; the figures would be meaningless."""
 
 
-def free_port() -> int:
-    # Same helper as tests/conftest.py (copied: bench/ does not import tests).
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def bench_settings(data_dir: Path) -> Settings:
     """Settings of an isolated lab; every value that changes the measurement is pinned, not read from .env."""
-    port = free_port()
-    controller = free_port()
-    while controller == port:
-        controller = free_port()
-    return load_settings(data_dir=data_dir, kafka_port=port, kafka_controller_port=controller,
-                         kafka_bootstrap_servers="", scenario=SCENARIO, seed=SEED, events_per_second=None,
-                         backfill_minutes=0.0)
-
-
-# ---------------------------------------------------------------------------- machine
-
-
-@contextmanager
-def bench_broker(make_settings):
-    """A real broker in a temporary data folder, from `make_settings(folder)`; always stopped."""
-    # SIGTERM must unwind through the finally below, or the broker JVM (its own session) outlives us.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with tempfile.TemporaryDirectory(prefix="obslab-bench-") as tmp:
-        settings = make_settings(Path(tmp))
-        broker = LocalBroker(settings)
-        print(f"starting a broker on {settings.kafka_bootstrap_servers} (data in {tmp})", file=sys.stderr)
-        try:
-            broker.start()
-            yield settings, broker
-        finally:
-            print(broker.stop(), file=sys.stderr)
-
-
-def machine() -> dict:
-    """CPU model, cores, RAM and software versions, as BENCHMARKS.md records them."""
-    import confluent_kafka
-    import kafka
-
-    from obslab import bootstrap
-
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 platform.processor() or "unknown")
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal:"))
-    return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
-        "ram_gib": round(mem_kb / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "kafka_python": kafka.__version__,
-        "confluent_kafka": confluent_kafka.__version__,
-        "librdkafka": confluent_kafka.libversion()[0],
-        "kafka_broker": bootstrap.KAFKA_VERSION,
-    }
-
-
-def _cpu_seconds(pid: int) -> float:
-    # utime + stime of a process (all its threads), from /proc/<pid>/stat.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _busy_cpu_seconds() -> float:
-    # CPU time the whole machine spent busy (user, nice, system, irq, softirq), from /proc/stat.
-    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    return isolated_settings(data_dir, scenario=SCENARIO, seed=SEED, events_per_second=None, backfill_minutes=0.0)
 
 
 # ---------------------------------------------------------------------------- variants
@@ -176,8 +104,8 @@ def measure(variant: str, settings: Settings, n: int, value: bytes, broker_pid: 
     """One timed run; fails unless exactly n events were acknowledged and appended to the topic."""
     topic = settings.topic_raw_events
     before = sum(end_offsets(settings, [topic]).get(topic, {}).values())
-    own0, busy0 = _cpu_seconds(os.getpid()), _busy_cpu_seconds()
-    broker0 = _cpu_seconds(broker_pid) if broker_pid else 0.0
+    own0, busy0 = cpu_seconds(os.getpid()), busy_cpu_seconds()
+    broker0 = cpu_seconds(broker_pid) if broker_pid else 0.0
     if variant == "reference":
         acked, seconds = run_reference(settings, n, value)
     else:
@@ -185,9 +113,9 @@ def measure(variant: str, settings: Settings, n: int, value: bytes, broker_pid: 
     # CPU seconds over the whole run including client setup: informative, not part of events/s.
     # `other` is everything else the machine did meanwhile (kernel networking, and any other
     # workload): more than a few tenths of a second means the run shared the cores.
-    own = _cpu_seconds(os.getpid()) - own0
-    broker_cpu = (_cpu_seconds(broker_pid) - broker0) if broker_pid else 0.0
-    other = _busy_cpu_seconds() - busy0 - own - broker_cpu
+    own = cpu_seconds(os.getpid()) - own0
+    broker_cpu = (cpu_seconds(broker_pid) - broker0) if broker_pid else 0.0
+    other = busy_cpu_seconds() - busy0 - own - broker_cpu
     appended = sum(end_offsets(settings, [topic]).get(topic, {}).values()) - before
     if acked != n or appended != n:
         raise BenchError(f"{variant}: {acked} acknowledged by the client and {appended} appended to {topic!r}, "

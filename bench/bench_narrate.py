@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_generator import machine  # noqa: E402
+from common import machine  # noqa: E402
 
 from obslab.detect.evaluate import evaluate  # noqa: E402
 from obslab.narrate.backends import LlamaCppBackend, TemplateBackend  # noqa: E402

@@ -46,11 +46,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_generator import bench_broker, free_port, machine  # bench/ is on sys.path when this script runs
+from common import (bench_broker, busy_cpu_seconds, cmdline, isolated_settings, machine,  # bench/ is on sys.path
+                    processes, rss_mib, tree)
 
 from obslab.broker import LocalBroker, end_offsets
 from obslab.generator.run import RunPlan, generate
-from obslab.settings import Settings, load_settings
+from obslab.settings import Settings
 from obslab.store import Store
 
 PHASES = ("freshness", "memory", "throughput")
@@ -67,7 +68,6 @@ LIVE = {
 }
 WARMUP_S = 30  # lag samples from the generator's first 30 s are skipped
 POLL_S = 0.5
-CLK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(RuntimeError):
@@ -76,13 +76,8 @@ class BenchError(RuntimeError):
 
 def bench_settings(data_dir: Path) -> Settings:
     """Settings of an isolated lab; every value that changes the measurement is pinned, not read from .env."""
-    port = free_port()
-    controller = free_port()
-    while controller == port:
-        controller = free_port()
-    return load_settings(
-        data_dir=data_dir, duckdb_path=data_dir / "observability.duckdb", kafka_port=port,
-        kafka_controller_port=controller, kafka_bootstrap_servers="", kafka_partitions=3, kafka_heap="512m",
+    return isolated_settings(
+        data_dir, duckdb_path=data_dir / "observability.duckdb", kafka_partitions=3, kafka_heap="512m",
         kafka_client="confluent-kafka", scenario=THROUGHPUT_SCENARIO, seed=SEED,
         events_per_second=THROUGHPUT_RATE, backfill_minutes=0.0, spark_master="local[2]",
         spark_driver_memory="1g", window_seconds=60, watermark_seconds=120, trigger_seconds=5.0,
@@ -98,72 +93,7 @@ def settings_env(s: Settings) -> dict[str, str]:
     return env
 
 
-# ---------------------------------------------------------------------------- /proc
-
-
-def processes() -> dict[int, tuple[int, float, str]]:
-    """pid -> (parent pid, CPU seconds so far, command name) of every process on the machine."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited meanwhile
-        comm = text[text.index("(") + 1:text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK, comm)
-    return out
-
-
-def tree(root: int | None, procs: dict[int, tuple[int, float, str]]) -> set[int]:
-    """root and all its descendants."""
-    if root is None or root not in procs:
-        return set()
-    found, todo = {root}, [root]
-    while todo:
-        parent = todo.pop()
-        for pid, (ppid, _, _) in procs.items():
-            if ppid == parent and pid not in found:
-                found.add(pid)
-                todo.append(pid)
-    return found
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0  # exited, or a zombie
-
-
-def cmdline(pid: int, width: int = 70) -> str:
-    """A short command line: the program and its first arguments, without leading options or a classpath."""
-    try:
-        words = [w.decode(errors="replace") for w in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if w]
-    except OSError:
-        return ""
-    if not words:
-        return ""
-    rest, skip = [], False
-    for word in words[1:]:
-        if skip:
-            skip = False
-        elif word in ("-cp", "-classpath"):
-            skip = True
-        elif not (word.startswith("-") and not rest):
-            rest.append(word)
-    return " ".join([Path(words[0]).name, *rest])[:width]
-
-
-def busy_cpu_seconds() -> float:
-    # CPU time the whole machine spent busy (user, nice, system, irq, softirq), from /proc/stat.
-    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
-    return (user + nice + system + irq + softirq) / CLK
+# ---------------------------------------------------------------------------- processes
 
 
 class Sampler(threading.Thread):
@@ -274,7 +204,7 @@ def stop_process(proc: subprocess.Popen | None) -> None:
 
 
 def live_run(base: Settings, name: str, broker: LocalBroker) -> dict:
-    """`obslab stream` and `obslab generate` as subprocesses; lag polled from the store, RSS from /proc."""
+    """`obslab stream` and `obslab generate` as subprocesses; lag polled from the store, RSS with psutil."""
     scenario, rate, gen_s, stream_s = LIVE[name]
     data = base.data_dir / name
     s = base.model_copy(update={"data_dir": data, "duckdb_path": data / "observability.duckdb",

@@ -1,6 +1,6 @@
 import pytest
 
-from obslab.schema import EVENT, SERVICE_METRICS, TABLES, Column, Table
+from obslab.schema import SERVICE_METRICS, TABLES, Column, Table
 
 
 def test_store_has_the_tables_the_pipeline_needs():
@@ -26,13 +26,6 @@ def test_store_has_the_tables_the_pipeline_needs():
 )
 def test_duckdb_ddl(fragment):
     assert fragment in SERVICE_METRICS.ddl()
-
-
-def test_spark_form_is_derived_from_the_same_columns():
-    assert EVENT.spark_ddl() == (
-        "event_id STRING, event_time TIMESTAMP, service STRING, endpoint STRING, "
-        "latency_ms DOUBLE, status_code INT"
-    )
 
 
 def test_bad_definitions_are_rejected():

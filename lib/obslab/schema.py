@@ -1,18 +1,18 @@
-"""Event and table schemas, defined once; the DuckDB DDL and the Spark types derive from here."""
+"""Event and table schemas, defined once; the DuckDB DDL derives from here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Neutral type names -> DuckDB type, Spark SQL type (as a DDL string Spark can parse).
-_TYPES: dict[str, tuple[str, str]] = {
-    "string": ("VARCHAR", "STRING"),
-    "int": ("INTEGER", "INT"),
-    "long": ("BIGINT", "BIGINT"),
-    "double": ("DOUBLE", "DOUBLE"),
-    "bool": ("BOOLEAN", "BOOLEAN"),
-    "timestamp": ("TIMESTAMPTZ", "TIMESTAMP"),  # always UTC; Spark's TIMESTAMP is instant-based
-    "json": ("JSON", "STRING"),
+# Neutral type names -> DuckDB type.
+_TYPES: dict[str, str] = {
+    "string": "VARCHAR",
+    "int": "INTEGER",
+    "long": "BIGINT",
+    "double": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMPTZ",  # always UTC
+    "json": "JSON",
 }
 
 
@@ -31,11 +31,7 @@ class Column:
 
     @property
     def duckdb_type(self) -> str:
-        return _TYPES[self.type][0]
-
-    @property
-    def spark_type(self) -> str:
-        return _TYPES[self.type][1]
+        return _TYPES[self.type]
 
 
 @dataclass(frozen=True)
@@ -71,10 +67,6 @@ class Table:
         if self.key:
             lines.append(f"    PRIMARY KEY ({', '.join(self.key)})")
         return f"CREATE TABLE IF NOT EXISTS {self.name} (\n" + ",\n".join(lines) + "\n)"
-
-    def spark_ddl(self) -> str:
-        """The table as a Spark DDL schema string, e.g. for `spark.createDataFrame(rows, ddl)`."""
-        return ", ".join(f"{c.name} {c.spark_type}" for c in self.columns)
 
 
 def C(name: str, type: str, nullable: bool = True, doc: str = "") -> Column:  # noqa: N802 - reads like a table

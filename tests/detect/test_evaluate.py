@@ -228,6 +228,7 @@ def _same(a: list[tuple], b: list[tuple]) -> bool:
         x == pytest.approx(y, rel=1e-9) if isinstance(x, float) else x == y for r, q in zip(a, b) for x, y in zip(r, q))
 
 
+@pytest.mark.slow  # a whole scenario replayed micro-batch by micro-batch
 @pytest.mark.parametrize("cap", [
     50,  # the default: every endpoint keeps its name
     2,  # service a's third endpoint (and the busier of two new ones at once) goes to `other`

@@ -107,6 +107,7 @@ def grow(store, settings, until, shape, step=5):
     # traffic before the outage even when that has left the lookback
     ("search", "traffic", None),
 ])
+@pytest.mark.slow  # 330 detection runs, one per minute
 def test_a_four_hour_incident_keeps_one_id(tmp_path, service, kind, fault):
     settings, store = lab(tmp_path)  # the default lookback is 180 minutes: shorter than the incident
     start, end = 60, 60 + 240  # minutes

@@ -301,7 +301,7 @@ def test_a_wandering_series_is_not_a_string_of_alerts(kind):
         assert len(detect(regular(1000 + noise), Z).episodes) <= 2, seed
 
 
-@pytest.mark.parametrize("mean", [0.05, 0.3])
+@pytest.mark.parametrize("mean", [pytest.param(0.05, marks=pytest.mark.slow), 0.3])  # 0.05: the same property, rarer
 def test_rare_counts_are_judged_as_counts(mean):
     # Errors per 5 minutes, mostly none: 3 where 0.3 are usual happen one step in 300, though
     # that is many robust standard deviations (all but 0) out; judged as measurements alone,

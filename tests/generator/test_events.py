@@ -214,7 +214,10 @@ def test_random_faults_pick_among_the_scenario_s_services():
 # ---------------------------------------------------------------------------- arrivals
 
 
-@pytest.mark.parametrize("tick", [0.1, 1.0, 7.3, 60.0])  # live ticks, 1 s, unaligned, the longest simulated tick
+@pytest.mark.parametrize("tick", [
+    pytest.param(0.1, marks=pytest.mark.slow),  # live ticks: 18,600 of them
+    1.0, 7.3, 60.0,  # 1 s, unaligned, the longest simulated tick
+])
 def test_requests_per_service_minute_are_poisson_whatever_the_tick_length(tick):
     minutes = 30
     start = T0 + timedelta(milliseconds=350)  # ticks not on whole seconds either

@@ -154,6 +154,7 @@ def test_the_partition_of_any_service_is_the_kafka_client_s():
         assert ours[service] == DefaultPartitioner().partition("t", key, key, None, None, Cluster()), service
 
 
+@pytest.mark.slow  # each client spends ~5 s per connection attempt before it gives up
 @pytest.mark.parametrize("sink", [KafkaSink, ConfluentSink])
 def test_unreachable_broker_is_a_clear_error_after_bounded_retries(sink):
     settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 INSPECT = r"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
-from obslab.schedule import tasks  # noqa: F401 - import Airflow's provider before the hook
+from obslab.schedule.tasks import NotebookOperator  # noqa: F401 - built (Airflow's provider imported) before the hook
 events = []
 WRITE_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000  # O_WRONLY, O_RDWR, O_CREAT, O_TRUNC
 def hook(name, args):

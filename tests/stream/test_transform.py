@@ -11,8 +11,6 @@ from obslab.stream.transform import RELATIVE_ACCURACY, bucket_value, mark_untime
 from obslab.settings import load_settings
 from tests.stream.helpers import event_lines
 
-pytestmark = pytest.mark.spark
-
 LIMIT = 128  # the endpoint length limit these cases are written for (ENDPOINT_MAX_LENGTH's default)
 
 GOOD = {"event_id": "e1", "event_time": "2026-03-01T09:00:01.500Z", "service": "search",
@@ -29,6 +27,7 @@ def _with(**changes):
     return json.dumps({k: v for k, v in event.items() if v is not ...})
 
 
+@pytest.mark.spark
 @pytest.mark.parametrize(
     "value, reason",
     [
@@ -72,6 +71,7 @@ TOLERANCE = timedelta(seconds=60)  # FUTURE_TOLERANCE_SECONDS
 WATERMARK = NOW - timedelta(minutes=3)  # 11:57:00; windows are one minute long
 
 
+@pytest.mark.spark
 @pytest.mark.parametrize(
     "event_time, reason_before, reason",
     [
@@ -92,6 +92,7 @@ def test_future_and_late_events_are_marked_for_the_dead_letters(spark, event_tim
     assert row.reason == reason
 
 
+@pytest.mark.spark
 def test_static_aggregation_is_exact_and_percentiles_are_within_the_bound(spark, tmp_path):
     settings = load_settings(data_dir=tmp_path)
     store = Lab(settings).store
@@ -119,6 +120,16 @@ def test_static_aggregation_is_exact_and_percentiles_are_within_the_bound(spark,
     assert store.count("latency_histograms") == 0  # final windows keep no histogram
 
 
-def test_bucket_values_are_representative():
+def test_bucket_values_are_representative():  # no Spark: the bucket arithmetic alone
     assert bucket_value(0) == pytest.approx(1.0, rel=RELATIVE_ACCURACY)
     assert RELATIVE_ACCURACY == pytest.approx(0.0099, abs=1e-4)
+
+
+@pytest.mark.parametrize("bucket", [0, 1, 250, 600])  # 1 ms, 1.02 ms, ~141 ms, ~145 s
+def test_every_latency_of_a_bucket_is_within_the_bound_of_its_value(bucket):
+    # Bucket b holds (1.02^b, 1.02^(b+1)]; its value 2 x 1.02^(b+1) / 2.02 is 1.0099 x the low edge
+    # and 0.9901 x the high edge: 0.99 % off at either end, less inside.
+    low, high = 1.02 ** bucket, 1.02 ** (bucket + 1)
+    for latency in np.linspace(low, high, 101)[1:]:
+        assert abs(bucket_value(bucket) - latency) / latency <= 0.02 / 2.02 + 1e-12
+    assert abs(bucket_value(bucket) - high) / high == pytest.approx(0.02 / 2.02)  # the bound is reached

@@ -84,67 +84,76 @@ def record(store, run_key: str, **columns) -> None:
     store.upsert("pipeline_runs", [{"run_id": run_key, **columns}])
 
 
-def _operator_base():
+def __getattr__(name: str):
+    # NotebookOperator is built on first use: its base class imports Airflow's papermill provider,
+    # seconds of imports that the rest of this module (and its tests) never needs.
+    if name == "NotebookOperator":
+        globals()[name] = _notebook_operator()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _notebook_operator() -> type:
     from airflow.providers.papermill.operators.papermill import PapermillOperator
 
-    return PapermillOperator
+    class NotebookOperator(PapermillOperator):
+        """Run one lab notebook as a task: parameters from settings and the DAG run, code kept visible.
 
+        The provider's own `execute` runs papermill in report mode (every code cell hidden in the kept
+        notebook) and in the worker's directory; learners read the kept notebook, and the notebooks
+        open files relative to notebooks/, so this runs papermill itself with the same inputs.
+        `skip_unless` names a parameter: when its effective value is falsy the task is skipped.
+        """
 
-class NotebookOperator(_operator_base()):
-    """Run one lab notebook as a task: parameters from settings and the DAG run, code kept visible.
+        template_fields = ()  # parameters are resolved in execute, not by Jinja
 
-    The provider's own `execute` runs papermill in report mode (every code cell hidden in the kept
-    notebook) and in the worker's directory; learners read the kept notebook, and the notebooks
-    open files relative to notebooks/, so this runs papermill itself with the same inputs.
-    `skip_unless` names a parameter: when its effective value is falsy the task is skipped.
-    """
+        def __init__(self, *, notebook: str, fixed: dict[str, Any] | None = None, skip_unless: str | None = None,
+                     **kwargs) -> None:
+            super().__init__(input_nb=str(notebook_path(notebook)), output_nb="(set when the task runs)",
+                             kernel_name=KERNEL, log_output=True, **kwargs)
+            self.notebook = notebook
+            self.fixed = dict(fixed or {})
+            self.skip_unless = skip_unless
 
-    template_fields = ()  # parameters are resolved in execute, not by Jinja
+        def execute(self, context):
+            import papermill
+            from airflow.sdk.exceptions import AirflowSkipException
 
-    def __init__(self, *, notebook: str, fixed: dict[str, Any] | None = None, skip_unless: str | None = None,
-                 **kwargs) -> None:
-        super().__init__(input_nb=str(notebook_path(notebook)), output_nb="(set when the task runs)",
-                         kernel_name=KERNEL, log_output=True, **kwargs)
-        self.notebook = notebook
-        self.fixed = dict(fixed or {})
-        self.skip_unless = skip_unless
+            from obslab.errors import NotebookTaskError
+            from obslab.lab import Lab
+            from obslab.settings import load_settings
 
-    def execute(self, context):
-        import papermill
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from obslab.errors import NotebookTaskError
-        from obslab.lab import Lab
-        from obslab.settings import load_settings
-
-        settings = load_settings()
-        source = notebook_path(self.notebook)
-        declared = set(declared_parameters(source))
-        params = notebook_parameters(declared, settings, dict(context.get("params") or {}), self.fixed)
-        if self.skip_unless and not params.get(self.skip_unless):
-            raise AirflowSkipException(f"{self.skip_unless} is {params.get(self.skip_unless)!r}: nothing to do")
-        dag_id, run_id = context["dag"].dag_id, context["run_id"]
-        out = output_path(settings, dag_id, run_id, self.task_id)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        store = Lab(settings).store
-        key = f"{dag_id}/{run_id}/{self.task_id}"
-        row = dict(stage=self.task_id, started_at=datetime.now(timezone.utc), dag_id=dag_id, dag_run_id=run_id,
-                   notebook=str(source), output_notebook=str(out),
-                   details=json.dumps({"parameters": params, "try_number": context["ti"].try_number}, default=str))
-        record(store, key, **row, status="running")
-        self.log.info("running %s with %s -> %s", source.name, params, out)
-        try:
-            papermill.execute_notebook(str(source), str(out), parameters=params, kernel_name=KERNEL,
-                                       cwd=str(NOTEBOOKS), report_mode=False, progress_bar=False,
-                                       log_output=True)
-        except BaseException as err:
-            first = _first_line(err)
-            record(store, key, **row, finished_at=datetime.now(timezone.utc), status="failed", error=first)
-            if isinstance(err, papermill.PapermillExecutionError):
-                raise NotebookTaskError(self.notebook, out, err.exec_count, first) from err
-            raise
-        record(store, key, **row, finished_at=datetime.now(timezone.utc), status="ok")
-        return str(out)
+            settings = load_settings()
+            source = notebook_path(self.notebook)
+            declared = set(declared_parameters(source))
+            params = notebook_parameters(declared, settings, dict(context.get("params") or {}), self.fixed)
+            if self.skip_unless and not params.get(self.skip_unless):
+                raise AirflowSkipException(f"{self.skip_unless} is {params.get(self.skip_unless)!r}: nothing to do")
+            dag_id, run_id = context["dag"].dag_id, context["run_id"]
+            out = output_path(settings, dag_id, run_id, self.task_id)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            store = Lab(settings).store
+            key = f"{dag_id}/{run_id}/{self.task_id}"
+            row = dict(stage=self.task_id, started_at=datetime.now(timezone.utc), dag_id=dag_id, dag_run_id=run_id,
+                       notebook=str(source), output_notebook=str(out),
+                       details=json.dumps({"parameters": params, "try_number": context["ti"].try_number}, default=str))
+            record(store, key, **row, status="running")
+            self.log.info("running %s with %s -> %s", source.name, params, out)
+            try:
+                papermill.execute_notebook(str(source), str(out), parameters=params, kernel_name=KERNEL,
+                                           cwd=str(NOTEBOOKS), report_mode=False, progress_bar=False,
+                                           log_output=True)
+            except BaseException as err:
+                first = _first_line(err)
+                record(store, key, **row, finished_at=datetime.now(timezone.utc), status="failed", error=first)
+                if isinstance(err, papermill.PapermillExecutionError):
+                    raise NotebookTaskError(self.notebook, out, err.exec_count, first) from err
+                raise
+            record(store, key, **row, finished_at=datetime.now(timezone.utc), status="ok")
+            return str(out)
+    NotebookOperator.__module__ = __name__  # pickled and named as obslab.schedule.tasks.NotebookOperator
+    NotebookOperator.__qualname__ = "NotebookOperator"
+    return NotebookOperator
 
 
 def _first_line(err: BaseException) -> str:
