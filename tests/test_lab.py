@@ -1,19 +1,10 @@
 """`Lab`: the one place that builds what the steps use. Its store is migrated once and shared, parts
-given to it are used as they are and left open, and close() releases only what it built. Its feeds
-publish to a real broker."""
+given to it are used as they are and left open, and close() releases only what it built."""
 
-import json
-from datetime import datetime, timezone
-
-import pytest
-
-from obslab.detect.incidents import Incident
 from obslab.lab import Lab
 from obslab.narrate.backends import TemplateBackend
 from obslab.settings import load_settings
 from obslab.store import MIGRATIONS, Store
-
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 
 
 def test_the_store_is_created_migrated_once_and_shared(tmp_path):
@@ -52,34 +43,3 @@ def test_close_releases_what_it_built_and_a_closed_lab_builds_again(tmp_path):
     lab.close()
     assert feeds._producer is None  # never connected (nothing was sent), and nothing is left to close
     assert lab.feeds is not feeds  # asked again after close: a new one
-
-
-@pytest.mark.kafka
-def test_feeds_publish_windows_and_incidents_as_json_keyed_by_service(broker, lab_settings):
-    from kafka import TopicPartition
-
-    from obslab.broker import LocalBroker, consumer
-
-    settings = lab_settings.model_copy(update={"topic_aggregated_metrics": "lab_feed_metrics",
-                                               "topic_anomalies": "lab_feed_anomalies"})
-    LocalBroker(settings).ensure_topics()
-    window = {"service": "payments", "window_start": T0, "request_count": 120, "error_rate": 0.25}
-    incident = Incident("inc-1", "payments", "errors", "open", T0, T0, None, "high", 2, "error_surge", "",
-                        None, None, "")
-    with Lab(settings) as lab:
-        assert lab.feeds.windows([window]) == 1
-        assert lab.feeds.incidents([incident]) == 1
-        assert lab.feeds.windows([]) == 0
-    c = consumer(settings, consumer_timeout_ms=10_000)
-    got = {}
-    for topic in (settings.topic_aggregated_metrics, settings.topic_anomalies):
-        parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
-        c.assign(parts)
-        c.seek_to_beginning(*parts)
-        got[topic] = [(m.key.decode(), json.loads(m.value)) for m in c]
-    c.close()
-    assert got[settings.topic_aggregated_metrics] == [
-        ("payments", {"service": "payments", "window_start": "2026-03-01T09:00:00+00:00", "request_count": 120,
-                      "error_rate": 0.25})]
-    [(key, value)] = got[settings.topic_anomalies]
-    assert key == "payments" and value["incident_id"] == "inc-1" and value["opened_at"] == "2026-03-01T09:00:00+00:00"

@@ -13,6 +13,12 @@ from datetime import datetime
 from obslab.settings import Settings
 
 
+def message(row: dict) -> tuple[bytes, bytes]:
+    """(key, value) of one row on a feed: the service, and the row as JSON with ISO-8601 times."""
+    value = json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
+    return row["service"].encode(), value.encode()
+
+
 class Feeds:
     """Publishes rows to the feed topics (at least once: a re-sent row is the same JSON again)."""
 
@@ -36,8 +42,8 @@ class Feeds:
 
             self._producer = producer(self.settings, linger_ms=5, max_block_ms=10_000)
         for row in rows:
-            value = json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
-            self._producer.send(topic, key=row["service"].encode(), value=value.encode())
+            key, value = message(row)
+            self._producer.send(topic, key=key, value=value)
         self._producer.flush(timeout=30)
         return len(rows)
 
