@@ -251,10 +251,7 @@ def detect_cmd(
         report = detect_pass(store, settings, state, publish=not no_publish)
         opened = sum(1 for i in report.incidents if i.status == "open")
         if as_json:
-            typer.echo(json.dumps({"windows": report.windows, "anomalies": report.anomalies,
-                                   "incidents": len(report.incidents), "open": opened,
-                                   "changed": [i.incident_id for i in report.changed],
-                                   "published": state.published}))
+            typer.echo(json.dumps({**report.as_dict(), "published": state.published}))
         else:
             typer.echo(f"{report.windows} windows, {report.anomalies} anomalies, {len(report.incidents)} incidents "
                        f"({opened} open), {len(report.changed)} new or updated")
@@ -408,6 +405,7 @@ def narrate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print each stored summary as JSON"),
 ) -> None:
     """Explain new or changed incidents in plain words (local model or template), grounded in the facts."""
+    from obslab.jsonform import plain
     from obslab.narrate.backends import make_backend
     from obslab.narrate.run import narrate_pending
     from obslab.store import Store
@@ -419,17 +417,18 @@ def narrate_cmd(
     except (ObslabError, ValueError) as err:
         _fail(err)
     typer.echo(f"narrator backend: {why}", err=True)
-    if hasattr(chosen, "warm_up"):
-        try:
-            typer.echo(f"model loaded and warmed up in {chosen.warm_up():.1f} s", err=True)
-        except ObslabError as err:
-            _fail(err)
+    try:
+        warmed_in = chosen.warm_up()
+    except ObslabError as err:
+        _fail(err)
+    if warmed_in is not None:
+        typer.echo(f"model loaded and warmed up in {warmed_in:.1f} s", err=True)
 
     def step() -> None:
         for n in narrate_pending(store, chosen, settings, settings.narrate_max_incidents):
             r = n.row
             if as_json:
-                typer.echo(json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()}))
+                typer.echo(json.dumps(plain(r)))
             else:
                 mark = "" if r["fallback_reason"] is None else f"  [template: {r['fallback_reason']}]"
                 typer.echo(f"{r['incident_id']} ({r['backend']}, {r['latency_ms']:.0f} ms): {r['summary']}{mark}")
@@ -448,7 +447,7 @@ def evaluate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON (see the README)"),
 ) -> None:
     """Measure detection against the scenarios' injected faults: recall, precision, time to detect, per fault type."""
-    from obslab.detect.evaluate import EvaluationRun, evaluate, evaluate_many, pool, type_table
+    from obslab.evaluation import EvaluationRun, evaluate, evaluate_many, pool, type_table
     from obslab.generator.scenario import available_scenarios
 
     names = [n for name in scenario for n in (available_scenarios() if name == "all" else [name])]

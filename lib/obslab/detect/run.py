@@ -34,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 from obslab.detect.detectors import Anomaly, DetectorConfig, Window, detect_series
 from obslab.detect.incidents import Incident, assign_incidents, relate_incidents
 from obslab.health import beat
+from obslab.jsonform import plain
 from obslab.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,12 @@ class DetectReport:
     anomalies: int
     incidents: list[Incident]  # the open ones and those that ended near the lookback, as now stored
     changed: list[Incident]  # new or updated by this run
+
+    def as_dict(self) -> dict:
+        """The `obslab detect --json` form (without what the caller published): counts, and the changed ids."""
+        return {"windows": self.windows, "anomalies": self.anomalies, "incidents": len(self.incidents),
+                "open": sum(1 for i in self.incidents if i.status == "open"),
+                "changed": [i.incident_id for i in self.changed]}
 
 
 def read_series(store, settings: Settings, reach: dict[str, datetime] | None = None
@@ -259,8 +266,7 @@ def publish_incidents(settings: Settings, incidents: list[Incident]) -> int:
     p = producer(settings, max_block_ms=10_000)
     try:
         for i in incidents:
-            value = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in i.row().items()}
-            p.send(settings.topic_anomalies, key=i.service.encode(), value=json.dumps(value).encode())
+            p.send(settings.topic_anomalies, key=i.service.encode(), value=json.dumps(plain(i.row())).encode())
         p.flush(timeout=30)
     finally:
         p.close()

@@ -11,9 +11,10 @@ from typing import Callable
 from obslab.errors import ConfigError
 from obslab.generator.clock import SimulatedClock, WallClock
 from obslab.generator.events import EventStream
-from obslab.generator.producer import (FileGroundTruth, FileSink, RunReport, StoreGroundTruth,
-                                       backfill_stream, faults_file_for, kafka_sink, run_stream)
+from obslab.generator.publish import RunReport, backfill_stream, publish_events
 from obslab.generator.scenario import load_scenario
+from obslab.generator.sinks import FileSink, kafka_sink
+from obslab.generator.truth import FileGroundTruth, StoreGroundTruth, faults_file_for
 from obslab.settings import Settings, get_settings
 
 
@@ -124,8 +125,8 @@ def generate(plan: RunPlan, settings: Settings | None = None, store=None, stop: 
     try:
         if s.backfill_minutes > 0:
             history = backfill_stream(stream, s.backfill_minutes)
-            backfill = run_stream(history, SimulatedClock(history.start), sink, None,
-                                  duration_s=s.backfill_minutes * 60, stop=stop)
+            backfill = publish_events(history, SimulatedClock(history.start), sink, None,
+                                      duration_s=s.backfill_minutes * 60, stop=stop)
         # What lies in the live clock's past (the lead-in, and whatever the history took to send)
         # goes out at once, the rest at the wall clock's pace. From a fixed start the clock reads
         # `live_from` as the live run begins; else it is the wall clock, and `live_from` was now.
@@ -133,8 +134,8 @@ def generate(plan: RunPlan, settings: Settings | None = None, store=None, stop: 
             clock = SimulatedClock(times.start)
         else:
             clock = WallClock(times.live_from if plan.start else None)
-        report = run_stream(stream, clock, sink, truth, duration_s=duration,
-                            count=plan.count, stop=stop, progress=progress)
+        report = publish_events(stream, clock, sink, truth, duration_s=duration,
+                                count=plan.count, stop=stop, progress=progress)
     finally:
         sink.close()
     return report, backfill

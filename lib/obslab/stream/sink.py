@@ -39,6 +39,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from obslab.errors import OffsetsMismatchError, StreamError
+from obslab.jsonform import plain
 from obslab.settings import Settings
 from obslab.stream.transform import GAMMA, batch_outcome, mark_untimely, split_outcome, unseen, with_window
 
@@ -373,7 +374,7 @@ class StreamSink:
                 self._producer = producer(self.settings, linger_ms=5, max_block_ms=10_000)
             topic = self.settings.topic_aggregated_metrics
             for row in rows:
-                value = json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
+                value = json.dumps(plain(row))
                 self._producer.send(topic, key=row["service"].encode(), value=value.encode())
             self._producer.flush(timeout=30)
             self.counters.published += len(rows)

@@ -1,5 +1,7 @@
 """Detection quality against the generator's ground truth: recall, precision, time to detect, per fault type.
 
+It drives the generator, the stream's transform and sink, and detection, so it belongs to none of them.
+
 How an evaluation runs (each run in a scratch store of its own, never the lab's):
 
     scenario --EventStream, simulated time--> events (JSONL) + injected_incidents, service_catalog
@@ -54,12 +56,13 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Callable
 
+from obslab.jsonform import plain
 from obslab.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -182,7 +185,7 @@ class Evaluation:
 
     def as_dict(self) -> dict:
         pooled = pool([self])
-        return {
+        return plain({
             "scenario": self.scenario, "seed": self.seed, "events_per_second": self.events_per_second,
             "duration_seconds": self.duration_seconds, "events": self.events,
             "window_seconds": self.window_seconds, "trigger_seconds": self.trigger_seconds,
@@ -195,16 +198,9 @@ class Evaluation:
             "root_cause_accuracy": self.root_cause_accuracy,
             "by_type": pooled["by_type"], "false_by_cause": pooled["overall"]["false_by_cause"],
             "detect_run_seconds": _spread(self.detect_run_seconds),
-            "faults": [_plain(asdict(f)) for f in self.faults],
-            "benign": [_plain(asdict(b)) for b in self.benign],
-            "cascades": [asdict(c) for c in self.cascades],
-            "incidents": [_plain(asdict(i)) for i in self.incidents],
+            "faults": self.faults, "benign": self.benign, "cascades": self.cascades, "incidents": self.incidents,
             "store_path": self.store_path, "seconds": round(self.seconds, 1),
-        }
-
-
-def _plain(obj: dict) -> dict:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in obj.items()}
+        })
 
 
 # ------------------------------------------------------------------ pooled figures
@@ -480,7 +476,9 @@ def _generate_job(job) -> dict:
     """Generate one run in simulated time into its events file, ground truth into its fresh store."""
     from obslab.generator.clock import SimulatedClock
     from obslab.generator.events import EventStream
-    from obslab.generator.producer import FileSink, StoreGroundTruth, run_stream
+    from obslab.generator.publish import publish_events
+    from obslab.generator.sinks import FileSink
+    from obslab.generator.truth import StoreGroundTruth
     from obslab.store import Store
 
     _, run, s, events_file = job
@@ -496,8 +494,8 @@ def _generate_job(job) -> dict:
     sink = FileSink(events_file)
     try:
         with store.held():
-            report = run_stream(stream, SimulatedClock(EVALUATION_START), sink,
-                                StoreGroundTruth(store, stream.run_id, plan.name), duration_s=duration)
+            report = publish_events(stream, SimulatedClock(EVALUATION_START), sink,
+                                    StoreGroundTruth(store, stream.run_id, plan.name), duration_s=duration)
     finally:
         sink.close()
     return {"scenario": plan.name, "seed": run.seed, "rate": stream.rate, "duration": duration,
