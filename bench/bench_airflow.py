@@ -38,6 +38,7 @@ from common import bench_broker, free_port, isolated_settings, machine  # noqa: 
 
 from obslab.broker import LocalBroker  # noqa: E402
 from obslab.generator.run import RunPlan, generate  # noqa: E402
+from obslab.lab import Lab  # noqa: E402
 from obslab.schedule import server  # noqa: E402
 from obslab.schedule.tasks import KERNEL, NOTEBOOKS, declared_parameters, notebook_parameters  # noqa: E402
 from obslab.store import Store  # noqa: E402
@@ -166,7 +167,8 @@ def reference_run(settings, out_dir: Path) -> dict:
     """The same three notebooks with the same parameters, by papermill directly (no Airflow)."""
     import papermill
 
-    generate(RunPlan.ending_now(GENERATE_SECONDS), settings)
+    with Lab(settings) as lab:
+        generate(RunPlan.ending_now(GENERATE_SECONDS), settings, store=lab.store, sink=lab.events)
     parts = {}
     for name in TASKS:
         source = NOTEBOOKS / f"{name}.ipynb"

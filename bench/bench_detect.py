@@ -1,6 +1,6 @@
 """Detection quality (issue 13): every shipped scenario on 20 untouched seeds, clean traffic, detection limits.
 
-Three parts, all through `obslab.detect.evaluate` (generator -> the stream's Spark transform ->
+Three parts, all through `obslab.evaluation` (generator -> the stream's Spark transform ->
 the stream's windows after every 5 s micro-batch -> run_detection after each, timed):
 
   scenarios   every scenario `available_scenarios()` lists (random included), on every seed;
@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine  # noqa: E402
 
-from obslab.detect.evaluate import EvaluationRun, evaluate_many, pool, type_table  # noqa: E402
+from obslab.evaluation import EvaluationRun, evaluate_many, pool, type_table  # noqa: E402
 from obslab.generator.scenario import available_scenarios, load_scenario, parse_scenario  # noqa: E402
 from obslab.settings import load_settings  # noqa: E402
 from obslab.stream.session import build_session  # noqa: E402

@@ -33,6 +33,7 @@ from common import bench_broker, busy_cpu_seconds, cpu_seconds, isolated_setting
 from obslab.broker import end_offsets
 from obslab.generator.events import EventStream
 from obslab.generator.run import RunPlan, generate
+from obslab.lab import Lab
 from obslab.generator.scenario import load_scenario
 from obslab.settings import Settings
 
@@ -90,7 +91,8 @@ def run_reference(settings: Settings, n: int, value: bytes) -> tuple[int, float]
 def run_generator(settings: Settings, client: str, n: int) -> tuple[int, float]:
     """The obslab generator at max rate: (events acknowledged, seconds of the send loop plus final flush)."""
     s = settings.model_copy(update={"kafka_client": client})
-    report, backfill = generate(RunPlan(max_rate=True, count=n, store_truth=False), settings=s)
+    with Lab(s) as lab:  # the sink is made inside the timed call, as it was when generate made it
+        report, backfill = generate(RunPlan(max_rate=True, count=n, store_truth=False), s, sink=lab.events)
     if backfill is not None:
         raise BenchError("a backfill ran; BACKFILL_MINUTES must be 0 for this benchmark")
     if report.stopped_early:

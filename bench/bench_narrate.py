@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine  # noqa: E402
 
-from obslab.detect.evaluate import evaluate  # noqa: E402
+from obslab.evaluation import evaluate  # noqa: E402
 from obslab.narrate.backends import LlamaCppBackend, TemplateBackend  # noqa: E402
 from obslab.narrate.facts import build_facts  # noqa: E402
 from obslab.narrate.run import compose  # noqa: E402

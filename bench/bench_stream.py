@@ -51,6 +51,7 @@ from common import (bench_broker, busy_cpu_seconds, cmdline, isolated_settings, 
 
 from obslab.broker import LocalBroker, end_offsets
 from obslab.generator.run import RunPlan, generate
+from obslab.lab import Lab
 from obslab.settings import Settings
 from obslab.store import Store
 
@@ -310,11 +311,12 @@ def preload(s: Settings, n: int, events_file: Path) -> dict:
     topic = s.topic_raw_events
     before = sum(end_offsets(s, [topic]).get(topic, {}).values())
     t0 = time.perf_counter()
-    report, _ = generate(RunPlan(max_rate=True, count=n, start=START, store_truth=False), settings=s)
+    with Lab(s) as lab:
+        report, _ = generate(RunPlan(max_rate=True, count=n, start=START, store_truth=False), s, sink=lab.events)
     publish_s = time.perf_counter() - t0
     appended = sum(end_offsets(s, [topic]).get(topic, {}).values()) - before
     t0 = time.perf_counter()
-    file_report, _ = generate(RunPlan(to_file=events_file, count=n, start=START, store_truth=False), settings=s)
+    file_report, _ = generate(RunPlan(to_file=events_file, count=n, start=START, store_truth=False), s)
     file_s = time.perf_counter() - t0
     with events_file.open("rb") as f:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))

@@ -176,7 +176,7 @@ def series(rows: list[dict], service: str) -> list:
 
 def store_with(path: Path, tables: dict[str, list[dict]], plan=None):
     """A fresh, migrated store holding these rows (and the scenario's service catalogue)."""
-    from obslab.generator.producer import catalog_rows
+    from obslab.generator.truth import catalog_rows
     from obslab.store import Store
 
     store = Store(path)

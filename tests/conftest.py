@@ -42,7 +42,7 @@ def store_path(tmp_path) -> Path:
 def evaluated(spark, tmp_path_factory):
     """`evaluated(name)`: the evaluation of a shipped scenario (default settings, seed 42), run once
     per test run; its scratch store holds windows, anomalies, incidents and the ground truth."""
-    from obslab.detect.evaluate import evaluate
+    from obslab.evaluation import evaluate
     from obslab.settings import load_settings
 
     settings = load_settings(data_dir=tmp_path_factory.mktemp("evaluated"))

@@ -42,9 +42,11 @@ def healthy(spark, broker, lab_settings, tmp_path_factory):
     """A lab that did everything once: a minute of traffic ending now, streamed, detected, narrated."""
     settings = lab_for(lab_settings, tmp_path_factory.mktemp("healthy"), narrator_backend="template",
                        scenario="clean")
-    store = Lab(settings).store
-    report, _ = generate(RunPlan(max_rate=True, duration_s=60,
-                                 start=datetime.now(timezone.utc) - timedelta(seconds=60)), settings, store=store)
+    lab = Lab(settings)
+    store = lab.store
+    with lab:
+        report, _ = generate(RunPlan(max_rate=True, duration_s=60, start=datetime.now(timezone.utc) - timedelta(seconds=60)),
+                             settings, store=store, sink=lab.events)
     assert report.events_acked > 0
     streamed = stream_once(settings, spark, store)
     assert streamed.counters.events == report.events_acked

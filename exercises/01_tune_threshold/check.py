@@ -6,7 +6,7 @@ Not the Spark replay of `obslab evaluate` (a minute or more): the detection part
       --real generator, simulated time--> events --one final window per minute--> a fresh store,
         with the ground truth (injected_incidents) and the service catalogue
       --after each window: run_detection with the learner's thresholds--> anomalies, incidents
-      --obslab.detect.evaluate.match_incidents--> faults detected, benign events paged, false incidents
+      --obslab.evaluation.match_incidents--> faults detected, benign events paged, false incidents
 
 Solved when every fault is detected, no benign event pages, and no other incident is false.
 """
@@ -90,10 +90,10 @@ def read_thresholds(path: Path) -> dict:
 
 def evaluate(thresholds: dict, scratch: Path):
     """(faults, incidents, benign events) of the exercise's run, matched, detected with these thresholds."""
-    from obslab.detect.evaluate import match_incidents
+    from obslab.evaluation import match_incidents
     from obslab.detect.run import run_detection
     from obslab.generator.events import EventStream
-    from obslab.generator.producer import StoreGroundTruth
+    from obslab.generator.truth import StoreGroundTruth
     from obslab.settings import load_settings
 
     settings = load_settings(data_dir=scratch, duckdb_path=scratch / "exercise-1.duckdb", **thresholds)

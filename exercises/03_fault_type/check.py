@@ -105,12 +105,12 @@ def check(folder: Path, scratch: Path) -> harness.Result:
     result.need(not slow.any(), f"{int(slow.sum())} requests outside the faults took over {TIMEOUT_MS / 2:g} ms")
 
     try:
-        from obslab.detect.evaluate import FAULT_KINDS
+        from obslab.evaluation import FAULT_KINDS
     except Exception as err:  # noqa: BLE001
-        raise harness.LearnerError(f"importing obslab.detect.evaluate raised {harness.innermost(err, root)}") from None
+        raise harness.LearnerError(f"importing obslab.evaluation raised {harness.innermost(err, root)}") from None
     kinds = FAULT_KINDS.get("timeout")
     result.need(kinds == {"errors", "latency"},
-                f"FAULT_KINDS['timeout'] in lib/obslab/detect/evaluate.py is {kinds!r}: the evaluation must know "
+                f"FAULT_KINDS['timeout'] in lib/obslab/evaluation.py is {kinds!r}: the evaluation must know "
                 "that a timeout causes errors (504s) and latency (each takes the whole timeout), or it counts "
                 "the incidents it raises as false")
 

@@ -201,8 +201,10 @@ def generate_cmd(
         typer.echo(f"\r{report.events_sent:>10,} events  {report.rate:>9,.1f}/s  "
                    f"{faults} faults done", err=True, nl=False)
 
-    with stop_signals() as stop:
-        report, backfill = generate(plan, settings, stop=stop, progress=None if as_json else progress)
+    with Lab(settings) as lab, stop_signals() as stop:
+        report, backfill = generate(plan, settings, store=lab.store if plan.store_truth else None,
+                                    sink=None if plan.to_file else lab.events, stop=stop,
+                                    progress=None if as_json else progress)
     if as_json:
         typer.echo(json.dumps({"run": report.as_dict(), "backfill": backfill.as_dict() if backfill else None}))
     else:
@@ -268,10 +270,7 @@ def detect_cmd(
         report = detect_pass(store, settings, state, feeds=None if no_publish else lab.feeds)
         opened = sum(1 for i in report.incidents if i.status == "open")
         if as_json:
-            typer.echo(json.dumps({"windows": report.windows, "anomalies": report.anomalies,
-                                   "incidents": len(report.incidents), "open": opened,
-                                   "changed": [i.incident_id for i in report.changed],
-                                   "published": state.published}))
+            typer.echo(json.dumps({**report.as_dict(), "published": state.published}))
         else:
             typer.echo(f"{report.windows} windows, {report.anomalies} anomalies, {len(report.incidents)} incidents "
                        f"({opened} open), {len(report.changed)} new or updated")
@@ -347,6 +346,7 @@ def narrate_cmd(
     as_json: bool = AS_JSON,
 ) -> None:
     """Explain new or changed incidents in plain words (local model or template), grounded in the facts."""
+    from obslab.jsonform import plain
     from obslab.narrate.run import narrate_pending
 
     lab = Lab(_settings(narrator_backend=backend, narrate_max_incidents=limit))
@@ -356,14 +356,15 @@ def narrate_cmd(
     except ValueError as err:
         raise ObslabError(str(err)) from err
     typer.echo(f"narrator backend: {why}", err=True)
-    if hasattr(chosen, "warm_up"):
-        typer.echo(f"model loaded and warmed up in {chosen.warm_up():.1f} s", err=True)
+    warmed_in = chosen.warm_up()
+    if warmed_in is not None:
+        typer.echo(f"model loaded and warmed up in {warmed_in:.1f} s", err=True)
 
     def step() -> None:
         for n in narrate_pending(store, chosen, settings, settings.narrate_max_incidents):
             r = n.row
             if as_json:
-                typer.echo(json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()}))
+                typer.echo(json.dumps(plain(r)))
             else:
                 mark = "" if r["fallback_reason"] is None else f"  [template: {r['fallback_reason']}]"
                 typer.echo(f"{r['incident_id']} ({r['backend']}, {r['latency_ms']:.0f} ms): {r['summary']}{mark}")
@@ -382,7 +383,7 @@ def evaluate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON (see the README)"),
 ) -> None:
     """Measure detection against the scenarios' injected faults: recall, precision, time to detect, per fault type."""
-    from obslab.detect.evaluate import EvaluationRun, evaluate, evaluate_many, pool, type_table
+    from obslab.evaluation import EvaluationRun, evaluate, evaluate_many, pool, type_table
     from obslab.generator.scenario import available_scenarios
 
     names = [n for name in scenario for n in (available_scenarios() if name == "all" else [name])]

@@ -20,36 +20,37 @@ from pathlib import Path
 
 import pandas as pd
 
-from obslab.settings import Settings, get_settings
+from obslab.settings import Settings
 
 
 @dataclass
 class Exploration:
     """A scenario run to explore: its evaluation report, scratch store and raw events file."""
 
-    report: object  # obslab.detect.evaluate.Evaluation
+    report: object  # obslab.evaluation.Evaluation
     store: object  # obslab.store.Store of the scratch store
     events_file: Path
 
     @property
     def start(self):
-        from obslab.detect.evaluate import EVALUATION_START
+        from obslab.evaluation import EVALUATION_START
 
         return EVALUATION_START
 
 
-def explore_run(scenario: str | Path = "demo", settings: Settings | None = None, seed: int = 42,
+def explore_run(scenario: str | Path, settings: Settings, seed: int = 42,
                 minutes: float | None = None, spark=None) -> Exploration:
     """Generate, aggregate and detect `scenario` in a scratch store under DATA_DIR/runs/explore-<name>-<seed>,
     then write its raw events to `raw_events.jsonl` there. The lab's own store is not touched."""
-    from obslab.detect.evaluate import EVALUATION_START, evaluate
+    from obslab.evaluation import EVALUATION_START, evaluate
     from obslab.generator.clock import SimulatedClock
     from obslab.generator.events import EventStream
-    from obslab.generator.producer import FileSink, run_stream
+    from obslab.generator.publish import publish_events
     from obslab.generator.scenario import load_scenario
+    from obslab.generator.sinks import FileSink
     from obslab.store import Store
 
-    base = settings or get_settings()
+    base = settings
     plan = load_scenario(scenario)
     workdir = base.data_dir / "runs" / f"explore-{plan.name}-{seed}"
     report = evaluate(plan, base, seed=seed, minutes=minutes, spark=spark, workdir=workdir)
@@ -57,8 +58,8 @@ def explore_run(scenario: str | Path = "demo", settings: Settings | None = None,
     events_file = workdir / "raw_events.jsonl"
     sink = FileSink(events_file)
     try:
-        run_stream(EventStream(plan, seed, EVALUATION_START), SimulatedClock(EVALUATION_START), sink, None,
-                   duration_s=report.duration_seconds)
+        publish_events(EventStream(plan, seed, EVALUATION_START), SimulatedClock(EVALUATION_START), sink, None,
+                       duration_s=report.duration_seconds)
     finally:
         sink.close()
     if sink.sent != report.events:

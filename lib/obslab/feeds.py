@@ -8,15 +8,14 @@ on the first message, so a lab that never publishes never connects to a broker.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
+from obslab.jsonform import plain
 from obslab.settings import Settings
 
 
 def message(row: dict) -> tuple[bytes, bytes]:
     """(key, value) of one row on a feed: the service, and the row as JSON with ISO-8601 times."""
-    value = json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
-    return row["service"].encode(), value.encode()
+    return row["service"].encode(), json.dumps(plain(row)).encode()
 
 
 class Feeds:

@@ -78,7 +78,7 @@ class Lab:
 
     @cached_property
     def events(self):
-        from obslab.generator.producer import kafka_sink
+        from obslab.generator.sinks import kafka_sink
 
         self._owned.append("events")
         return kafka_sink(self.settings)

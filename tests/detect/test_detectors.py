@@ -402,3 +402,15 @@ def test_a_changed_setting_reaches_the_detectors(monkeypatch, env, field_name, e
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert getattr(config_from(load_settings(_env_file=None)), field_name) == expected
+
+
+def test_every_walking_detector_says_whether_it_is_cold():
+    from obslab.detect.detectors import _WALKERS, _Walker
+    from obslab.detect.run import config_from
+    from obslab.settings import load_settings
+
+    cfg = config_from(load_settings())
+    for name, walker in _WALKERS.items():
+        assert isinstance(walker(cfg), _Walker), name
+    assert _WALKERS["error_surge"](cfg).cold()  # nothing learned yet: open windows stand in for history
+    assert not any(_WALKERS[n](cfg).cold() for n in ("latency_spike", "baseline_shift"))  # final windows only

@@ -2,10 +2,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from obslab.detect.run import run_detection
+from obslab.detect.incidents import Incident
+from obslab.detect.run import DetectReport, run_detection
 from obslab.generator.events import EventStream
-from obslab.generator.producer import catalog_rows
 from obslab.generator.scenario import load_scenario
+from obslab.generator.truth import catalog_rows
 from obslab.lab import Lab
 from obslab.settings import load_settings
 from obslab.stream.job import aggregate_static
@@ -273,3 +274,16 @@ def test_detector_config_defaults_are_the_settings_defaults(monkeypatch):
     # every field a setting feeds has the setting's default; the partial-window minimum maps 0 to NEVER
     assert {f.name: getattr(from_settings, f.name) for f in fields(DetectorConfig)} == {
         f.name: getattr(defaults, f.name) for f in fields(DetectorConfig)}
+
+
+def test_the_detect_report_s_json_form_counts_and_names_the_changed():
+    t = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
+
+    def incident(incident_id, status):
+        return Incident(incident_id, "payments", "errors", status, t, t + timedelta(minutes=2),
+                        t + timedelta(minutes=5) if status == "resolved" else None, "high", 2, "error_surge", "")
+
+    still, done = incident("i-open", "open"), incident("i-done", "resolved")
+    report = DetectReport(windows=12, anomalies=3, incidents=[still, done], changed=[still])
+    # what `obslab detect --json` prints, before the caller adds how many it published
+    assert report.as_dict() == {"windows": 12, "anomalies": 3, "incidents": 2, "open": 1, "changed": ["i-open"]}

@@ -19,8 +19,9 @@ import pytest
 
 from obslab.generator.clock import SimulatedClock
 from obslab.generator.events import EventStream
-from obslab.generator.producer import FileSink, run_stream
+from obslab.generator.publish import publish_events
 from obslab.generator.scenario import load_scenario, parse_scenario
+from obslab.generator.sinks import FileSink
 from obslab.schema import EVENT
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -456,6 +457,6 @@ services:
 def test_rate_is_the_mean_in_simulated_time(tmp_path):
     stream = EventStream(load_scenario("clean"), 1, T0, events_per_second=10)
     sink = FileSink(tmp_path / "e.jsonl")
-    report = run_stream(stream, SimulatedClock(T0), sink, None, duration_s=600)
+    report = publish_events(stream, SimulatedClock(T0), sink, None, duration_s=600)
     sink.close()
     assert within(report.events_sent, 6000, math.sqrt(6000))  # 10/s held over ten minutes, Poisson, no drift

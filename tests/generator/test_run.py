@@ -180,7 +180,7 @@ def test_history_lead_in_and_live_part_reach_kafka_once_each_with_the_fault_s_tr
 
     from obslab.broker import admin_client, consumer
     from obslab.generator.run import generate
-    from obslab.store import Store
+    from obslab.lab import Lab
 
     lead, rate = 30, 50
     topic = "lead_in_events"
@@ -191,8 +191,9 @@ def test_history_lead_in_and_live_part_reach_kafka_once_each_with_the_fault_s_tr
     settings = lab_settings.model_copy(update={k: getattr(local, k) for k in (
         "data_dir", "duckdb_path", "scenario", "seed", "generate_lead_in_seconds", "backfill_minutes")} |
         {"topic_raw_events": topic})
-    store = Store.from_settings(settings)
-    report, history = generate(RunPlan(), settings, store=store)
+    with Lab(settings) as lab:
+        store = lab.store
+        report, history = generate(RunPlan(), settings, store=store, sink=lab.events)
     assert report.events_acked == report.events_sent and history.events_acked == history.events_sent
     expected = history.events_sent + report.events_sent
 

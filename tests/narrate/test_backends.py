@@ -1,9 +1,10 @@
-"""Which narrator backend the settings give, and the template backend's output."""
+"""Narrator backends (obslab.narrate.backends): which one the settings give, that each is a
+NarratorBackend, what warming up means for each, and the template backend's output."""
 
 import pytest
 
 from obslab.narrate import template
-from obslab.narrate.backends import LlamaCppBackend, OllamaBackend, TemplateBackend, make_backend
+from obslab.narrate.backends import LlamaCppBackend, NarratorBackend, OllamaBackend, TemplateBackend, make_backend
 from obslab.settings import load_settings
 from tests.conftest import free_port
 
@@ -39,3 +40,28 @@ def test_the_template_backend_gives_the_rules_narrative():
                         "p99_latency_ms": 40, "trend": "steady"}, "top_endpoints": [], "other_services": []}
     generation = TemplateBackend().generate(facts, attempt=0, deadline=0.0)
     assert generation.fields == template.narrative(facts) and generation.tokens == 0 and not generation.timed_out
+
+
+@pytest.mark.parametrize("backend", [
+    TemplateBackend(),
+    OllamaBackend("http://127.0.0.1:9", "gemma3:270m", max_tokens=60, temperature=0.0, timeout_s=5.0),
+    LlamaCppBackend("/nonexistent/model.gguf", threads=1, max_tokens=60, temperature=0.0),
+], ids=lambda b: b.name)
+def test_every_backend_is_a_narrator_backend(backend):
+    assert isinstance(backend, NarratorBackend)
+
+
+@pytest.mark.parametrize("backend", [
+    TemplateBackend(),  # rules: nothing to load
+    # the server loads its model itself
+    OllamaBackend("http://127.0.0.1:9", "gemma3:270m", max_tokens=60, temperature=0.0, timeout_s=5.0),
+], ids=lambda b: b.name)
+def test_a_backend_with_nothing_to_load_warms_up_in_no_time_at_all(backend):
+    assert backend.warm_up() is None  # so the narrator prints no "model loaded" line
+
+
+def test_the_embedded_model_s_warm_up_names_what_is_missing():
+    from obslab.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match="make setup"):
+        LlamaCppBackend("/nonexistent/model.gguf", threads=1, max_tokens=60, temperature=0.0).warm_up()

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from statistics import median
+from typing import Protocol, runtime_checkable
 
 from obslab.detect.noise import Dispersion, binomial_sf, dispersion_of, poisson_cdf, tail_probability, wilson_upper
 from obslab.settings import Settings
@@ -549,6 +550,10 @@ class _LatencySpike:
         self.cfg = cfg
         self.model = _LatencyModel(cfg)
 
+    def cold(self) -> bool:
+        """Never: it learns from final windows only."""
+        return False
+
     def see(self, w: Window, complete: bool = False) -> list[Anomaly]:
         cfg, model, out = self.cfg, self.model, []
         sla = cfg.latency_sla_ms.get(w.service)
@@ -600,6 +605,10 @@ class _BaselineShift:
         self.latency = _LatencyModel(cfg)
         self.traffic = _TrafficModel(cfg)
         self.slow: list[Window] = []  # the latest consecutive final windows flagged as slow
+
+    def cold(self) -> bool:
+        """Never: it learns from final windows only."""
+        return False
 
     def see(self, w: Window, complete: bool = False) -> list[Anomaly]:
         cfg, out = self.cfg, []
@@ -792,7 +801,18 @@ def burn_rate(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
 
 DETECTORS = {"error_surge": error_surge, "latency_spike": latency_spike, "baseline_shift": baseline_shift,
              "burn_rate": burn_rate}
-_WALKERS = {"error_surge": _ErrorSurge, "latency_spike": _LatencySpike, "baseline_shift": _BaselineShift}
+
+
+@runtime_checkable
+class _Walker(Protocol):
+    """A detector walking one series window by window, keeping what it learned from final windows."""
+
+    def cold(self) -> bool: ...  # it learns from open windows now (they stand in for history): walk a copy
+    def see(self, w: Window, complete: bool = False) -> list[Anomaly]: ...
+
+
+_WALKERS: dict[str, Callable[[DetectorConfig], _Walker]] = {
+    "error_surge": _ErrorSurge, "latency_spike": _LatencySpike, "baseline_shift": _BaselineShift}
 
 
 def detect_series(series: list[Window], cfg: DetectorConfig, detectors=None) -> list[Anomaly]:
@@ -843,7 +863,7 @@ def _walk_remembered(series: list[Window], cfg: DetectorConfig, names: list[str]
     tail = series[final_count:]
     # Open windows teach nothing, except at a cold start; a final window after an open one would
     # too. Either way the open windows walk a copy, so what is remembered is the final windows'.
-    cold = any(getattr(walker, "cold", lambda: False)() for walker in walked.walkers)
+    cold = any(walker.cold() for walker in walked.walkers)
     walkers = copy.deepcopy(walked.walkers) if cold or any(w.is_final for w in tail) else walked.walkers
     return walked.found + [a for i, w in enumerate(tail) for walker in walkers
                            for a in walker.see(w, complete=i + 1 < len(tail))]

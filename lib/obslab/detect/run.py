@@ -92,6 +92,12 @@ class DetectReport:
     incidents: list[Incident]  # the open ones and those that ended near the lookback, as now stored
     changed: list[Incident]  # new or updated by this run
 
+    def as_dict(self) -> dict:
+        """The `obslab detect --json` form (without what the caller published): counts, and the changed ids."""
+        return {"windows": self.windows, "anomalies": self.anomalies, "incidents": len(self.incidents),
+                "open": sum(1 for i in self.incidents if i.status == "open"),
+                "changed": [i.incident_id for i in self.changed]}
+
 
 def read_series(store, settings: Settings, reach: dict[str, datetime] | None = None
                 ) -> tuple[list[list[Window]], datetime | None]:

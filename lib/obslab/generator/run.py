@@ -11,10 +11,11 @@ from typing import Callable
 from obslab.errors import ConfigError
 from obslab.generator.clock import SimulatedClock, WallClock
 from obslab.generator.events import EventStream
-from obslab.generator.producer import (FileGroundTruth, FileSink, RunReport, StoreGroundTruth,
-                                       backfill_stream, faults_file_for, kafka_sink, run_stream)
+from obslab.generator.publish import RunReport, backfill_stream, publish_events
 from obslab.generator.scenario import load_scenario
-from obslab.settings import Settings, get_settings
+from obslab.generator.sinks import FileSink, Sink
+from obslab.generator.truth import FileGroundTruth, StoreGroundTruth, faults_file_for
+from obslab.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -94,38 +95,41 @@ def timeline(plan: RunPlan, backfill_minutes: float, lead_in_s: float, duration_
                     end=start + timedelta(seconds=duration_s) if duration_s is not None else None)
 
 
-def generate(plan: RunPlan, settings: Settings | None = None, store=None, stop: threading.Event | None = None,
+def generate(plan: RunPlan, settings: Settings, *, store=None, sink: Sink | None = None,
+             stop: threading.Event | None = None,
              progress: Callable[[RunReport], None] | None = None) -> tuple[RunReport, RunReport | None]:
-    """Run the configured scenario; returns (main report, backfill report or None)."""
-    s = settings or get_settings()
-    scenario = load_scenario(s.scenario)
+    """Run the configured scenario; returns (main report, backfill report or None).
+
+    Events go to the plan's file, else to `sink` (a Lab's `events`: Kafka), which is flushed and
+    left open for its owner. Ground truth goes to `store` (a Lab's: migrated) when the plan keeps
+    it there, else beside the file."""
+    scenario = load_scenario(settings.scenario)
     duration = plan.duration_s
     if duration is None and plan.count is None:
         duration = scenario.duration_seconds
-    times = timeline(plan, s.backfill_minutes, s.generate_lead_in_seconds, duration, datetime.now(timezone.utc))
-    stream = EventStream(scenario, s.seed, times.start, s.events_per_second)
-
-    if plan.to_file is not None:
-        sink = FileSink(plan.to_file)
-    else:
-        sink = kafka_sink(s)
-    truth = None
+    times = timeline(plan, settings.backfill_minutes, settings.generate_lead_in_seconds, duration,
+                     datetime.now(timezone.utc))
+    stream = EventStream(scenario, settings.seed, times.start, settings.events_per_second)
+    if plan.to_file is None and sink is None:
+        raise ConfigError("generating to Kafka needs the lab's event sink: generate(plan, settings, "
+                          "sink=Lab(settings).events), or give the plan a file (--to-file)")
+    if plan.store_truth and store is None:
+        raise ConfigError("ground truth goes to the store: generate(plan, settings, store=Lab(settings).store), "
+                          "or keep it beside the file (--no-store with --to-file)")
+    own = FileSink(plan.to_file) if plan.to_file is not None else None
+    out = own or sink
+    truth = None  # to Kafka without the store: the run report lists the faults
     if plan.store_truth:
-        if store is None:
-            from obslab.store import Store
-
-            store = Store.from_settings(s)
-        store.migrate()
         truth = StoreGroundTruth(store, stream.run_id, scenario.name)
     elif plan.to_file is not None:
         truth = FileGroundTruth(faults_file_for(plan.to_file), stream.run_id, scenario.name)
 
     backfill = None
     try:
-        if s.backfill_minutes > 0:
-            history = backfill_stream(stream, s.backfill_minutes)
-            backfill = run_stream(history, SimulatedClock(history.start), sink, None,
-                                  duration_s=s.backfill_minutes * 60, stop=stop)
+        if settings.backfill_minutes > 0:
+            history = backfill_stream(stream, settings.backfill_minutes)
+            backfill = publish_events(history, SimulatedClock(history.start), out, None,
+                                      duration_s=settings.backfill_minutes * 60, stop=stop)
         # What lies in the live clock's past (the lead-in, and whatever the history took to send)
         # goes out at once, the rest at the wall clock's pace. From a fixed start the clock reads
         # `live_from` as the live run begins; else it is the wall clock, and `live_from` was now.
@@ -133,10 +137,13 @@ def generate(plan: RunPlan, settings: Settings | None = None, store=None, stop: 
             clock = SimulatedClock(times.start)
         else:
             clock = WallClock(times.live_from if plan.start else None)
-        report = run_stream(stream, clock, sink, truth, duration_s=duration,
-                            count=plan.count, stop=stop, progress=progress)
+        report = publish_events(stream, clock, out, truth, duration_s=duration,
+                                count=plan.count, stop=stop, progress=progress)
     finally:
-        sink.close()
+        if own is not None:
+            own.close()
+        else:
+            out.flush()
     return report, backfill
 
 

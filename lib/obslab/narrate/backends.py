@@ -10,6 +10,8 @@
 
 `generate(facts, attempt, deadline)` returns the generated fields; a backend stops at the deadline
 (monotonic seconds) and says so (`timed_out`), and the caller falls back to the template.
+`warm_up()` loads what the backend needs before the first incident: the seconds it took, or None
+when there is nothing to load in this process.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from obslab.errors import MissingDependencyError
 from obslab.narrate import template
@@ -36,9 +39,23 @@ class Generation:
     prompt: str = ""
 
 
+@runtime_checkable
+class NarratorBackend(Protocol):
+    """What the narrator asks of a backend (see the module's docstring)."""
+
+    name: str
+    model: str | None
+
+    def warm_up(self) -> float | None: ...
+    def generate(self, facts: dict, attempt: int, deadline: float) -> Generation: ...
+
+
 class TemplateBackend:
     name = "template"
     model = None
+
+    def warm_up(self) -> None:
+        """Nothing to load: rules over the facts."""
 
     def generate(self, facts: dict, attempt: int, deadline: float) -> Generation:
         return Generation(template.narrative(facts))
@@ -124,6 +141,9 @@ class OllamaBackend:
             return False, f"{self.host} has no model {self.model!r} (has {sorted(names)[:5]}); `ollama pull {self.model}`"
         return True, ""
 
+    def warm_up(self) -> None:
+        """Nothing to load here: the server loads the model on the first request."""
+
     def generate(self, facts: dict, attempt: int, deadline: float) -> Generation:
         remaining = max(0.1, deadline - time.monotonic())
         messages = chat_messages(facts)
@@ -141,7 +161,7 @@ class OllamaBackend:
                           int(response.eval_count or 0), False, json.dumps(messages))
 
 
-def make_backend(settings: Settings):
+def make_backend(settings: Settings) -> tuple[NarratorBackend, str]:
     """The backend the settings ask for (`auto` resolved), and a line saying why it was chosen."""
     wanted = settings.narrator_backend
     ollama = OllamaBackend(settings.ollama_host, settings.ollama_model, settings.narrate_max_tokens,

@@ -24,6 +24,7 @@ from pathlib import Path
 from obslab.errors import (CheckpointBusyError, CheckpointMismatchError, OffsetsMismatchError, StoreWindowMismatchError,
                            StreamError)
 from obslab.feeds import Feeds
+from obslab.jsonform import plain
 from obslab.settings import Settings
 from obslab.stream.sink import SinkCounters, StreamSink, spark_batch_offsets
 from obslab.stream.transform import parse_events
@@ -46,13 +47,13 @@ class StreamReport:
     started_from: str = "checkpoint"  # checkpoint | store offsets | topic start
 
     def as_dict(self) -> dict:
+        """The `obslab stream --json` form: the counters flattened, the watermark as ISO text."""
         c = self.counters
-        return {"query_id": self.query_id, "checkpoint": self.checkpoint, "seconds": round(self.seconds, 1),
-                "batches": c.batches, "skipped_replays": c.skipped_replays, "events": c.events,
-                "dead_letters": c.dead_letters, "late": c.late, "future": c.future,
-                "endpoint_overflow": c.endpoint_overflow, "published": c.published,
-                "watermark": c.last_watermark.isoformat() if c.last_watermark else None,
-                "started_from": self.started_from, "stopped_by": self.stopped_by}
+        return plain({"query_id": self.query_id, "checkpoint": self.checkpoint, "seconds": round(self.seconds, 1),
+                      "batches": c.batches, "skipped_replays": c.skipped_replays, "events": c.events,
+                      "dead_letters": c.dead_letters, "late": c.late, "future": c.future,
+                      "endpoint_overflow": c.endpoint_overflow, "published": c.published,
+                      "watermark": c.last_watermark, "started_from": self.started_from, "stopped_by": self.stopped_by})
 
 
 def checkpoint_path(settings: Settings) -> Path:

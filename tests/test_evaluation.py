@@ -1,4 +1,4 @@
-"""Evaluation (obslab.detect.evaluate): the matching rules on stores built by hand, the replay's windows
+"""Evaluation (obslab.evaluation): the matching rules on stores built by hand, the replay's windows
 against the stream's own sink, and end-to-end runs (generator -> Spark transform -> windows after every
 trigger interval -> detection), against the issue's targets where a shipped scenario is used."""
 
@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from obslab.cli import app
-from obslab.detect.evaluate import (EVALUATION_START, Evaluation, evaluate, match_incidents, pool, type_table,
+from obslab.evaluation import (EVALUATION_START, Evaluation, evaluate, match_incidents, pool, type_table,
                                     window_versions)
 from obslab.settings import load_settings
 from obslab.store import Store
@@ -434,7 +434,7 @@ def test_a_total_outage_of_one_service_is_detected_within_two_windows_and_the_wa
     assert fault.detected, report.as_dict()
     # The first silent window is final once the watermark has passed its end; the replay records a
     # detection one trigger plus one poll after the data that made it, plus the detection run's own
-    # time (see obslab.detect.evaluate).
+    # time (see obslab.evaluation).
     bound = (2 * settings.window_seconds + settings.watermark_seconds
              + settings.trigger_seconds + settings.detect_poll_seconds + max(report.detect_run_seconds))
     assert 0 < fault.ttd_seconds <= bound

@@ -1,5 +1,7 @@
 """Detection quality against the generator's ground truth: recall, precision, time to detect, per fault type.
 
+It drives the generator, the stream's transform and sink, and detection, so it belongs to none of them.
+
 How an evaluation runs (each run in a scratch store of its own, never the lab's):
 
     scenario --EventStream, simulated time--> events (JSONL) + injected_incidents, service_catalog
@@ -54,13 +56,14 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Callable
 
-from obslab.settings import Settings, get_settings
+from obslab.jsonform import plain
+from obslab.settings import Settings
 
 if TYPE_CHECKING:
     from obslab.generator.scenario import Scenario
@@ -182,7 +185,7 @@ class Evaluation:
 
     def as_dict(self) -> dict:
         pooled = pool([self])
-        return {
+        return plain({
             "scenario": self.scenario, "seed": self.seed, "events_per_second": self.events_per_second,
             "duration_seconds": self.duration_seconds, "events": self.events,
             "window_seconds": self.window_seconds, "trigger_seconds": self.trigger_seconds,
@@ -195,16 +198,9 @@ class Evaluation:
             "root_cause_accuracy": self.root_cause_accuracy,
             "by_type": pooled["by_type"], "false_by_cause": pooled["overall"]["false_by_cause"],
             "detect_run_seconds": _spread(self.detect_run_seconds),
-            "faults": [_plain(asdict(f)) for f in self.faults],
-            "benign": [_plain(asdict(b)) for b in self.benign],
-            "cascades": [asdict(c) for c in self.cascades],
-            "incidents": [_plain(asdict(i)) for i in self.incidents],
+            "faults": self.faults, "benign": self.benign, "cascades": self.cascades, "incidents": self.incidents,
             "store_path": self.store_path, "seconds": round(self.seconds, 1),
-        }
-
-
-def _plain(obj: dict) -> dict:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in obj.items()}
+        })
 
 
 # ------------------------------------------------------------------ pooled figures
@@ -343,7 +339,7 @@ class EvaluationRun:
     minutes: float | None = None
 
 
-def evaluate(scenario, settings: Settings | None = None, seed: int | None = None,
+def evaluate(scenario, settings: Settings, seed: int | None = None,
              events_per_second: float | None = None, minutes: float | None = None, spark=None,
              workdir: Path | None = None, keep_store: bool = True, replay: str = "versions") -> Evaluation:
     """Generate, aggregate, replay and detect one scenario; match incidents to the injected faults.
@@ -353,7 +349,7 @@ def evaluate(scenario, settings: Settings | None = None, seed: int | None = None
     """
     from obslab.generator.scenario import load_scenario
 
-    base = settings or get_settings()
+    base = settings
     plan = _plan(scenario, load_scenario)
     seed = base.seed if seed is None else seed
     workdir = workdir or base.data_dir / "runs" / f"evaluate-{plan.name}-{seed}"
@@ -361,7 +357,7 @@ def evaluate(scenario, settings: Settings | None = None, seed: int | None = None
     return _evaluate_all([run], base, spark, [Path(workdir)], Path(workdir) / "events", 1, replay, keep_store)[0]
 
 
-def evaluate_many(runs: list[EvaluationRun], settings: Settings | None = None, spark=None, workers: int = 1,
+def evaluate_many(runs: list[EvaluationRun], settings: Settings, spark=None, workers: int = 1,
                   root: Path | None = None, keep_store: bool = False, replay: str = "versions",
                   progress: Callable[[int, Evaluation], None] | None = None,
                   events_dir: Path | None = None) -> list[Evaluation]:
@@ -373,7 +369,7 @@ def evaluate_many(runs: list[EvaluationRun], settings: Settings | None = None, s
     """
     from obslab.generator.scenario import load_scenario
 
-    base = settings or get_settings()
+    base = settings
     root = Path(root or base.data_dir / "runs" / "evaluate-batch")
     runs = [EvaluationRun(_plan(r.scenario, load_scenario), r.seed, r.events_per_second, r.minutes) for r in runs]
     workdirs = [root / f"{n:03d}-{r.scenario.name}-{r.seed}" for n, r in enumerate(runs)]
@@ -480,24 +476,25 @@ def _generate_job(job) -> dict:
     """Generate one run in simulated time into its events file, ground truth into its fresh store."""
     from obslab.generator.clock import SimulatedClock
     from obslab.generator.events import EventStream
-    from obslab.generator.producer import FileSink, StoreGroundTruth, run_stream
-    from obslab.store import Store
+    from obslab.generator.publish import publish_events
+    from obslab.generator.sinks import FileSink
+    from obslab.generator.truth import StoreGroundTruth
+    from obslab.lab import Lab
 
     _, run, s, events_file = job
     workdir = s.data_dir
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    store = Store.from_settings(s)
-    store.migrate()
+    store = Lab(s).store  # this run's scratch store
     plan = run.scenario
     stream = EventStream(plan, run.seed, EVALUATION_START, run.events_per_second)
     duration = run.minutes * 60 if run.minutes is not None else plan.duration_seconds
     sink = FileSink(events_file)
     try:
         with store.held():
-            report = run_stream(stream, SimulatedClock(EVALUATION_START), sink,
-                                StoreGroundTruth(store, stream.run_id, plan.name), duration_s=duration)
+            report = publish_events(stream, SimulatedClock(EVALUATION_START), sink,
+                                    StoreGroundTruth(store, stream.run_id, plan.name), duration_s=duration)
     finally:
         sink.close()
     return {"scenario": plan.name, "seed": run.seed, "rate": stream.rate, "duration": duration,
@@ -605,7 +602,7 @@ def _replay_through_sink(store, s: Settings, partials, dead) -> dict[datetime, f
 
     from obslab.stream.sink import StreamSink
 
-    sink = StreamSink(store, s, "evaluation", publish=False)
+    sink = StreamSink(store, s, "evaluation")
     run_seconds: dict[datetime, float] = {}
     intervals = partials["interval"].to_numpy()
     bounds = np.flatnonzero(np.diff(intervals)) + 1
