@@ -197,9 +197,7 @@ def generate_cmd(
                    start=parse_start(settings.generate_start))
 
     def progress(report) -> None:
-        faults = sum(1 for f in report.faults if not f["benign"])
-        typer.echo(f"\r{report.events_sent:>10,} events  {report.rate:>9,.1f}/s  "
-                   f"{faults} faults done", err=True, nl=False)
+        typer.echo(f"\r{report.progress_line()}", err=True, nl=False)
 
     with Lab(settings) as lab, stop_signals() as stop:
         report, backfill = generate(plan, settings, store=lab.store if plan.store_truth else None,
@@ -210,11 +208,7 @@ def generate_cmd(
     else:
         if backfill:
             typer.echo(f"\nbackfill: {backfill.events_sent:,} events before {report.started_at:%H:%M:%S}Z", err=True)
-        benign = sum(1 for f in report.faults if f["benign"])
-        typer.echo(f"\nrun {report.run_id}: {report.events_acked:,} of {report.events_sent:,} events acknowledged "
-                   f"in {report.seconds:.1f} s ({report.rate:,.0f}/s); {len(report.faults) - benign} faults "
-                   f"injected (cascade effects included), {benign} benign events"
-                   + (f"; stopped early: {report.stopped_early}" if report.stopped_early else ""))
+        typer.echo(f"\n{report.describe()}")
         if report.first_error:
             typer.echo(f"first error: {report.first_error}", err=True)
     raise typer.Exit(code=1 if report.events_failed or (backfill and backfill.events_failed) else 0)
@@ -242,13 +236,7 @@ def stream_cmd(
     with Lab(settings) as lab, stop_signals() as stop:
         report = run_stream_job(settings, spark=lab.spark, store=lab.store, feeds=lab.feeds, available_now=available_now,
                                 run_for_seconds=run_for_seconds, stop=stop)
-    r = report.as_dict()
-    if as_json:
-        typer.echo(json.dumps(r))
-    else:
-        typer.echo(f"stream {r['query_id'][:8]}: {r['batches']} batches, {r['events']:,} events, "
-                   f"{r['dead_letters']:,} dead letters ({r['late']:,} late) in {r['seconds']} s; "
-                   f"watermark {r['watermark']}; {r['stopped_by']}")
+    typer.echo(json.dumps(report.as_dict()) if as_json else report.describe())
 
 
 # ------------------------------------------------------------------ detection
@@ -268,12 +256,7 @@ def detect_cmd(
 
     def step() -> None:
         report = detect_pass(store, settings, state, feeds=None if no_publish else lab.feeds)
-        opened = sum(1 for i in report.incidents if i.status == "open")
-        if as_json:
-            typer.echo(json.dumps({**report.as_dict(), "published": state.published}))
-        else:
-            typer.echo(f"{report.windows} windows, {report.anomalies} anomalies, {len(report.incidents)} incidents "
-                       f"({opened} open), {len(report.changed)} new or updated")
+        typer.echo(json.dumps({**report.as_dict(), "published": state.published}) if as_json else report.describe())
 
     with lab:
         _repeat(step, "detect", settings, once, settings.detect_poll_seconds)
@@ -400,32 +383,8 @@ def evaluate_cmd(
         typer.echo(json.dumps(out))
         return
 
-    def pct(x):
-        return "n/a" if x is None else f"{100 * x:.0f} %"
-
     for report in reports:
-        if len(reports) == 1:
-            for f in report.faults:
-                where = f.service + (f" {f.endpoint}" if f.endpoint else "")
-                found = f"detected after {f.ttd_seconds:g} s" if f.detected else "MISSED"
-                effect = f" (effect of {f.cause_fault_id})" if f.cause_fault_id else ""
-                typer.echo(f"{f.start:%H:%M:%S}  {f.type:<20} {where:<26} {found}{effect}")
-            for b in report.benign:
-                typer.echo(f"{b.start:%H:%M:%S}  benign {b.type:<13} {b.service:<26} "
-                           f"{'PAGED: ' + ', '.join(b.incident_ids) if b.paged else 'did not page'}")
-            for c in report.cascades:
-                named = ", ".join(f"{i} -> {o or 'none'}" for i, o in c.origins.items()) or "no incident"
-                typer.echo(f"cascade {c.root_fault_id} from {c.root_cause}: root cause "
-                           f"{'named' if c.correct else 'NOT named'} ({named})")
-            for i in report.incidents:
-                if not i.matched:
-                    typer.echo(f"{i.opened_at:%H:%M:%S}  false incident {i.incident_id} ({i.cause})")
-        ttd = report.median_ttd_seconds
-        typer.echo(f"{report.scenario} (seed {report.seed}, {report.events:,} events, {report.duration_seconds / 60:g} "
-                   f"min): recall {pct(report.recall)}, precision {pct(report.precision)}, median time to detect "
-                   f"{'n/a' if ttd is None else f'{ttd:g} s'}, {report.false_incidents} false incidents "
-                   f"({report.false_incidents_per_hour:g}/h), benign events paged {report.benign_paged} of "
-                   f"{len(report.benign)}; store: {report.store_path or 'not kept'}")
+        typer.echo(report.describe(each_fault=len(reports) == 1))
     typer.echo("")
     typer.echo(type_table(pooled))
 

@@ -202,6 +202,37 @@ class Evaluation:
             "store_path": self.store_path, "seconds": round(self.seconds, 1),
         })
 
+    def describe(self, each_fault: bool = False) -> str:
+        """For a person: the summary line, after one line per fault, benign event, cascade and false
+        incident when `each_fault`."""
+        lines = []
+        if each_fault:
+            for f in self.faults:
+                where = f.service + (f" {f.endpoint}" if f.endpoint else "")
+                found = f"detected after {f.ttd_seconds:g} s" if f.detected else "MISSED"
+                effect = f" (effect of {f.cause_fault_id})" if f.cause_fault_id else ""
+                lines.append(f"{f.start:%H:%M:%S}  {f.type:<20} {where:<26} {found}{effect}")
+            for b in self.benign:
+                lines.append(f"{b.start:%H:%M:%S}  benign {b.type:<13} {b.service:<26} "
+                             f"{'PAGED: ' + ', '.join(b.incident_ids) if b.paged else 'did not page'}")
+            for c in self.cascades:
+                named = ", ".join(f"{i} -> {o or 'none'}" for i, o in c.origins.items()) or "no incident"
+                lines.append(f"cascade {c.root_fault_id} from {c.root_cause}: root cause "
+                             f"{'named' if c.correct else 'NOT named'} ({named})")
+            lines += [f"{i.opened_at:%H:%M:%S}  false incident {i.incident_id} ({i.cause})"
+                      for i in self.incidents if not i.matched]
+        ttd = self.median_ttd_seconds
+        lines.append(f"{self.scenario} (seed {self.seed}, {self.events:,} events, {self.duration_seconds / 60:g} min): "
+                     f"recall {_pct(self.recall)}, precision {_pct(self.precision)}, median time to detect "
+                     f"{'n/a' if ttd is None else f'{ttd:g} s'}, {self.false_incidents} false incidents "
+                     f"({self.false_incidents_per_hour:g}/h), benign events paged {self.benign_paged} of "
+                     f"{len(self.benign)}; store: {self.store_path or 'not kept'}")
+        return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f} %"
+
 
 # ------------------------------------------------------------------ pooled figures
 

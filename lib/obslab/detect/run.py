@@ -98,6 +98,12 @@ class DetectReport:
                 "open": sum(1 for i in self.incidents if i.status == "open"),
                 "changed": [i.incident_id for i in self.changed]}
 
+    def describe(self) -> str:
+        """One line for a person."""
+        d = self.as_dict()
+        return (f"{d['windows']} windows, {d['anomalies']} anomalies, {d['incidents']} incidents ({d['open']} open), "
+                f"{len(d['changed'])} new or updated")
+
 
 def read_series(store, settings: Settings, reach: dict[str, datetime] | None = None
                 ) -> tuple[list[list[Window]], datetime | None]:

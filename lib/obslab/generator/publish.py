@@ -50,6 +50,19 @@ class RunReport:
         out["rate"] = round(self.rate, 1)
         return plain(out)
 
+    def describe(self) -> str:
+        """One line for a person: acknowledged events, rate, faults and benign events, why it stopped early."""
+        benign = sum(1 for f in self.faults if f["benign"])
+        return (f"run {self.run_id}: {self.events_acked:,} of {self.events_sent:,} events acknowledged in "
+                f"{self.seconds:.1f} s ({self.rate:,.0f}/s); {len(self.faults) - benign} faults injected (cascade "
+                f"effects included), {benign} benign events"
+                + (f"; stopped early: {self.stopped_early}" if self.stopped_early else ""))
+
+    def progress_line(self) -> str:
+        """The running count a terminal shows while the run goes on."""
+        faults = sum(1 for f in self.faults if not f["benign"])
+        return f"{self.events_sent:>10,} events  {self.rate:>9,.1f}/s  {faults} faults done"
+
 
 def publish_events(
     stream: EventStream,

@@ -55,6 +55,13 @@ class StreamReport:
                       "endpoint_overflow": c.endpoint_overflow, "published": c.published,
                       "watermark": c.last_watermark, "started_from": self.started_from, "stopped_by": self.stopped_by})
 
+    def describe(self) -> str:
+        """One line for a person: batches, events, dead letters, watermark and why it stopped."""
+        r = self.as_dict()
+        return (f"stream {r['query_id'][:8]}: {r['batches']} batches, {r['events']:,} events, "
+                f"{r['dead_letters']:,} dead letters ({r['late']:,} late) in {r['seconds']} s; "
+                f"watermark {r['watermark']}; {r['stopped_by']}")
+
 
 def checkpoint_path(settings: Settings) -> Path:
     return settings.checkpoints_dir / settings.checkpoint_name
