@@ -293,32 +293,13 @@ def detect_series_cmd(
     from obslab.detect.series import detect_csv
 
     result = detect_csv(Path(csv_path), time_col, value_col, z, period, timestamps)
-    info = result.summary
     if as_json:
-        out = {
-            "series": info,
-            "episodes": [vars(e) for e in result.episodes],
-            # Per anomalous point, as before episodes existed; `episode` indexes "episodes".
-            "anomalies": [{"timestamp": p.timestamp, "score": p.score, "rule": p.rule, "episode": p.episode}
-                          for p in result.points if p.anomalous],
-        }
-        if all_points:
-            out["points"] = [{"timestamp": p.timestamp, "value": p.value, "expected": p.expected, "score": p.score}
-                             for p in result.points]
-        typer.echo(json.dumps(out))
+        typer.echo(json.dumps(result.as_dict(all_points)))
         return
-    repaired = f"; {info['reordered']} rows sorted into place, {info['combined']} combined into others" \
-        if info["reordered"] or info["combined"] else ""
-    rhythm = f"period {info['period']} steps ({info['period_source']})" if info["period"] else "no seasonality"
-    typer.echo(f"{info['rows']} rows, {info['points']} points{repaired}; {rhythm}; judged from "
-               f"{info['judged_from'] or '(never: too few points)'}", err=True)
-    for e in result.episodes:
-        span = e.start if e.start == e.end else f"{e.start} .. {e.end}"
-        typer.echo(f"{e.kind:<5}  {e.direction:<4}  {span}  peak {e.peak}  value={e.value:g}  "
-                   f"expected={e.expected if e.expected is None else f'{e.expected:g}'}  score={e.score:.1f}")
-    kinds = [e.kind for e in result.episodes]
-    typer.echo(f"{len(kinds)} episodes ({kinds.count('spike')} spike, {kinds.count('shift')} shift) in "
-               f"{info['judged']} judged points (z threshold {z:g})", err=True)
+    typer.echo(result.header(), err=True)  # stdout keeps one line per episode
+    for line in result.episode_lines():
+        typer.echo(line)
+    typer.echo(result.footer(z), err=True)
 
 
 @app.command("narrate")

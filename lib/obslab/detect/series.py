@@ -112,6 +112,41 @@ class Result:
     episodes: list[Episode]
     summary: dict = field(default_factory=dict)
 
+    def as_dict(self, all_points: bool = False) -> dict:
+        """The `obslab detect-series --json` form; `all_points` adds every point with its expected value."""
+        out = {
+            "series": self.summary,
+            "episodes": [vars(e) for e in self.episodes],
+            # Per anomalous point, as before episodes existed; `episode` indexes "episodes".
+            "anomalies": [{"timestamp": p.timestamp, "score": p.score, "rule": p.rule, "episode": p.episode}
+                          for p in self.points if p.anomalous],
+        }
+        if all_points:
+            out["points"] = [{"timestamp": p.timestamp, "value": p.value, "expected": p.expected, "score": p.score}
+                             for p in self.points]
+        return out
+
+    def header(self) -> str:
+        """What was read: rows, points, repairs, the rhythm, where judging began."""
+        info = self.summary
+        repaired = (f"; {info['reordered']} rows sorted into place, {info['combined']} combined into others"
+                    if info["reordered"] or info["combined"] else "")
+        rhythm = f"period {info['period']} steps ({info['period_source']})" if info["period"] else "no seasonality"
+        return (f"{info['rows']} rows, {info['points']} points{repaired}; {rhythm}; judged from "
+                f"{info['judged_from'] or '(never: too few points)'}")
+
+    def episode_lines(self) -> list[str]:
+        """One line per anomalous episode."""
+        return [f"{e.kind:<5}  {e.direction:<4}  {e.start if e.start == e.end else f'{e.start} .. {e.end}'}  "
+                f"peak {e.peak}  value={e.value:g}  expected={e.expected if e.expected is None else f'{e.expected:g}'}"
+                f"  score={e.score:.1f}" for e in self.episodes]
+
+    def footer(self, z: float) -> str:
+        """How many episodes of each kind among the judged points."""
+        kinds = [e.kind for e in self.episodes]
+        return (f"{len(kinds)} episodes ({kinds.count('spike')} spike, {kinds.count('shift')} shift) in "
+                f"{self.summary['judged']} judged points (z threshold {z:g})")
+
 
 # -- reading ----------------------------------------------------------------------------------
 
