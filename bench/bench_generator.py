@@ -33,8 +33,8 @@ from common import bench_broker, busy_cpu_seconds, cpu_seconds, isolated_setting
 from obslab.broker import end_offsets
 from obslab.generator.events import EventStream
 from obslab.generator.run import RunPlan, generate
-from obslab.lab import Lab
 from obslab.generator.scenario import load_scenario
+from obslab.lab import Lab
 from obslab.settings import Settings
 
 VARIANTS = ("reference", "kafka-python", "confluent-kafka")
