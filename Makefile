@@ -38,7 +38,7 @@ status:
 	$(BIN)/obslab status
 
 test-fast:
-	$(BIN)/python -m pytest tests -m "not kafka and not spark and not slow"
+	$(BIN)/python -m pytest tests -m "not kafka and not spark and not slow" -n auto  # one worker per core
 
 broker-start:
 	$(BIN)/obslab broker start
