@@ -395,7 +395,7 @@ def run_stream_once(spark, s: Settings, n: int, run_no: int, progress: ProgressL
 
     name = f"throughput-{run_no}"
     rs = s.model_copy(update={"checkpoint_name": name, "duckdb_path": s.data_dir / f"{name}.duckdb"})
-    store = Store(rs.duckdb_path)
+    store = Lab(rs).store  # created and migrated, as a Lab gives it to the stream
     own = os.getpid()
     sampler = Sampler({"bench": only(own), "broker": tree_of(broker_pid),
                        "spark": children_of(own, but=broker_pid)}, rss_group="spark")
