@@ -455,8 +455,8 @@ def breakdown(spark, s: Settings, n: int) -> dict:
     store.migrate()
     steps = {
         "kafka_read": lambda: raw.select(F.sum(F.length("value"))).collect(),
-        "kafka_read_parse": lambda: parse_events(raw).groupBy("reason").count().collect(),
-        "kafka_read_parse_aggregate": lambda: batch_outcome(with_window(parse_events(raw), s.window_seconds)).toArrow(),
+        "kafka_read_parse": lambda: parse_events(raw, s.endpoint_max_length).groupBy("reason").count().collect(),
+        "kafka_read_parse_aggregate": lambda: batch_outcome(with_window(parse_events(raw, s.endpoint_max_length), s.window_seconds)).toArrow(),
         "whole_batch_with_duckdb_merge": lambda: aggregate_static(spark, raw, s, store),
     }
     out = {}

@@ -92,7 +92,6 @@ def settings(tmp_path) -> Settings:
 @pytest.fixture()
 def store(settings) -> Store:
     store = Lab(settings).store
-    store.migrate()
     return store
 
 

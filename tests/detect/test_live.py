@@ -75,7 +75,6 @@ def test_an_injected_error_surge_opens_an_incident_that_then_resolves(broker, la
            "TRIGGER_SECONDS": "2", "DETECT_POLL_SECONDS": "1", "RESOLVE_AFTER_WINDOWS": "3",
            "SCENARIO": str(scenario), "BACKFILL_MINUTES": "0", "SEED": "11"}
     store = Lab(settings).store
-    store.migrate()
     procs = [_start(["stream"], env, "stream", tmp_path), _start(["detect"], env, "detect", tmp_path)]
     try:
         procs.append(_start(["generate"], env, "generate", tmp_path))

@@ -16,7 +16,6 @@ from tests.stream.helpers import event_lines
 def _store_with(spark, tmp_path, scenario, seconds):
     settings = load_settings(data_dir=tmp_path)
     store = Lab(settings).store
-    store.migrate()
     # the scenario's services as the generator records them (SLA, SLO, calls)
     services = EventStream(load_scenario(scenario), 5, datetime(2026, 1, 5, tzinfo=timezone.utc)).services
     store.upsert("service_catalog", catalog_rows(services, scenario, datetime.now(timezone.utc)))
@@ -76,7 +75,6 @@ def window(service, minute, final=True, count=200, errors=4, latency=200.0):
 def lab(tmp_path, **overrides):
     settings = load_settings(data_dir=tmp_path, **overrides)
     store = Lab(settings).store
-    store.migrate()
     return settings, store
 
 

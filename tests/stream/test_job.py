@@ -109,12 +109,11 @@ def test_a_checkpoint_made_with_other_window_settings_is_refused(tmp_path):
 def test_a_replayed_batch_is_not_counted_twice(spark, tmp_path):
     settings = load_settings(data_dir=tmp_path)
     store = Lab(settings).store
-    store.migrate()
     lines = event_lines("clean", seconds=120)
     raw = spark.createDataFrame([("t", 0, i, v) for i, v in enumerate(lines)], "topic STRING, partition INT, offset LONG, value STRING")
     sink = StreamSink(store, settings, "q1")
-    sink.apply(parse_events(raw), batch_id=7)
-    sink.apply(parse_events(raw), batch_id=7)  # what Spark does after a crash between commit and its log
+    sink.apply(parse_events(raw, settings.endpoint_max_length), batch_id=7)
+    sink.apply(parse_events(raw, settings.endpoint_max_length), batch_id=7)  # what Spark does after a crash between commit and its log
     assert sink.counters.skipped_replays == 1
     assert same_counts(store, lines)
 

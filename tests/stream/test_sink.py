@@ -41,7 +41,6 @@ NO_DEAD = _DEAD.empty_table()
 def _sink(tmp_path, **overrides):
     settings = load_settings(data_dir=tmp_path, **overrides)
     store = Lab(settings).store
-    store.migrate()
     return StreamSink(store, settings, "q"), store
 
 

@@ -96,7 +96,6 @@ def test_future_and_late_events_are_marked_for_the_dead_letters(spark, event_tim
 def test_static_aggregation_is_exact_and_percentiles_are_within_the_bound(spark, tmp_path):
     settings = load_settings(data_dir=tmp_path)
     store = Lab(settings).store
-    store.migrate()
     lines = event_lines("mixed", seconds=1200)
     aggregate_static(spark, _raw(spark, lines), settings, store)
 

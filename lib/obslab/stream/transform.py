@@ -41,17 +41,13 @@ PARSED_COLUMNS = ["topic", "kafka_partition", "kafka_offset", "raw_payload", *_F
 ENDPOINT_PATTERN = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$"
 
 
-def parse_events(raw: DataFrame, endpoint_max_length: int | None = None) -> DataFrame:
+def parse_events(raw: DataFrame, endpoint_max_length: int) -> DataFrame:
     """Kafka rows -> typed events plus a `reason` why a record cannot be used (NULL when it can).
 
     Reasons: empty_payload, malformed_json, missing_field:<name>, wrong_type:<name>,
     out_of_range:latency_ms (negative or not finite), out_of_range:status_code (not 100-599),
     invalid:endpoint (longer than ENDPOINT_MAX_LENGTH or not a URL path, see ENDPOINT_PATTERN).
     """
-    if endpoint_max_length is None:
-        from obslab.settings import get_settings
-
-        endpoint_max_length = get_settings().endpoint_max_length
     text = raw.select(
         F.col("topic"),
         F.col("partition").cast("int").alias("kafka_partition"),
