@@ -246,14 +246,31 @@ class _ErrorSurge:
                             for r in run if r is w or usual.above(r.error_count, r.request_count)]
                     break
         if w.is_final:
-            self.elevated = (self.elevated + [w])[-2:] if above and not out else []
-        # Cold start: before any window is final (a lab's first minutes), an open window that a
-        # later one follows is complete but for late events; such windows stand in as the history
-        # (all of them: the first is often a sliver of a minute, too few requests to judge by).
-        if w.request_count and not out and (w.is_final or complete and self.cold()):
+            # A final window above the threshold but not sure is a suspect: it joins the usual rate
+            # only once a later window clears it (or two later suspects push it out), never when a
+            # surge follows. Learned at once, the first minute of a surge that straddles two
+            # windows raised the usual rate enough to hide the second.
+            if out:
+                self.elevated = []
+            elif above:
+                self.elevated.append(w)
+                if len(self.elevated) > 2:
+                    self._learn(self.elevated.pop(0))
+            else:
+                for r in self.elevated + [w]:
+                    self._learn(r)
+                self.elevated = []
+        elif w.request_count and not out and complete and self.cold():
+            # Cold start: before any window is final (a lab's first minutes), an open window that a
+            # later one follows is complete but for late events; such windows stand in as the
+            # history (all of them: the first is often a sliver of a minute, too few requests).
             usual.learn(w)
-            self.finals += w.is_final
         return out
+
+    def _learn(self, w: Window) -> None:
+        if w.request_count:
+            self.usual.learn(w)
+            self.finals += 1
 
 
 class _ErrorBaseline:
