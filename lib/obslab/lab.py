@@ -28,7 +28,8 @@ class Lab:
     def __init__(self, settings: Settings | None = None, *, store=None, spark=None, feeds=None, narrator=None,
                  events=None):
         self.settings = settings or get_settings()
-        given = {"store": store, "spark": spark, "feeds": feeds, "narrator": narrator, "events": events}
+        given = {"store": store, "spark": spark, "feeds": feeds, "events": events,
+                 "_narrator": None if narrator is None else (narrator, f"{narrator.name} (given)")}
         for name, part in given.items():
             if part is not None:
                 self.__dict__[name] = part  # cached_property reads the instance dict first
@@ -58,22 +59,19 @@ class Lab:
 
     @cached_property
     def _narrator(self):
+        """(backend, why): the one NARRATOR_BACKEND chooses, or the one given."""
         from obslab.narrate.backends import make_backend
 
         return make_backend(self.settings)
 
     @property
     def narrator(self):
-        """The narrator backend (template, llama.cpp or Ollama) NARRATOR_BACKEND chooses."""
-        if "narrator" in self.__dict__:
-            return self.__dict__["narrator"]
+        """The narrator backend (template, llama.cpp or Ollama)."""
         return self._narrator[0]
 
     @property
     def narrator_choice(self) -> str:
         """Why that backend (e.g. `auto: llamacpp, the embedded model is cached`)."""
-        if "narrator" in self.__dict__:
-            return f"{self.__dict__['narrator'].name} (given)"
         return self._narrator[1]
 
     @cached_property
