@@ -43,6 +43,8 @@ from datetime import datetime, timezone
 from statistics import median
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from obslab.detect.noise import Dispersion, binomial_sf, dispersion_of, poisson_cdf, tail_probability, wilson_upper
 from obslab.settings import Settings
 
@@ -55,7 +57,7 @@ _ERROR_WOBBLE = 0.3  # an error rate's assumed wobble between windows before its
 _PRIOR_WINDOWS = 4  # ... worth this many windows of history
 _RUN = 4  # a traffic drop is judged over up to this many consecutive low windows
 _SUSPECT = tail_probability(3.0)  # a count above the forecast this unlikely (and 1.5 x) is a surge
-_DOUBT = tail_probability(3.0)  # a count below the forecast this unlikely is not learned until it is sure
+_DOUBT = tail_probability(3.0)  # a count below the forecast this unlikely is learned only once a later one clears it
 
 
 @dataclass(frozen=True)
@@ -355,13 +357,21 @@ class _Trend:
 
     SCORED = 20  # one-step errors each forecast is judged on
     RECENT = 4  # points of the short line
-    MODELS = ("flat", "line", "parabola", "recent")
+    HORIZON = 8  # steps ahead whose errors are kept too (how much less sure a forecast is further out)
+    MODELS = ("flat", "line", "parabola", "recent", "rhythm")
 
     def __init__(self, size: int, flat_only: bool = False):
         self.size, self.flat_only = size, flat_only
         self.points: deque[tuple[float, float]] = deque(maxlen=size)
+        self.long: deque[tuple[float, float]] = deque(maxlen=_Rhythm.SPAN)  # what the rhythm is fitted to
         self.errors = {name: deque(maxlen=self.SCORED) for name in self.MODELS}
+        # how much a forecast made 2..HORIZON steps before a point moved by the time it was one
+        # step before it (squared): what forecasting from further back adds to the error
+        self.ahead = {h: {name: deque(maxlen=self.SCORED) for name in self.MODELS} for h in range(2, self.HORIZON + 1)}
+        self.earlier: deque[tuple[float, dict]] = deque(maxlen=self.HORIZON)  # (newest step, forecasts) as fitted then
         self.forecasts: dict[str, Callable[[float], float]] = {}
+        self.period: float | None = None  # the rhythm's, as last found
+        self.added = 0  # points added so far
         self.last = 0.0
 
     def __len__(self) -> int:
@@ -370,16 +380,43 @@ class _Trend:
     def add(self, step: float, value: float) -> None:
         for name, forecast in self.forecasts.items():
             self.errors[name].append((value - forecast(step)) ** 2)
+        if round(step - self.last) == 1:
+            for newest, forecasts in self.earlier:
+                h = round(step - newest)
+                if h in self.ahead:
+                    for name, forecast in forecasts.items():
+                        if name in self.forecasts:
+                            self.ahead[h][name].append((self.forecasts[name](step) - forecast(step)) ** 2)
         self.points.append((step, value))
+        if not self.flat_only:
+            self.long.append((step, value))
+        self.added += 1
         self.last = step
         self._fit()
+        self.earlier.append((step, self.forecasts))
 
     def restart(self) -> None:
-        """Forget the recent level and how the forecasts fared (after a flash crowd it is unknown)."""
+        """Forget the recent level and how the forecasts fared (after a flash crowd it is unknown),
+        except the rhythm's: a rhythm went on beneath the crowd, and it is what knows the level now."""
         self.points.clear()
-        for errors in self.errors.values():
-            errors.clear()
-        self.forecasts = {}
+        for errors in [self.errors, *self.ahead.values()]:
+            for name, kept in errors.items():
+                if name != "rhythm":
+                    kept.clear()
+        self.earlier.clear()
+        self.forecasts = {name: f for name, f in self.forecasts.items() if name == "rhythm"}
+
+    def farther(self, step: float) -> float | None:
+        """The variance that forecasting `step` from as far back as the newest point is adds to
+        a one-step forecast's, for the forecast in use: the mean square of how much its forecasts
+        from that far back moved once the points in between were known (None if not known yet)."""
+        h, best = round(step - self.last), self._best()
+        if h <= 1:
+            return 0.0
+        moved = self.ahead.get(h, {}).get(best) if best else None
+        if not moved or len(moved) < 5:
+            return None
+        return sum(moved) / len(moved)
 
     def at(self, step: float, lowest_after_gap: bool = False) -> float:
         """The forecast for `step`. `lowest_after_gap`: past a gap (windows held out since the
@@ -404,6 +441,10 @@ class _Trend:
         meanwhile (a random walk), so the detectors widen the noise by that many level wobbles."""
         return min(max(step - self.last - 1, 0.0), most)
 
+    def chosen(self) -> str | None:
+        """The name of the forecast in use (None before any is scored)."""
+        return self._best()
+
     def _best(self) -> str | None:
         scored = {name: sum(e) / len(e) for name, e in self.errors.items() if len(e) >= 5 and name in self.forecasts}
         return min(scored, key=scored.get) if scored else None
@@ -424,6 +465,12 @@ class _Trend:
                 forecasts["recent"] = polynomial(_least_squares(points[-self.RECENT:], 1))
             if len(points) >= 6:
                 forecasts["parabola"] = polynomial(_least_squares(points, 2))
+            # the whole grid of periods now and then, in between only around the period found
+            self.period = None if self.added % _Rhythm.SEARCH_EVERY == 0 else self.period
+            fitted = _Rhythm.fit(self.long, self.period)
+            if fitted is not None:  # periodic, so it may reach further without running away
+                rhythm, self.period = fitted
+                forecasts["rhythm"] = lambda step: rhythm(min(max(step - last, 0.0), self.HORIZON))
         self.forecasts = forecasts
 
 
@@ -459,6 +506,59 @@ def _solve(matrix: list[list[float]], targets: list[float]) -> list[float]:
 
 def _evaluate(fit: tuple[float, ...], ahead: float) -> float:
     return sum(c * ahead ** k for k, c in enumerate(fit))
+
+
+class _Rhythm:
+    """A rhythm that repeats within the history: a level, a slope and one sine wave, by least
+    squares over the last SPAN points, its period the one (from SHORTEST steps to the span the
+    points cover) that leaves the smallest squared residuals: a coarse grid, then a fine one
+    around its best. Where the polynomials fit a few points near the newest (and so pass their
+    noise on to the forecast), this uses the whole cycle: a rhythm of 30 windows with one cycle
+    seen is forecast about as well as its noise allows. A rhythm slower than the history covers
+    (a day of 1-minute windows) is left to the polynomials, which follow it well enough; the
+    competition in `_Trend` decides which forecast a series gets.
+    """
+
+    SPAN = 240  # points fitted (4 hours of 1-minute windows)
+    MIN_POINTS = 16
+    SHORTEST = 8  # steps: a faster period would fit the noise
+    COARSE, FINE = 1.05, 0.005  # the grids' steps: a ratio, then a fraction of the best period
+    SEARCH_EVERY = 10  # points: how often the whole grid is searched again
+
+    @classmethod
+    def fit(cls, points, near: float | None = None) -> tuple[Callable[[float], float], float] | None:
+        """(the forecast `ahead` steps past the newest point, the period), or None when the points
+        are too few or cover less than the shortest period. `near`: a period found before; only
+        the fine grid around it is searched (a new point moves the best period little)."""
+        if len(points) < cls.MIN_POINTS:
+            return None
+        t = np.array([p[0] for p in points], dtype=float)
+        y = np.array([p[1] for p in points], dtype=float)
+        t -= t[-1]
+        span = 1.0 - t[0]
+        if span < cls.SHORTEST:
+            return None
+        if near is None:
+            coarse = cls.SHORTEST * cls.COARSE ** np.arange(int(math.log(span / cls.SHORTEST) / math.log(cls.COARSE)) + 1)
+            near = coarse[np.argmin(cls._residuals(t, y, coarse)[0])]
+        fine = near * (1 + cls.FINE * np.arange(-10, 11))
+        fine = fine[(fine >= cls.SHORTEST) & (fine <= span)]
+        if not len(fine):
+            return None
+        residuals, coefficients = cls._residuals(t, y, fine)
+        i = int(np.argmin(residuals))
+        omega, (level, a, b) = 2 * math.pi / fine[i], coefficients[i]
+        return (lambda ahead: float(level + a * math.sin(omega * ahead) + b * math.cos(omega * ahead))), float(fine[i])
+
+    @staticmethod
+    def _residuals(t: np.ndarray, y: np.ndarray, periods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sum of squared residuals and coefficients (level, slope, sine, cosine) per period."""
+        phase = 2 * math.pi * t[None, :] / periods[:, None]
+        design = np.stack([np.ones_like(phase), np.sin(phase), np.cos(phase)], axis=2)
+        normal = np.einsum("pni,pnj->pij", design, design) + 1e-9 * np.eye(3)
+        coefficients = np.linalg.solve(normal, np.einsum("pni,n->pi", design, y)[..., None])[..., 0]
+        fitted = np.einsum("pni,pi->pn", design, coefficients)
+        return ((y[None, :] - fitted) ** 2).sum(axis=1), coefficients
 
 
 # ---------------------------------------------------------------------------- latency
@@ -669,9 +769,11 @@ class _TrafficModel:
         self.cfg = cfg
         self.trend = _Trend(cfg.trend_windows)
         self.learned: deque[tuple[float, float]] = deque(maxlen=2 * cfg.lookback_windows)  # (step, count)
-        self.dispersion = Dispersion(cfg.dispersion_windows)
-        self.low_run: list[list] = []  # [window, mu, wobble sd, raised]: the latest windows well below
-        self.held: list[tuple[float, float]] = []  # (step, count) of the latest windows kept out of the baseline
+        # the standardized errors of the forecasts in use as they were made, and each forecast's own
+        self.in_use = Dispersion(cfg.dispersion_windows)
+        self.dispersions = {name: Dispersion(cfg.lookback_windows) for name in _Trend.MODELS}
+        self.low_run: list[list] = []  # [window, mu, level sd, drift, raised]: the latest windows well below
+        self.held: list[tuple[float, float, bool]] = []  # (step, count, a sure drop) of the latest windows kept out of the baseline
         self.held_kind: str | None = None  # what they are: "low" or "surge"
         self.before: float | None = None  # the forecast before the forecast last started again
 
@@ -686,11 +788,14 @@ class _TrafficModel:
             return []
         mu = max(self.trend.at(step, lowest_after_gap=True), 1e-9)
         self.before = mu
-        wobble = math.sqrt((self.cfg.shift_min_relative * mu) ** 2 + self._drift(step, mu))
-        base = mu + wobble * wobble
+        drift = self._drift(step, mu)
+        wobble = math.sqrt((self.cfg.shift_min_relative * mu) ** 2 + drift)  # how far off the level may be
+        base = mu + (self.cfg.shift_min_relative * mu) ** 2
         # variance / mean, for judging (phi's upper bound) and for deciding what to learn (its
-        # estimate): counts divided by it are Poisson-like again
-        scale, likely = self.dispersion.phi * base / mu, self.dispersion.estimate * base / mu
+        # estimate): counts divided by it are Poisson-like again. The drift is measured in counts
+        # already, so phi does not widen it again.
+        scale = (self.dispersion.phi * base + drift) / mu
+        likely = (self.dispersion.estimate * base + drift) / mu
         # A surge by the lower of the forecast and the plain median: a fast forecast that has
         # followed the first minute of a flash crowd must not carry the rest into the baseline.
         floor = min(mu, self.trend.forecasts["flat"](step))
@@ -708,39 +813,66 @@ class _TrafficModel:
         # of a quiet series cannot show adds up over the next few, and is then a drop in all of
         # them (an incident spans the drop, not only the window that made it sure).
         low = y < mu - math.sqrt(likely * mu)
-        self.low_run = (self.low_run + [[w, mu, wobble, False]])[-_RUN:] if low else []
+        self.low_run = (self.low_run + [[w, mu, wobble, drift, False]])[-_RUN:] if low else []
         if y == 0 and len(self.dispersion) < self.cfg.min_calibration and poisson_cdf(0, mu / scale) < alpha:
             # Silence needs no calibrated noise: a service that has sent mu requests a window so
             # far and now sends none is down, even in its first minutes.
-            self._hold("low", step, y)
-            self.low_run[-1][3] = True
+            self._hold("low", step, y, sure=True)
+            self.low_run[-1][4] = True
             return [(w, mu, 0.0)]
         if len(self.dispersion) >= self.cfg.min_calibration and low:
             for k in range(1, len(self.low_run) + 1):  # the window alone, then with the ones before it
                 run = self.low_run[-k:]
                 got, wanted = sum(r[0].request_count for r in run), sum(r[1] for r in run)
                 # each window's own noise, plus what their shared level error adds: 2 x each pair
-                own = self.dispersion.phi * sum(r[1] + r[2] ** 2 for r in run)
+                rho = self.cfg.shift_min_relative
+                own = sum(self.dispersion.phi * (r[1] + (rho * r[1]) ** 2) + r[3] for r in run)
                 shared = sum(r[2] for r in run) ** 2 - sum(r[2] ** 2 for r in run)
                 together = (own + shared) / wanted
                 if poisson_cdf(got / together, wanted / together) < alpha:
-                    self._hold("low", step, y)
+                    self._hold("low", step, y, sure=True)
                     threshold = _lowest_count_beyond_chance(mu, scale, alpha)
-                    drops = [(r[0], r[1], threshold) for r in run if not r[3]]
+                    drops = [(r[0], r[1], threshold) for r in run if not r[4]]
                     for r in run:
-                        r[3] = True
+                        r[4] = True
                     return drops
         if low and poisson_cdf(y / likely, mu / likely) < _DOUBT:
             # Not sure yet: neither an incident nor the baseline. Learned, the first window of a
             # drop would teach a fast forecast to expect the next, and the drop would hide itself.
-            self._hold("low", step, y)
+            self._hold("low", step, y, sure=False)
             return []
+        if self.held_kind == "low" and not any(sure for _, _, sure in self.held):
+            # A normal window after windows that were only unlikely: they were noise, and the
+            # baseline needs its low tail (left out, it would rise, and the noise would shrink).
+            for held_step, held_y, _ in self.held:
+                self._calibrate(held_step, held_y)
+                self._learn(held_step, held_y)
         self.held, self.held_kind = [], None
-        best = self.trend.best(step)
-        if best is not None:  # the noise is calibrated on the errors of the forecast that is used
-            self.dispersion.add((y - best) / math.sqrt(best + (self.cfg.shift_min_relative * best) ** 2))
+        self._calibrate(step, y)
         self._learn(step, y)
         return []
+
+    @property
+    def dispersion(self) -> Dispersion:
+        """The over-dispersion the judgements use: that of the forecast in use, from its own last
+        `lookback_windows` errors once it has that many; before, that of the errors the forecasts
+        in use made as they were made. The errors the forecasts in use made long ago, when the
+        history was short and a rhythm not yet seen, would overstate the noise of a forecast
+        that has since learned the rhythm; a forecast's own few errors, which are what it was
+        chosen for, would understate it."""
+        own = self.dispersions.get(self.trend.chosen() or "")
+        return own if own is not None and len(own) >= self.cfg.lookback_windows else self.in_use
+
+    def _calibrate(self, step: float, y: float) -> None:
+        """A clean window's standardized error against the forecasts calibrates the noise."""
+        if self.trend.best(step) is None:  # the forecasts are not scored yet
+            return
+        rho = self.cfg.shift_min_relative
+        for name, forecast in self.trend.forecasts.items():
+            expected = max(forecast(step), 1e-9)
+            self.dispersions[name].add((y - expected) / math.sqrt(expected + (rho * expected) ** 2))
+        best = self.trend.best(step)
+        self.in_use.add((y - best) / math.sqrt(best + (rho * best) ** 2))
 
     def _learn(self, step: float, y: float) -> None:
         self.trend.add(step, y)
@@ -752,6 +884,9 @@ class _TrafficModel:
         if gap <= 1:
             return 0.0
         floor = (gap - 1) * (self.cfg.shift_min_relative * mu) ** 2  # a random walk of wobbles
+        farther = self.trend.farther(step)
+        if farther is not None:  # what the forecast in use has missed by, that far ahead
+            return max(floor, farther)
         at = dict(self.learned)
         differences = [(y - at[t - gap]) ** 2 for t, y in self.learned if t - gap in at]
         if len(differences) < 5:
@@ -759,17 +894,18 @@ class _TrafficModel:
         noise = 2 * self.dispersion.estimate * (mu + (self.cfg.shift_min_relative * mu) ** 2)
         return max(floor, sum(differences) / len(differences) - noise)
 
-    def _hold(self, kind: str, step: float, y: float) -> None:
-        """Keep a low or surge window out of the baseline. When traffic stays at such a level for
-        `lookback_windows` windows it is the new normal; silence never is."""
+    def _hold(self, kind: str, step: float, y: float, sure: bool = False) -> None:
+        """Keep a low or surge window out of the baseline (`sure`: it is part of a drop found).
+        When traffic stays at such a level for `lookback_windows` windows it is the new normal;
+        silence never is."""
         if kind != self.held_kind or y == 0:
             self.held, self.held_kind = [], kind
         if y == 0:
             return
-        self.held.append((step, y))
+        self.held.append((step, y, sure))
         if len(self.held) >= self.cfg.lookback_windows:
-            for point in self.held:
-                self._learn(*point)
+            for held_step, held_y, _ in self.held:
+                self._learn(held_step, held_y)
             self.held, self.held_kind = [], None
 
 
