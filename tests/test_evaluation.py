@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from obslab.cli import app
 from obslab.evaluation import (EVALUATION_START, Evaluation, evaluate, match_incidents, pool, type_table,
-                                    window_versions)
+                                    warmed_up, window_versions)
 from obslab.settings import load_settings
 from obslab.store import Store
 
@@ -171,6 +171,19 @@ def test_pooled_ttd_quantiles_are_nearest_rank(tmp_path, values, q, expected):
     key = "median_ttd_seconds" if q == 0.5 else "p90_ttd_seconds"
     assert pooled["by_type"]["latency_spike"][key] == pytest.approx(expected)
     assert "| latency_spike | %d |" % len(values) in type_table(pooled)
+
+
+def test_recall_after_the_warm_up_leaves_out_only_faults_that_began_before_a_baseline_could(tmp_path):
+    # Windows of 60 s: the detectors' series have a calibrated baseline from minute 10 on (5 to
+    # learn, 5 to calibrate). Of three faults, the one at minute 2 is missed; recall after the
+    # warm-up counts the two that began at 10 and at 30, one found.
+    truth = [_fault("f0", "traffic_drop", "search", 2, 5), _fault("f1", "traffic_drop", "search", 10, 13),
+             _fault("f2", "traffic_drop", "search", 30, 33)]
+    incidents = [("search:traffic:1", "search", "traffic", 11, 12, 12.5, None)]
+    overall = pool([_report(_store(tmp_path, truth, incidents))])["overall"]
+    assert warmed_up(60) == T0 + 10 * MINUTE
+    assert overall["recall"] == pytest.approx(1 / 3)
+    assert (overall["faults_after_warm_up"], overall["recall_after_warm_up"]) == (2, pytest.approx(0.5))
 
 
 # ---------------------------------------------------------------------------- the replay's windows

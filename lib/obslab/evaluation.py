@@ -305,6 +305,7 @@ def pool(reports: list[Evaluation]) -> dict:
         if not i.matched:
             causes[i.cause] = causes.get(i.cause, 0) + 1
     ttds = [f.ttd_seconds for f in faults if f.ttd_seconds is not None]
+    warm = [f for r in reports for f in r.faults if f.start >= warmed_up(r.window_seconds)]
     hours = sum(r.duration_seconds for r in reports) / 3600
     n_incidents = len(incidents)
     matched = sum(i.matched for i in incidents.values())
@@ -312,6 +313,9 @@ def pool(reports: list[Evaluation]) -> dict:
         "runs": len(reports), "simulated_hours": round(hours, 3), "events": sum(r.events for r in reports),
         "faults": len(faults), "detected": sum(f.detected for f in faults),
         "recall": sum(f.detected for f in faults) / len(faults) if faults else None,
+        # faults that began once a series could have a calibrated baseline, and the recall on them
+        "faults_after_warm_up": len(warm),
+        "recall_after_warm_up": sum(f.detected for f in warm) / len(warm) if warm else None,
         "incidents": n_incidents, "precision": matched / n_incidents if n_incidents else None,
         "false_incidents": n_incidents - matched,
         "false_incidents_per_hour": round((n_incidents - matched) / hours, 3) if hours else None,
@@ -323,6 +327,17 @@ def pool(reports: list[Evaluation]) -> dict:
         "detect_run_seconds": _spread([x for r in reports for x in r.detect_run_seconds]),
     }
     return {"overall": overall, "by_type": by_type, "benign_by_type": by_benign}
+
+
+def warmed_up(window_seconds: int) -> datetime:
+    """When an evaluation's series first have a calibrated baseline: the first windows learn the
+    history (`min_history`) and then calibrate its noise (`min_calibration`) before anything but
+    errors against their prior, an SLA or silence can be judged. A fault that starts earlier, on
+    a service with no history, is counted like any other; this only says how many there were."""
+    from obslab.detect.detectors import DetectorConfig
+
+    cfg = DetectorConfig()
+    return EVALUATION_START + timedelta(seconds=window_seconds * (cfg.min_history + cfg.min_calibration))
 
 
 def type_table(pooled: dict) -> str:

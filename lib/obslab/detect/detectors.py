@@ -344,15 +344,18 @@ class _ErrorBaseline:
 class _Trend:
     """What the next window of a quantity should hold, from the last clean final windows.
 
-    Four forecasts compete, each fitted by least squares to the last `size` points: their median
-    (a flat series), a line (a drift), a parabola (a rhythm such as a day compressed into an
-    hour, whose turns a line overshoots) and a line through the last 4 (a fast rhythm). Each is
-    scored by its own one-step-ahead errors on the last 20 points, and the one with the smallest
-    mean square forecasts: a series picks the simplest model its history supports, and its
-    errors, not a model's hopes, are what the detectors calibrate their noise on. A forecast
-    reaches at most 3 steps past the newest point (the open windows); beyond, it holds, so a long
-    gap (an incident) is not bridged by extrapolating a curve. `flat_only`: the median alone (for
-    latency, whose slow degradation is a fault to find, not a rhythm to follow).
+    Five forecasts compete. Four are fitted by least squares to the last `size` points: their
+    median (a flat series), a line (a drift), a parabola (the turn of a slow rhythm, which a line
+    overshoots) and a line through the last 4 (a fast change); the fifth, `_Rhythm`, fits a cycle
+    to the last few hours of points. Each is scored by its own one-step-ahead errors on the last
+    20 points, and the one with the smallest mean square forecasts: a series picks the model its
+    history supports, and its errors, not a model's hopes, are what the detectors calibrate
+    their noise on. How much a forecast made h = 2..HORIZON steps ahead moves once the points in
+    between are known is kept too (`farther`): that is what forecasting across a gap adds to the
+    error. A polynomial reaches at most 3 steps past the newest point (the open windows), the
+    rhythm HORIZON; beyond, they hold, so a long gap (an incident) is not bridged by
+    extrapolating a curve. `flat_only`: the median alone (for latency, whose slow degradation is
+    a fault to find, not a rhythm to follow).
     """
 
     SCORED = 20  # one-step errors each forecast is judged on
@@ -757,12 +760,15 @@ class _TrafficModel:
 
     var(count) = phi * (mu + (rho * mu)^2) + drift: Poisson arrivals, the level wobble rho, the
     over-dispersion phi >= 1 that the standardized one-step-ahead errors of the clean windows
-    show, and, for a window g > 1 steps after the newest clean one (after a flash crowd or a
-    drop held out of the baseline), how far the level may have moved in g steps: what the
+    show (those of the forecast in use, see `dispersion`), and, for a window g > 1 steps after
+    the newest clean one (after a flash crowd or a drop held out of the baseline), how far the
+    forecast may be off after g steps: what the forecast in use has moved by between g steps
+    ahead and one (`_Trend.farther`), or, before that is known or beyond HORIZON, what the
     history's own differences g steps apart show beyond their noise (a daily rhythm moves the
-    level by its slope x g), at least g - 1 wobbles. Drops are judged once `min_calibration`
-    errors are known. Several windows judged together add their own noise, plus what their shared
-    level error adds (their wobbles and drift move together).
+    level by its slope x g); at least g - 1 wobbles. The drift is a variance in counts already,
+    so phi does not widen it. Drops are judged once `min_calibration` errors are known. Several
+    windows judged together add their own noise, plus what their shared level error adds (their
+    wobbles and drift move together).
     """
 
     def __init__(self, cfg: DetectorConfig):
