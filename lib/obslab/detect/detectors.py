@@ -368,8 +368,8 @@ class _Trend:
         self.points: deque[tuple[float, float]] = deque(maxlen=size)
         self.long: deque[tuple[float, float]] = deque(maxlen=_Rhythm.SPAN)  # what the rhythm is fitted to
         self.errors = {name: deque(maxlen=self.SCORED) for name in self.MODELS}
-        # how much a forecast made 2..HORIZON steps before a point moved by the time it was one
-        # step before it (squared): what forecasting from further back adds to the error
+        # per point, the squared error of a forecast made 2..HORIZON steps before it less that of
+        # the one made a step before it: what forecasting from further back adds to the error
         self.ahead = {h: {name: deque(maxlen=self.SCORED) for name in self.MODELS} for h in range(2, self.HORIZON + 1)}
         self.earlier: deque[tuple[float, dict]] = deque(maxlen=self.HORIZON)  # (newest step, forecasts) as fitted then
         self.forecasts: dict[str, Callable[[float], float]] = {}
@@ -389,7 +389,7 @@ class _Trend:
                 if h in self.ahead:
                     for name, forecast in forecasts.items():
                         if name in self.forecasts:
-                            self.ahead[h][name].append((self.forecasts[name](step) - forecast(step)) ** 2)
+                            self.ahead[h][name].append((value - forecast(step)) ** 2 - (value - self.forecasts[name](step)) ** 2)
         self.points.append((step, value))
         if not self.flat_only:
             self.long.append((step, value))
@@ -410,16 +410,17 @@ class _Trend:
         self.forecasts = {name: f for name, f in self.forecasts.items() if name == "rhythm"}
 
     def farther(self, step: float) -> float | None:
-        """The variance that forecasting `step` from as far back as the newest point is adds to
-        a one-step forecast's, for the forecast in use: the mean square of how much its forecasts
-        from that far back moved once the points in between were known (None if not known yet)."""
+        """What forecasting `step` from as far back as the newest point is adds to the mean square
+        error of a one-step forecast, for the forecast in use: over the recent points, its squared
+        error from that far back less its one-step one, point by point (paired, so the points'
+        own noise cancels; a forecast that lags a moving level shows its lag). None if not known yet."""
         h, best = round(step - self.last), self._best()
         if h <= 1:
             return 0.0
-        moved = self.ahead.get(h, {}).get(best) if best else None
-        if not moved or len(moved) < 5:
+        extra = self.ahead.get(h, {}).get(best) if best else None
+        if not extra or len(extra) < 5:
             return None
-        return sum(moved) / len(moved)
+        return max(sum(extra) / len(extra), 0.0)
 
     def at(self, step: float, lowest_after_gap: bool = False) -> float:
         """The forecast for `step`. `lowest_after_gap`: past a gap (windows held out since the
@@ -810,8 +811,14 @@ class _TrafficModel:
             return []
         if self.held_kind == "surge" and y > 0:
             # Just after a flash crowd the level it left is unknown (a rhythm went on beneath it):
-            # the forecast starts again from the windows after it. Silence is judged still.
+            # the forecast starts again from the windows after it, and so does its noise (how
+            # far a forecast from a few points misses is not how far one from a long history
+            # did; the rhythm's, which goes on, keeps its own). Silence is judged still.
             self.trend.restart()
+            self.in_use = Dispersion(self.cfg.dispersion_windows)
+            for name in self.dispersions:
+                if name != "rhythm":
+                    self.dispersions[name] = Dispersion(self.cfg.lookback_windows)
             self.held, self.held_kind, self.low_run = [], None, []
             self._learn(step, y)
             return []
