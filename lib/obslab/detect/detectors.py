@@ -513,12 +513,12 @@ def _evaluate(fit: tuple[float, ...], ahead: float) -> float:
 
 
 class _Rhythm:
-    """A rhythm that repeats within the history: a level, a slope and one sine wave, by least
-    squares over the last SPAN points, its period the one (from SHORTEST steps to the span the
+    """A rhythm that repeats within the history: a level and one sine wave, by least squares
+    over the last SPAN points, its period the one (from SHORTEST steps to the span the
     points cover) that leaves the smallest squared residuals: a coarse grid, then a fine one
     around its best. Where the polynomials fit a few points near the newest (and so pass their
-    noise on to the forecast), this uses the whole cycle: a rhythm of 30 windows with one cycle
-    seen is forecast about as well as its noise allows. A rhythm slower than the history covers
+    noise on to the forecast), this uses whole cycles: its forecast steadies as it sees a second
+    and third cycle (on one cycle it still moves much with each new point). A rhythm slower than the history covers
     (a day of 1-minute windows) is left to the polynomials, which follow it well enough; the
     competition in `_Trend` decides which forecast a series gets.
     """
@@ -556,7 +556,7 @@ class _Rhythm:
 
     @staticmethod
     def _residuals(t: np.ndarray, y: np.ndarray, periods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sum of squared residuals and coefficients (level, slope, sine, cosine) per period."""
+        """Sum of squared residuals and coefficients (level, sine, cosine) per period."""
         phase = 2 * math.pi * t[None, :] / periods[:, None]
         design = np.stack([np.ones_like(phase), np.sin(phase), np.cos(phase)], axis=2)
         normal = np.einsum("pni,pnj->pij", design, design) + 1e-9 * np.eye(3)
@@ -878,13 +878,13 @@ class _TrafficModel:
 
     def _calibrate(self, step: float, y: float) -> None:
         """A clean window's standardized error against the forecasts calibrates the noise."""
-        if self.trend.best(step) is None:  # the forecasts are not scored yet
+        best = self.trend.best(step)
+        if best is None:  # the forecasts are not scored yet
             return
         rho = self.cfg.shift_min_relative
         for name, forecast in self.trend.forecasts.items():
             expected = max(forecast(step), 1e-9)
             self.dispersions[name].add((y - expected) / math.sqrt(expected + (rho * expected) ** 2))
-        best = self.trend.best(step)
         self.in_use.add((y - best) / math.sqrt(best + (rho * best) ** 2))
 
     def _learn(self, step: float, y: float) -> None:
