@@ -360,10 +360,15 @@ def test_the_noise_of_a_rhythm_is_that_of_the_forecast_that_follows_it():
     assert walker.traffic.dispersion.estimate < 1.8 and walker.traffic.dispersions["flat"].estimate > 5
 
 
-# Requests per minute of one checkout endpoint in two evaluation runs of the shipped `seasonal`
-# scenario (30-minute rhythm, +-50 %, 15 % over-dispersion): its rise was taken for a flash crowd,
-# the forecast started again at the peak, and the way down into the trough looked like a drop.
-SEASONAL_ENDPOINTS = {
+# Requests per minute in evaluation runs of the shipped `seasonal` traffic (30-minute rhythm, +-50 %,
+# 15 % over-dispersion): two checkout endpoints, and search in 3 h of it without faults (the
+# benchmark's clean run). A rise was taken for a flash crowd, the forecast started again at the
+# peak, and the way down into the trough looked like a drop.
+SEASONAL_SERIES = {
+    "search, clean, seed 286758878": [
+        230, 272, 281, 226, 333, 252, 375, 309, 339, 209, 249, 231, 257, 277, 156, 202, 191, 184, 86, 125, 148, 108,
+        109, 123, 137, 119, 135, 116, 109, 154, 350, 237, 215, 277, 256, 368, 294, 261, 239, 248, 278, 271, 283, 174,
+        275, 161, 138, 131, 146, 98, 85, 124, 111, 92, 120, 104, 127, 165, 172, 199, 207, 177, 221, 195, 328, 260],
     "cart, seed 594865952": [
         132, 211, 170, 149, 178, 181, 183, 173, 192, 164, 167, 134, 210, 129, 161, 102, 118, 118, 115, 119, 48, 53,
         36, 68, 91, 99, 95, 86, 95, 167, 152, 122, 169, 167, 170, 189, 192, 164, 160, 162, 157, 160, 173, 186, 195,
@@ -375,14 +380,15 @@ SEASONAL_ENDPOINTS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(SEASONAL_ENDPOINTS))
+@pytest.mark.parametrize("name", sorted(SEASONAL_SERIES))
 def test_the_way_down_a_rhythm_after_a_restarted_forecast_is_not_a_drop(name):
     # After a restart the forecast comes from a few points, and so must its noise: the errors of
-    # the forecast before it (with a long history) understate how far it misses. And a held
-    # forecast's error grows with the gap as its own forecasts from that far back missed, lag
-    # included, not only as much as it moved. (Either alone paged on one of these.)
-    series = [Window("checkout", "/api/cart", T0 + timedelta(minutes=k), T0 + timedelta(minutes=k + 1), n, 0,
-                     100.0, 150.0, True) for k, n in enumerate(SEASONAL_ENDPOINTS[name])]
+    # the forecast before it (with a long history) understate how far it misses. And a forecast
+    # that does not follow the cycle, held over a gap, may be off by as much as the level moves in
+    # that many windows (or by what its own forecasts from that far back missed, if more): one
+    # calibrated at a peak holds while the level falls. (Before: each of these paged.)
+    series = [Window("svc", None, T0 + timedelta(minutes=k), T0 + timedelta(minutes=k + 1), n, 0,
+                     100.0, 150.0, True) for k, n in enumerate(SEASONAL_SERIES[name])]
     assert [a for a in baseline_shift(series, CFG) if a.metric == "request_count"] == []
 
 

@@ -892,20 +892,26 @@ class _TrafficModel:
         self.learned.append((step, y))
 
     def _drift(self, step: float, mu: float) -> float:
-        """Variance of how far the level may have moved since the newest clean window (0 right after it)."""
+        """Variance of how far off the forecast may be `step - newest` windows after the newest clean
+        one, beyond a one-step forecast's error (0 right after it). The rhythm forecast follows the
+        level's movement, so what its own forecasts from that far back missed by says it. Any other
+        forecast may be off by as much as the level moves in that many windows, which the
+        history's differences that far apart show (a forecast fitted at a peak of a rhythm, where
+        it did well, holds while the level falls), or by what it missed, if more."""
         gap = min(round(step - self.trend.last), self.cfg.lookback_windows)
         if gap <= 1:
             return 0.0
         floor = (gap - 1) * (self.cfg.shift_min_relative * mu) ** 2  # a random walk of wobbles
         farther = self.trend.farther(step)
-        if farther is not None:  # what the forecast in use has missed by, that far ahead
+        if farther is not None and self.trend.chosen() == "rhythm":
             return max(floor, farther)
         at = dict(self.learned)
         differences = [(y - at[t - gap]) ** 2 for t, y in self.learned if t - gap in at]
-        if len(differences) < 5:
-            return floor
-        noise = 2 * self.dispersion.estimate * (mu + (self.cfg.shift_min_relative * mu) ** 2)
-        return max(floor, sum(differences) / len(differences) - noise)
+        moved = 0.0
+        if len(differences) >= 5:
+            noise = 2 * self.dispersion.estimate * (mu + (self.cfg.shift_min_relative * mu) ** 2)
+            moved = sum(differences) / len(differences) - noise
+        return max(floor, moved, farther or 0.0)
 
     def _hold(self, kind: str, step: float, y: float, sure: bool = False) -> None:
         """Keep a low or surge window out of the baseline (`sure`: it is part of a drop found).
