@@ -350,9 +350,9 @@ class _Trend:
     to the last few hours of points. Each is scored by its own one-step-ahead errors on the last
     20 points, and the one with the smallest mean square forecasts: a series picks the model its
     history supports, and its errors, not a model's hopes, are what the detectors calibrate
-    their noise on. How much a forecast made h = 2..HORIZON steps ahead moves once the points in
-    between are known is kept too (`farther`): that is what forecasting across a gap adds to the
-    error. A polynomial reaches at most 3 steps past the newest point (the open windows), the
+    their noise on. How much more each forecast misses from h = 2..HORIZON steps back than from
+    one step back is kept too, point by point (`farther`): that is what forecasting across a gap
+    adds to the error. A polynomial reaches at most 3 steps past the newest point (the open windows), the
     rhythm HORIZON; beyond, they hold, so a long gap (an incident) is not bridged by
     extrapolating a curve. `flat_only`: the median alone (for latency, whose slow degradation is
     a fault to find, not a rhythm to follow).
