@@ -376,6 +376,7 @@ class _Trend:
         self.period: float | None = None  # the rhythm's, as last found
         self.added = 0  # points added so far
         self.last = 0.0
+        self._chosen: str | None = None  # the forecast in use (see `_choose`)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -396,6 +397,7 @@ class _Trend:
         self.added += 1
         self.last = step
         self._fit()
+        self._choose()
         self.earlier.append((step, self.forecasts))
 
     def restart(self) -> None:
@@ -408,13 +410,14 @@ class _Trend:
                     kept.clear()
         self.earlier.clear()
         self.forecasts = {name: f for name, f in self.forecasts.items() if name == "rhythm"}
+        self._choose()
 
     def farther(self, step: float) -> float | None:
         """What forecasting `step` from as far back as the newest point is adds to the mean square
         error of a one-step forecast, for the forecast in use: over the recent points, its squared
         error from that far back less its one-step one, point by point (paired, so the points'
         own noise cancels; a forecast that lags a moving level shows its lag). None if not known yet."""
-        h, best = round(step - self.last), self._best()
+        h, best = round(step - self.last), self._chosen
         if h <= 1:
             return 0.0
         extra = self.ahead.get(h, {}).get(best) if best else None
@@ -427,7 +430,7 @@ class _Trend:
         newest point) no forecast has been scored that far ahead, and the newest points may have
         been the first of a surge; so take the lower of the best forecast and the plain median: a
         drop must be one whichever of them is right."""
-        best = self._best()
+        best = self._chosen
         if best is None:
             return self.forecasts["flat"](step)
         value = self.forecasts[best](step)
@@ -437,7 +440,7 @@ class _Trend:
 
     def best(self, step: float) -> float | None:
         """The forecast of the best scored model (None before any is scored)."""
-        best = self._best()
+        best = self._chosen
         return None if best is None else max(self.forecasts[best](step), 1e-9)
 
     def stale(self, step: float, most: int) -> float:
@@ -447,11 +450,13 @@ class _Trend:
 
     def chosen(self) -> str | None:
         """The name of the forecast in use (None before any is scored)."""
-        return self._best()
+        return self._chosen
 
-    def _best(self) -> str | None:
+    def _choose(self) -> None:
+        # The scores change only when a point is added or the forecasts start again: choose then,
+        # not on every question the detectors ask.
         scored = {name: sum(e) / len(e) for name, e in self.errors.items() if len(e) >= 5 and name in self.forecasts}
-        return min(scored, key=scored.get) if scored else None
+        self._chosen = min(scored, key=scored.get) if scored else None
 
     def _fit(self) -> None:
         last = self.last
@@ -776,9 +781,7 @@ class _TrafficModel:
         self.cfg = cfg
         self.trend = _Trend(cfg.trend_windows)
         self.learned: deque[tuple[float, float]] = deque(maxlen=2 * cfg.lookback_windows)  # (step, count)
-        # the standardized errors of the forecasts in use as they were made, and each forecast's own
-        self.in_use = Dispersion(cfg.dispersion_windows)
-        self.dispersions = {name: Dispersion(cfg.lookback_windows) for name in _Trend.MODELS}
+        self._new_noise()
         self.low_run: list[list] = []  # [window, mu, level sd, drift, raised]: the latest windows well below
         self.held: list[tuple[float, float, bool]] = []  # (step, count, a sure drop) of the latest windows kept out of the baseline
         self.held_kind: str | None = None  # what they are: "low" or "surge"
@@ -815,10 +818,7 @@ class _TrafficModel:
             # far a forecast from a few points misses is not how far one from a long history
             # did; the rhythm's, which goes on, keeps its own). Silence is judged still.
             self.trend.restart()
-            self.in_use = Dispersion(self.cfg.dispersion_windows)
-            for name in self.dispersions:
-                if name != "rhythm":
-                    self.dispersions[name] = Dispersion(self.cfg.lookback_windows)
+            self._new_noise(keep=self.dispersions["rhythm"])
             self.held, self.held_kind, self.low_run = [], None, []
             self._learn(step, y)
             return []
@@ -875,6 +875,14 @@ class _TrafficModel:
         chosen for, would understate it."""
         own = self.dispersions.get(self.trend.chosen() or "")
         return own if own is not None and len(own) >= self.cfg.lookback_windows else self.in_use
+
+    def _new_noise(self, keep: Dispersion | None = None) -> None:
+        """No errors known yet: of the forecasts in use as they were made (`in_use`), nor of each
+        forecast (`dispersions`), except the rhythm's when `keep` holds it."""
+        self.in_use = Dispersion(self.cfg.dispersion_windows)
+        self.dispersions = {name: Dispersion(self.cfg.lookback_windows) for name in _Trend.MODELS}
+        if keep is not None:
+            self.dispersions["rhythm"] = keep
 
     def _calibrate(self, step: float, y: float) -> None:
         """A clean window's standardized error against the forecasts calibrates the noise."""
