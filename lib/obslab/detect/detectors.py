@@ -285,15 +285,22 @@ class _ErrorBaseline:
     errors, so a busy service's first minutes are not judged as if its errors were binomial). A
     span shorter than a window wobbles more than a window (fewer seconds average out), so for an
     open window that holds 1/f of the usual requests the estimated excess phi - 1 counts f times.
+
+    The first `min_calibration` windows are learned on trust: nothing before them can say whether
+    they were a surge (a lab that starts during an incident). Once as many windows have followed,
+    each of them is judged against those later ones, and a surge among them leaves the baseline.
+    Kept, a surge in a series' first minutes set the usual rate and phi so high (phi 30 for two
+    minutes at 15-30 % errors among windows at 1 %) that the next surge looked like chance.
     """
 
-    def __init__(self, cfg: DetectorConfig):
+    def __init__(self, cfg: DetectorConfig, trusting: bool = True):
         self.cfg = cfg
         self.history: deque[tuple[int, int]] = deque(maxlen=cfg.lookback_windows)  # (requests, errors)
         self.longer: deque[tuple[int, int]] = deque(maxlen=cfg.dispersion_windows)  # the same, for phi
         self.rate = self.limit = self.threshold = 0.0
         self.phi = self.excess = 0.0  # phi's upper bound, and its estimate's excess over binomial
         self.typical = 1.0  # requests of a usual window
+        self.on_trust = cfg.min_calibration if trusting else 0  # the first windows, not judged yet
 
     def ready(self) -> bool:
         return bool(self.history)
@@ -315,6 +322,25 @@ class _ErrorBaseline:
     def learn(self, w: Window) -> None:
         self.history.append((w.request_count, w.error_count))
         self.longer.append((w.request_count, w.error_count))
+        if self.on_trust and len(self.longer) == 2 * self.on_trust:
+            self._judge_the_first()
+        self._update()
+
+    def _judge_the_first(self) -> None:
+        """Drop the windows learned on trust that the windows after them show were a surge."""
+        first, later = list(self.longer)[:self.on_trust], list(self.longer)[self.on_trust:]
+        judge = _ErrorBaseline(self.cfg, trusting=False)
+        for requests, errors in later:
+            judge.history.append((requests, errors))
+            judge.longer.append((requests, errors))
+        judge._update()
+        alpha = tail_probability(self.cfg.error_confidence_z)
+        kept = [(n, e) for n, e in first if not judge.surge(e, n, alpha)] + later
+        self.on_trust = 0
+        self.history = deque(kept, maxlen=self.history.maxlen)
+        self.longer = deque(kept, maxlen=self.longer.maxlen)
+
+    def _update(self) -> None:
         requests = sum(n for n, _ in self.history)
         errors = sum(e for _, e in self.history)
         self.rate = errors / requests
