@@ -420,6 +420,83 @@ def test_a_low_window_that_was_only_noise_joins_the_baseline_once_a_later_one_cl
             assert model.held and model.trend.last == detectors._step(Window(
                 "payments", None, start - timedelta(minutes=1), start, 0, 0, 0.0, 0.0, True))
     assert 330 in [y for _, y in model.learned]
+    # ... but a window that is low itself does not clear it: the second window of a drop that is a
+    # little less low than the first taught the forecast the first (the drop hid itself)
+    model = detectors._TrafficModel(CFG)
+    for k, n in enumerate(counts + [330, 370]):  # 370: 1.5 deviations low
+        start = T0 + timedelta(minutes=k)
+        model.judge(Window("payments", None, start, start + timedelta(minutes=1), n, 0, 100.0, 150.0, True), 1e-7)
+    assert 330 not in [y for _, y in model.learned]
+
+
+def test_the_rhythm_is_scored_as_it_is_now_not_as_it_was_on_its_first_cycle():
+    # A noise-free 30-window cycle, 45 points: on its first 20-odd points the rhythm's period was
+    # wrong and its forecasts far off. Scored by what it missed then, it stayed out of use and its
+    # noise looked large for a cycle more; as it is now it forecasts the recent points almost exactly.
+    trend = detectors._Trend(12)
+    for k in range(45):
+        trend.add(k, 500 + 250 * np.sin(2 * np.pi * k / 30 + 1.0))
+    assert abs(trend.period - 30) < 0.5 and trend.chosen() == "rhythm"
+    assert max(trend.errors["rhythm"]) < 5.0 ** 2  # within 5 requests of 250-750, one step ahead
+    assert max(trend.ahead[8]["rhythm"]) < 10.0 ** 2  # and 8 steps ahead
+
+
+def over_dispersed(seed, windows, mean, amplitude, period, cv, drop):
+    """Requests per window: a rhythm, a gamma rate multiplier per window (coefficient of variation cv),
+    Poisson arrivals, and a drop (start, windows, fraction gone) that may start inside a window."""
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 2 * np.pi)
+    start, length, size = drop
+    out = []
+    for k in range(windows):
+        rate = mean * (1 + amplitude * np.sin(2 * np.pi * (k + 0.5) / period + phase)) * rng.gamma(1 / cv ** 2, cv ** 2)
+        rate *= 1 - size * max(0.0, min(k + 1, start + length) - max(k, start))
+        out.append(Window("svc", None, T0 + timedelta(minutes=k), T0 + timedelta(minutes=k + 1), int(rng.poisson(rate)),
+                          0, 100.0, 150.0, True))
+    return out
+
+
+def test_a_drop_in_the_second_cycle_of_an_over_dispersed_rhythm_is_often_found():
+    # 400 a window +-50 % on a 30-window cycle, the rate wandering 15 % from window to window (the
+    # shipped `seasonal` traffic), and 60 % of it gone for 4 windows, 38-45 windows in: the rhythm
+    # has been seen about once. Even a perfect forecast sees each window of it at 3-4 standard
+    # deviations only, so not all are found; the drop's windows (and the one after) are the only
+    # ones flagged. Before the rhythm was scored as it is now: none of 20.
+    found = 0
+    for seed in range(300, 320):
+        start = 38.3 + seed % 7
+        series = over_dispersed(seed, 60, 400, 0.5, 30, 0.15, (start, 4, 0.6))
+        drops = [(a.window_start - T0) / timedelta(minutes=1) for a in baseline_shift(series, CFG)
+                 if a.metric == "request_count"]
+        assert all(start - 1 < t < start + 5 for t in drops)
+        found += bool(drops)
+    assert found >= 5
+
+
+# Requests per minute of payments in evaluation runs of the shipped `seasonal` scenario (dev seeds):
+# 60 % of its traffic is gone from 39:49 for 4 minutes, just past the second peak. Every one was
+# missed before: the climbs out of the first trough were taken for flash crowds, and the forecast
+# and its noise started again each time.
+SEASONAL_DROPS = {
+    65464049: [391, 517, 475, 483, 667, 565, 515, 504, 610, 478, 549, 622, 640, 396, 404, 424, 368, 288, 167, 237,
+               218, 158, 185, 151, 174, 182, 272, 451, 429, 318, 430, 549, 366, 565, 492, 550, 718, 614, 579, 509,
+               230, 153, 231, 179, 513, 351, 297, 385, 235, 223, 261, 183, 198, 176, 163, 267, 255, 256, 259, 459],
+    144733215: [397, 398, 579, 481, 496, 403, 714, 602, 626, 587, 486, 588, 576, 545, 358, 286, 294, 282, 260, 189,
+                184, 177, 216, 219, 201, 268, 256, 378, 392, 344, 398, 434, 548, 474, 522, 446, 486, 442, 613, 649,
+                192, 194, 170, 275, 367, 362, 247, 272, 206, 259, 281, 148, 192, 222, 170, 247, 194, 428, 365, 372],
+    203322465: [451, 425, 463, 505, 679, 592, 676, 508, 483, 834, 754, 489, 493, 373, 410, 555, 294, 373, 252, 264,
+                268, 185, 161, 191, 181, 267, 249, 370, 330, 364, 463, 419, 497, 507, 535, 597, 706, 498, 651, 465,
+                251, 175, 247, 224, 315, 380, 324, 326, 218, 269, 230, 234, 222, 226, 229, 187, 285, 314, 352, 418],
+}
+
+
+@pytest.mark.parametrize("seed", sorted(SEASONAL_DROPS))
+def test_the_seasonal_scenarios_payments_drop_is_found(seed):
+    series = [Window("payments", None, T0 + timedelta(minutes=k), T0 + timedelta(minutes=k + 1), n, 0, 100.0, 150.0,
+                     True) for k, n in enumerate(SEASONAL_DROPS[seed])]
+    drops = [(a.window_start - T0) / timedelta(minutes=1) for a in baseline_shift(series, CFG)
+             if a.metric == "request_count"]
+    assert drops and all(39 <= t <= 44 for t in drops)
 
 
 @pytest.mark.parametrize("mean", [10, 20])

@@ -374,7 +374,8 @@ class _Trend:
     median (a flat series), a line (a drift), a parabola (the turn of a slow rhythm, which a line
     overshoots) and a line through the last 4 (a fast change); the fifth, `_Rhythm`, fits a cycle
     to the last few hours of points. Each is scored by its own one-step-ahead errors on the last
-    20 points, and the one with the smallest mean square forecasts: a series picks the model its
+    20 points (the rhythm by those of its current shape, see `_score_rhythm`), and the one with
+    the smallest mean square forecasts: a series picks the model its
     history supports, and its errors, not a model's hopes, are what the detectors calibrate
     their noise on. How much more each forecast misses from h = 2..HORIZON steps back than from
     one step back is kept too, point by point (`farther`): that is what forecasting across a gap
@@ -385,6 +386,7 @@ class _Trend:
     """
 
     SCORED = 20  # one-step errors each forecast is judged on
+    KEPT = 30  # the rhythm's one-step errors kept for its noise (see `_score_rhythm`; lookback_windows)
     RECENT = 4  # points of the short line
     HORIZON = 8  # steps ahead whose errors are kept too (how much less sure a forecast is further out)
     MODELS = ("flat", "line", "parabola", "recent", "rhythm")
@@ -403,6 +405,7 @@ class _Trend:
         self.added = 0  # points added so far
         self.last = 0.0
         self._chosen: str | None = None  # the forecast in use (see `_choose`)
+        self.rhythm_errors: list[tuple[float, float]] = []  # (value, forecast): the rhythm's, as it is now
 
     def __len__(self) -> int:
         return len(self.points)
@@ -453,14 +456,16 @@ class _Trend:
 
     def at(self, step: float, lowest_after_gap: bool = False) -> float:
         """The forecast for `step`. `lowest_after_gap`: past a gap (windows held out since the
-        newest point) no forecast has been scored that far ahead, and the newest points may have
-        been the first of a surge; so take the lower of the best forecast and the plain median: a
-        drop must be one whichever of them is right."""
+        newest point) the newest points may have been the first of a surge, which a forecast from
+        the last few points follows; so take the lower of such a forecast and the plain median: a
+        drop must be one whichever of them is right. The rhythm, fitted to hours of points, is not
+        moved by one: it stands alone (the median, at a trough or a peak, is a level the rhythm has
+        long left, and taking it hid drops on the way down from a peak)."""
         best = self._chosen
         if best is None:
             return self.forecasts["flat"](step)
         value = self.forecasts[best](step)
-        if lowest_after_gap and step - self.last > 1:
+        if lowest_after_gap and step - self.last > 1 and best != "rhythm":
             value = min(value, self.forecasts["flat"](step))
         return value
 
@@ -506,7 +511,27 @@ class _Trend:
             if fitted is not None:  # periodic, so it may reach further without running away
                 rhythm, self.period = fitted
                 forecasts["rhythm"] = lambda step: rhythm(min(max(step - last, 0.0), self.HORIZON))
+                self._score_rhythm()
         self.forecasts = forecasts
+
+    def _score_rhythm(self) -> None:
+        # The rhythm's errors are those of the rhythm as it is now: how its current period would
+        # have forecast the recent points, one and h steps ahead, each from the points before it.
+        # What it missed by while it still had the period wrong (on a cycle or less) says nothing
+        # of it now; kept, those errors held a good rhythm out of use, and its noise 2-3 x too
+        # high, for a cycle more (seasonal payments: chosen from minute 28, not 41; phi 12, not
+        # 30). The period itself is chosen on all the points, these included: a small optimism.
+        backtest = _Rhythm.backtest(self.long, self.period, self.KEPT, self.HORIZON)
+        values = np.array([y for _, y in self.long][-self.KEPT:])
+        one = backtest[1][-len(values):]
+        known = ~np.isnan(one)
+        self.rhythm_errors = [(float(v), float(f)) for v, f in zip(values[known], one[known])]
+        self.errors["rhythm"] = deque(((values[known] - one[known]) ** 2)[-self.SCORED:], maxlen=self.SCORED)
+        for h in range(2, self.HORIZON + 1):
+            farther = backtest[h][-len(values):]
+            both = known & ~np.isnan(farther)
+            extra = (values[both] - farther[both]) ** 2 - (values[both] - one[both]) ** 2
+            self.ahead[h]["rhythm"] = deque(extra[-self.SCORED:], maxlen=self.SCORED)
 
 
 def _least_squares(points: list[tuple[float, float]], degree: int) -> tuple[float, ...]:
@@ -584,6 +609,34 @@ class _Rhythm:
         i = int(np.argmin(residuals))
         omega, (level, a, b) = 2 * math.pi / fine[i], coefficients[i]
         return (lambda ahead: float(level + a * math.sin(omega * ahead) + b * math.cos(omega * ahead))), float(fine[i])
+
+    @classmethod
+    def backtest(cls, points, period: float, targets: int, horizon: int) -> dict[int, np.ndarray]:
+        """How this rhythm (its period fixed) would have forecast the last `targets` points from
+        h = 1..`horizon` points before each: per h, the forecasts (NaN where fewer than MIN_POINTS
+        came before), fitted on all the points up to then, by running sums."""
+        t = np.array([p[0] for p in points], dtype=float)
+        y = np.array([p[1] for p in points], dtype=float)
+        t -= t[-1]
+        omega = 2 * math.pi / period
+        rows = np.stack([np.ones_like(t), np.sin(omega * t), np.cos(omega * t)], axis=1)
+        sums = np.concatenate([np.zeros((1, 3, 3)), np.cumsum(rows[:, :, None] * rows[:, None, :], axis=0)])
+        moments = np.concatenate([np.zeros((1, 3)), np.cumsum(rows * y[:, None], axis=0)])
+        n = len(t)
+        target = np.arange(max(n - targets, 0), n)
+        out = {}
+        for h in range(1, horizon + 1):
+            upto = target - h + 1  # points before index upto are known h points before the target
+            ok = upto >= cls.MIN_POINTS
+            forecast = np.full(len(target), np.nan)
+            if ok.any():
+                k = upto[ok]
+                coefficients = np.linalg.solve(sums[k] + 1e-9 * np.eye(3), moments[k][..., None])[..., 0]
+                at = np.minimum(t[target[ok]], t[k - 1] + _Trend.HORIZON)  # the live forecast holds beyond
+                terms = np.stack([np.ones_like(at), np.sin(omega * at), np.cos(omega * at)], axis=1)
+                forecast[ok] = (coefficients * terms).sum(axis=1)
+            out[h] = forecast
+        return out
 
     @staticmethod
     def _residuals(t: np.ndarray, y: np.ndarray, periods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -834,7 +887,12 @@ class _TrafficModel:
         likely = (self.dispersion.estimate * base + drift) / mu
         # A surge by the lower of the forecast and the plain median: a fast forecast that has
         # followed the first minute of a flash crowd must not carry the rest into the baseline.
+        # But not below the rhythm's forecast: one window does not move it, and from the median
+        # of a trough the climb to the next peak looked like a crowd (and each "crowd" started
+        # the forecasts and their noise again, so the series was judged on nothing for minutes).
         floor = min(mu, self.trend.forecasts["flat"](step))
+        if "rhythm" in self.trend.forecasts:
+            floor = max(floor, self.trend.forecasts["rhythm"](step))
         if y > self.cfg.surge_ratio * floor and 1 - poisson_cdf(y / likely - 1, mu / likely) < _SUSPECT:
             self._hold("surge", step, y)  # a surge is no incident, and no baseline either
             return []
@@ -880,9 +938,12 @@ class _TrafficModel:
             # drop would teach a fast forecast to expect the next, and the drop would hide itself.
             self._hold("low", step, y, sure=False)
             return []
-        if self.held_kind == "low" and not any(sure for _, _, sure in self.held):
+        if self.held_kind == "low" and not low and not any(sure for _, _, sure in self.held):
             # A normal window after windows that were only unlikely: they were noise, and the
             # baseline needs its low tail (left out, it would rise, and the noise would shrink).
+            # A window low itself (if not unlikely) clears nothing: the held ones stay out, and
+            # it is learned (the level may be falling); it cleared the first window of a drop
+            # into the baseline when the second was a little less low.
             for held_step, held_y, _ in self.held:
                 self._calibrate(held_step, held_y)
                 self._learn(held_step, held_y)
@@ -894,13 +955,13 @@ class _TrafficModel:
     @property
     def dispersion(self) -> Dispersion:
         """The over-dispersion the judgements use: that of the forecast in use, from its own last
-        `lookback_windows` errors once it has that many; before, that of the errors the forecasts
-        in use made as they were made. The errors the forecasts in use made long ago, when the
+        `lookback_windows` errors once it has `_Trend.SCORED`; before, that of the errors the
+        forecasts in use made as they were made. The errors the forecasts in use made long ago, when the
         history was short and a rhythm not yet seen, would overstate the noise of a forecast
         that has since learned the rhythm; a forecast's own few errors, which are what it was
         chosen for, would understate it."""
         own = self.dispersions.get(self.trend.chosen() or "")
-        return own if own is not None and len(own) >= self.cfg.lookback_windows else self.in_use
+        return own if own is not None and len(own) >= _Trend.SCORED else self.in_use
 
     def _new_noise(self, keep: Dispersion | None = None) -> None:
         """No errors known yet: of the forecasts in use as they were made (`in_use`), nor of each
@@ -917,6 +978,8 @@ class _TrafficModel:
             return
         rho = self.cfg.shift_min_relative
         for name, forecast in self.trend.forecasts.items():
+            if name == "rhythm":  # its noise is that of the rhythm as it is now (see `_learn`)
+                continue
             expected = max(forecast(step), 1e-9)
             self.dispersions[name].add((y - expected) / math.sqrt(expected + (rho * expected) ** 2))
         self.in_use.add((y - best) / math.sqrt(best + (rho * best) ** 2))
@@ -924,6 +987,12 @@ class _TrafficModel:
     def _learn(self, step: float, y: float) -> None:
         self.trend.add(step, y)
         self.learned.append((step, y))
+        if "rhythm" in self.trend.forecasts:  # the rhythm's noise: its errors as it is now
+            rho, noise = self.cfg.shift_min_relative, Dispersion(self.cfg.lookback_windows)
+            for value, forecast in self.trend.rhythm_errors[-self.cfg.lookback_windows:]:
+                expected = max(forecast, 1e-9)
+                noise.add((value - expected) / math.sqrt(expected + (rho * expected) ** 2))
+            self.dispersions["rhythm"] = noise
 
     def _drift(self, step: float, mu: float) -> float:
         """Variance of how far off the forecast may be `step - newest` windows after the newest clean
