@@ -791,8 +791,9 @@ def baseline_shift(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
     `shift_z`, Poisson arrivals widened by the over-dispersion phi the history's own prediction
     errors show (quasi-Poisson: counts divided by phi). Up to four consecutive low windows are
     also judged together, so a quiet service that goes silent is found even where one window of
-    it cannot tell, and each of them is then part of the drop. Counts far above the forecast (a
-    flash crowd: at least `surge_ratio` x and beyond chance) are not anomalies, but they stay out
+    it cannot tell, and each of them is then part of the drop. Counts far above the usual level (a
+    flash crowd: at least `surge_ratio` x the recent median, or the rhythm's forecast where that
+    is higher, and beyond chance) are not anomalies, but they stay out
     of the baseline, and the forecast starts again after them, so the return to normal is not
     taken for a drop; a count well below it (beyond the 3-sigma tail) stays out too while it is
     not yet a sure drop. Open windows are never judged on traffic: they are short of requests by
@@ -885,12 +886,13 @@ class _TrafficModel:
         # already, so phi does not widen it again.
         scale = (self.dispersion.phi * base + drift) / mu
         likely = (self.dispersion.estimate * base + drift) / mu
-        # A surge by the lower of the forecast and the plain median: a fast forecast that has
-        # followed the first minute of a flash crowd must not carry the rest into the baseline.
-        # But not below the rhythm's forecast: one window does not move it, and from the median
-        # of a trough the climb to the next peak looked like a crowd (and each "crowd" started
-        # the forecasts and their noise again, so the series was judged on nothing for minutes).
-        floor = min(mu, self.trend.forecasts["flat"](step))
+        # A surge is surge_ratio x the usual level: the plain median (a fast forecast that has
+        # followed the first minute of a flash crowd must not carry the rest into the baseline,
+        # and one fitted through a dip, falling, made the return to normal look like a crowd),
+        # or the rhythm's forecast where it is higher: one window does not move it, and from
+        # the median of a trough the climb to the next peak looked like a crowd. Each false
+        # "crowd" started the forecasts and their noise again: minutes judged on nothing.
+        floor = self.trend.forecasts["flat"](step)
         if "rhythm" in self.trend.forecasts:
             floor = max(floor, self.trend.forecasts["rhythm"](step))
         if y > self.cfg.surge_ratio * floor and 1 - poisson_cdf(y / likely - 1, mu / likely) < _SUSPECT:
