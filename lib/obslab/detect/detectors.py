@@ -330,9 +330,8 @@ class _ErrorBaseline:
         """Drop the windows learned on trust that the windows after them show were a surge."""
         first, later = list(self.longer)[:self.on_trust], list(self.longer)[self.on_trust:]
         judge = _ErrorBaseline(self.cfg, trusting=False)
-        for requests, errors in later:
-            judge.history.append((requests, errors))
-            judge.longer.append((requests, errors))
+        judge.history.extend(later)
+        judge.longer.extend(later)
         judge._update()
         alpha = tail_probability(self.cfg.error_confidence_z)
         kept = [(n, e) for n, e in first if not judge.surge(e, n, alpha)] + later
@@ -411,14 +410,16 @@ class _Trend:
         return len(self.points)
 
     def add(self, step: float, value: float) -> None:
+        # (the rhythm's errors are not kept as they come: `_score_rhythm` measures them anew)
         for name, forecast in self.forecasts.items():
-            self.errors[name].append((value - forecast(step)) ** 2)
+            if name != "rhythm":
+                self.errors[name].append((value - forecast(step)) ** 2)
         if round(step - self.last) == 1:
             for newest, forecasts in self.earlier:
                 h = round(step - newest)
                 if h in self.ahead:
                     for name, forecast in forecasts.items():
-                        if name in self.forecasts:
+                        if name in self.forecasts and name != "rhythm":
                             self.ahead[h][name].append((value - forecast(step)) ** 2 - (value - self.forecasts[name](step)) ** 2)
         self.points.append((step, value))
         if not self.flat_only:
@@ -902,9 +903,9 @@ class _TrafficModel:
             # Just after a flash crowd the level it left is unknown (a rhythm went on beneath it):
             # the forecast starts again from the windows after it, and so does its noise (how
             # far a forecast from a few points misses is not how far one from a long history
-            # did; the rhythm's, which goes on, keeps its own). Silence is judged still.
+            # did; the rhythm's, which goes on, is measured anew in `_learn`). Silence is judged still.
             self.trend.restart()
-            self._new_noise(keep=self.dispersions["rhythm"])
+            self._new_noise()
             self.held, self.held_kind, self.low_run = [], None, []
             self._learn(step, y)
             return []
@@ -965,35 +966,34 @@ class _TrafficModel:
         own = self.dispersions.get(self.trend.chosen() or "")
         return own if own is not None and len(own) >= _Trend.SCORED else self.in_use
 
-    def _new_noise(self, keep: Dispersion | None = None) -> None:
+    def _new_noise(self) -> None:
         """No errors known yet: of the forecasts in use as they were made (`in_use`), nor of each
-        forecast (`dispersions`), except the rhythm's when `keep` holds it."""
+        forecast (`dispersions`; the rhythm's is measured anew at every `_learn`)."""
         self.in_use = Dispersion(self.cfg.dispersion_windows)
         self.dispersions = {name: Dispersion(self.cfg.lookback_windows) for name in _Trend.MODELS}
-        if keep is not None:
-            self.dispersions["rhythm"] = keep
 
     def _calibrate(self, step: float, y: float) -> None:
         """A clean window's standardized error against the forecasts calibrates the noise."""
         best = self.trend.best(step)
         if best is None:  # the forecasts are not scored yet
             return
-        rho = self.cfg.shift_min_relative
         for name, forecast in self.trend.forecasts.items():
-            if name == "rhythm":  # its noise is that of the rhythm as it is now (see `_learn`)
-                continue
-            expected = max(forecast(step), 1e-9)
-            self.dispersions[name].add((y - expected) / math.sqrt(expected + (rho * expected) ** 2))
-        self.in_use.add((y - best) / math.sqrt(best + (rho * best) ** 2))
+            if name != "rhythm":  # its noise is that of the rhythm as it is now (see `_learn`)
+                self.dispersions[name].add(self._standardized(y, forecast(step)))
+        self.in_use.add(self._standardized(y, best))
+
+    def _standardized(self, y: float, expected: float) -> float:
+        """A count's error against a forecast, in standard deviations of Poisson arrivals plus the level wobble."""
+        expected, rho = max(expected, 1e-9), self.cfg.shift_min_relative
+        return (y - expected) / math.sqrt(expected + (rho * expected) ** 2)
 
     def _learn(self, step: float, y: float) -> None:
         self.trend.add(step, y)
         self.learned.append((step, y))
         if "rhythm" in self.trend.forecasts:  # the rhythm's noise: its errors as it is now
-            rho, noise = self.cfg.shift_min_relative, Dispersion(self.cfg.lookback_windows)
+            noise = Dispersion(self.cfg.lookback_windows)
             for value, forecast in self.trend.rhythm_errors[-self.cfg.lookback_windows:]:
-                expected = max(forecast, 1e-9)
-                noise.add((value - expected) / math.sqrt(expected + (rho * expected) ** 2))
+                noise.add(self._standardized(value, forecast))
             self.dispersions["rhythm"] = noise
 
     def _drift(self, step: float, mu: float) -> float:
