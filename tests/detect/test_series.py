@@ -59,8 +59,10 @@ def daily_sine(n, period=24):
         ("when,value\n2026-01-01T00:00:00Z,1\n", "no column 'time'"),
         ("time,value\n2026-01-01T00:00:00Z,1\nnot-a-time,2\n", "row 2: time='not-a-time' is not an ISO-8601 time"),
         ("time,value\n2026-01-01T00:00:00Z,abc\n", "row 1: value='abc' is not a number"),
-        ("time,value\n2026-01-01T00:00:00Z,nan\n", "row 1: value='nan' is not a finite number"),
-        ("time,value\n2026-01-01T00:00:00Z,1\n2026-01-01T01:00:00Z,\n", "row 2: value='' is not a number"),
+        ("time,value\n2026-01-01T00:00:00Z,inf\n", "row 1: value='inf' is not a finite number"),
+        ("time,value\n2026-01-01T00:00:00Z,1e200\n", "row 1: value='1e200' is not a finite number of at most"),
+        # Empty and NaN cells are missing values; a column of nothing but those is no series.
+        ("time,value\n2026-01-01T00:00:00Z,nan\n2026-01-01T01:00:00Z,\n", "column 'value' has no value in any"),
         # Naive and zoned times together have no single meaning, whatever the policy.
         ("time,value\n2026-01-01T00:00:00Z,1\n2026-01-01T01:00:00,2\n", "row 2: .* has no UTC offset, unlike row 1"),
         ("time,value\n2026-01-01T00:00:00,1\n2026-01-01T01:00:00+01:00,2\n", "row 2: .* has a UTC offset, unlike row 1"),
@@ -328,8 +330,11 @@ def test_the_json_lists_episodes_anomalous_points_and_on_request_every_point(tmp
     values[400] += 40
     times = [(START + timedelta(hours=i)).isoformat() for i in range(len(values))]
     result = cli_json(write_series(tmp_path, times, values), "--all-points")
-    assert set(result) == {"series", "episodes", "anomalies", "points"}
+    assert set(result) == {"series", "alerts", "episodes", "anomalies", "points"}
     (episode,) = result["episodes"]
+    # One alert, at the episode's start.
+    assert result["alerts"] == [{"time": episode["start"], "direction": "up", "score": episode["score"],
+                                 "kind": "spike", "episode": 0}]
     assert set(episode) == {"start", "end", "peak", "kind", "direction", "score", "points", "value", "expected"}
     assert (episode["peak"], episode["kind"], episode["direction"]) == (times[400], "spike", "up")
     assert result["anomalies"][0]["episode"] == 0
