@@ -283,7 +283,8 @@ def detect_series_cmd(
     timestamps: str = typer.Option("mean", "--timestamps",
                                    help="unsorted or repeated times: sort and combine rows of one instant by their "
                                         "mean | sum | first | last, or strict: refuse them"),
-    as_json: bool = typer.Option(False, "--json", help='print {"series": ..., "episodes": [...], "anomalies": [...]}'),
+    as_json: bool = typer.Option(False, "--json", help='print {"series": ..., "alerts": [...] (one per episode, '
+                                                       'at its start), "episodes": [...], "anomalies": [...]}'),
     all_points: bool = typer.Option(False, "--all-points", help='with --json: add "points", every point with its '
                                                                 "expected value and score"),
 ) -> None:
