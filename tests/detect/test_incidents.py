@@ -70,9 +70,18 @@ def stored(opened, last, count, status="open"):
     (stored(0, 200, 100), 200, 199, True, dict(opened=0, last=201, count=101, status="open")),
     # an anomaly raised late (its window fired only once final), one window before the first one
     (stored(41, 42, 1), 40, 41, True, dict(opened=40, last=42, count=2, status="open")),
-    # open, last anomaly at minute 10, windows up to 12 final: the clean tail has not passed, so a
-    # new anomaly at minute 14 (on an open window) still belongs to it
-    (stored(5, 10, 5), 14, 12, True, dict(opened=5, last=15, count=6, status="open")),
+    # open, last anomaly window ending at minute 10, windows up to 12 final: an anomaly at minute 12
+    # (two clean windows after it) still belongs to it
+    (stored(5, 10, 5), 12, 12, True, dict(opened=5, last=13, count=6, status="open")),
+    # ... but one at minute 13 comes after three clean windows, the resolve gap: a new incident, although
+    # the tail is not final yet (the service was back to normal; this is another fault)
+    (stored(5, 10, 5), 13, 12, False, dict(opened=13, last=14, count=1, status="open")),
+    # ... and so does one at minute 14, on an open window
+    (stored(5, 10, 5), 14, 12, False, dict(opened=14, last=15, count=1, status="open")),
+    # a late anomaly just before the incident's first window (within the gap) joins it
+    (stored(41, 45, 4), 38, 44, True, dict(opened=38, last=45, count=5, status="open")),
+    # ... but one a whole gap before it (window 37-38, three clean windows before 41) does not
+    (stored(41, 45, 4), 37, 44, False, dict(opened=37, last=38, count=1, status="resolved")),
     # resolved at minute 13 (3 clean final windows after 10); a late anomaly at 12, in that tail,
     # reopens it
     (stored(5, 10, 5, "resolved"), 12, 14, True, dict(opened=5, last=13, count=6, status="open")),

@@ -3,18 +3,21 @@
 An incident is stored, and keeps the id it got when it opened for its whole life
 (`<service>:<kind>:<start of the window that opened it>`); it is never re-derived from whatever
 anomalies the detector's lookback still holds. Each new anomaly finds its home among the
-incidents of its service and kind:
+incidents of its service and kind, in event time:
 
-    1. an incident whose span, widened by the resolve gap on both sides, holds the anomaly's window:
-       it is evidence of that incident, even when it arrives late (a window that only fires once
-       final) and even when its window is earlier than the incident's first one;
-    2. else the open incident whose clean tail has not passed yet: nothing has ended it;
-    3. else a new incident, opened at the anomaly's window.
+    1. an incident whose span, widened by the resolve gap on both sides, holds the anomaly's window
+       (it starts before last_anomaly_at + gap and ends after opened_at - gap): evidence of that
+       incident, even when it arrives late (a window that only fires once final) and even when its
+       window is earlier than the incident's first one;
+    2. else a new incident, opened at the anomaly's window.
 
-The resolve gap is RESOLVE_AFTER_WINDOWS windows. An incident resolves once that many windows
-after its last anomaly are final (judged on the newest final window of any service); a late
-anomaly in that tail reopens it. Counts, severity, detectors and endpoints accumulate, so an
-incident longer than the lookback still describes all of itself.
+The resolve gap is RESOLVE_AFTER_WINDOWS windows. An anomaly that starts a gap or more after an
+incident's last anomalous window belongs to a new incident at once, whether or not the windows in
+between are final yet: the service was back to normal for the gap, so it is a separate fault.
+An incident's status becomes resolved once that many windows after its last anomaly are final
+(judged on the newest final window of any service); a late anomaly in that tail reopens it.
+Counts, severity, detectors and endpoints accumulate, so an incident longer than the lookback
+still describes all of itself.
 
 Cascades. One fault often shows on several services: payments fails, and checkout, which calls
 it, fails with it. Incidents on different services whose spans overlap, that opened at most
@@ -85,7 +88,7 @@ def assign_incidents(anomalies: list[Anomaly], membership: dict[str, str], known
         incident_id = placed.get(a.anomaly_id)
         new = incident_id is None
         if new:
-            home = _home(a, incidents.values(), latest_final_end, gap)
+            home = _home(a, incidents.values(), gap)
             incident_id = home.incident_id if home else _new_id(a, incidents)
             if home is None:
                 incidents[incident_id] = Incident(incident_id, a.service, a.kind, "open", a.window_start,
@@ -102,15 +105,11 @@ def build_incidents(anomalies: list[Anomaly], latest_final_end: datetime | None,
     return assign_incidents(anomalies, {}, [], latest_final_end, window_seconds, resolve_after_windows)
 
 
-def _home(a: Anomaly, incidents, latest_final_end: datetime | None, gap: timedelta) -> Incident | None:
+def _home(a: Anomaly, incidents, gap: timedelta) -> Incident | None:
+    """The earliest incident of the anomaly's service and kind whose span widened by `gap` holds its window."""
     mine = sorted((i for i in incidents if (i.service, i.kind) == (a.service, a.kind)), key=lambda i: i.opened_at)
-    for i in mine:
-        if i.opened_at - gap < a.window_end and a.window_start < i.last_anomaly_at + gap:
-            return i
-    for i in mine:
-        if not _tail_passed(i, latest_final_end, gap):  # still open
-            return i
-    return None
+    return next((i for i in mine if i.opened_at - gap < a.window_end and a.window_start < i.last_anomaly_at + gap),
+                None)
 
 
 def _new_id(a: Anomaly, incidents: dict) -> str:
