@@ -110,7 +110,7 @@ def check(folder: Path, scratch: Path) -> harness.Result:
         raise harness.LearnerError(f"importing obslab.evaluation raised {harness.innermost(err, root)}") from None
     kinds = FAULT_KINDS.get("timeout")
     result.need(kinds == {"errors", "latency"},
-                f"FAULT_KINDS['timeout'] in lib/obslab/evaluation.py is {kinds!r}: the evaluation must know "
+                f"FAULT_KINDS['timeout'] in lib/obslab/evaluation/matching.py is {kinds!r}: the evaluation must know "
                 "that a timeout causes errors (504s) and latency (each takes the whole timeout), or it counts "
                 "the incidents it raises as false")
 
