@@ -347,7 +347,7 @@ def evaluate_cmd(
     workers: int = typer.Option(1, "--workers", min=1, help="processes for generation and replay (several runs)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON (see the README)"),
 ) -> None:
-    """Measure detection against the scenarios' injected faults: recall, precision, time to detect, per fault type."""
+    """Measure detection against the injected faults: in time, late, merged, missed, TTD, precision per type."""
     from obslab.evaluation import EvaluationRun, evaluate, evaluate_many, pool, type_table
     from obslab.generator.scenario import available_scenarios
 
