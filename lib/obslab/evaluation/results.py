@@ -152,7 +152,7 @@ class Evaluation:
         })
 
     def describe(self, each_fault: bool = False) -> str:
-        """For a person: one line per fault, benign event, cascade and false incident (if `each_fault`), then a summary."""
+        """For a person: a line per fault, benign event, cascade and false incident (`each_fault`), then a summary."""
         lines = []
         if each_fault:
             lines += [_fault_line(f) for f in self.faults]
