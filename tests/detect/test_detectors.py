@@ -1,12 +1,15 @@
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
-from obslab.detect import detectors
-from obslab.detect.detectors import (DetectorConfig, Window, baseline_shift, burn_rate, detect_series, error_surge,
-                                     latency_spike, severity, wilson_lower)
+from obslab.detect.detectors import (DETECTORS, Detector, DetectorConfig, SeriesMemory, Window, baseline_shift,
+                                     burn_rate, detect_series, error_surge, latency_spike, severity, wilson_lower)
+from obslab.detect.forecasts import Trend, fit_rhythm
+from obslab.detect.shift import BaselineShift
+from obslab.detect.traffic import TrafficModel
+from obslab.detect.window import step_of
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 CFG = DetectorConfig()
@@ -335,12 +338,12 @@ def test_the_rhythm_forecast_follows_a_repeating_cycle_it_has_seen_once():
     # A 30-window cycle, noise-free, 40 points seen: the fitted level and sine forecast the next
     # windows where a line or a parabola through the last few points cannot (they overshoot the turn).
     points = [(k, 500 + 250 * np.sin(2 * np.pi * k / 30 + 1.0)) for k in range(40)]
-    forecast, period = detectors._Rhythm.fit(points)
+    forecast, period = fit_rhythm(points, CFG)
     assert abs(period - 30) < 0.3
     for ahead in (1, 2, 4):
         truth = 500 + 250 * np.sin(2 * np.pi * (39 + ahead) / 30 + 1.0)
         assert abs(forecast(ahead) - truth) < 0.01 * 500
-    assert detectors._Rhythm.fit(points[:10]) is None  # too few points to say there is a cycle
+    assert fit_rhythm(points[:10], CFG) is None  # too few points to say there is a cycle
 
 
 @pytest.mark.parametrize("mean, size, at_least", [(60, 0.6, 6), (60, 0.5, 5), (200, 0.5, 7)])
@@ -368,11 +371,12 @@ def test_the_noise_of_a_rhythm_is_that_of_the_forecast_that_follows_it():
     # Poisson noise alone (phi near 1). The errors made before the rhythm was seen (a dozen times
     # the Poisson variance) do not count against it once it has a history of its own errors.
     traffic = Traffic(60, windows=150, seed=200, amplitude=0.5, period=30)
-    walker = detectors._BaselineShift(CFG)
+    walker = BaselineShift(CFG)
     for w in traffic.finals():
         walker.see(w)
-    assert walker.traffic.trend.chosen() == "rhythm"
-    assert walker.traffic.dispersion.estimate < 1.8 and walker.traffic.dispersions["flat"].estimate > 5
+    traffic = walker.traffic.model
+    assert traffic.trend.chosen() == "rhythm"
+    assert traffic.dispersion.estimate < 1.8 and traffic.dispersions["flat"].estimate > 5
 
 
 # Requests per minute in evaluation runs of the shipped `seasonal` traffic (30-minute rhythm, +-50 %,
@@ -414,7 +418,7 @@ def test_a_return_to_the_usual_level_is_no_flash_crowd_when_a_forecast_fell_belo
     # windows, and the forecast and its noise started again (its noise, from 4 errors, then hid a
     # drop of 55 % for 4 minutes at minute 28). A crowd is 1.5 x the usual level, not x a forecast.
     counts = [181, 209, 197, 205, 218, 208, 212, 198, 181, 178, 189, 166, 96, 149, 223, 201, 197, 187, 207, 212]
-    model = detectors._TrafficModel(CFG)
+    model = TrafficModel(CFG)
     for k, n in enumerate(counts):
         start = T0 + timedelta(minutes=k)
         model.judge(Window("payments", None, start, start + timedelta(minutes=1), n, 0, 100.0, 150.0, True), 1e-7)
@@ -426,17 +430,17 @@ def test_a_low_window_that_was_only_noise_joins_the_baseline_once_a_later_one_cl
     # next window is normal, so it was noise, and the baseline keeps its low tail (left out, the
     # baseline would drift up and its noise shrink, and the next chance dip would page).
     counts = [400 + (7 if k % 2 else -7) for k in range(30)]
-    model = detectors._TrafficModel(CFG)
+    model = TrafficModel(CFG)
     for k, n in enumerate(counts + [330, 402]):
         start = T0 + timedelta(minutes=k)
         model.judge(Window("payments", None, start, start + timedelta(minutes=1), n, 0, 100.0, 150.0, True), 1e-7)
         if k == 30:
-            assert model.held and model.trend.last == detectors._step(Window(
+            assert model.held and model.trend.last == step_of(Window(
                 "payments", None, start - timedelta(minutes=1), start, 0, 0, 0.0, 0.0, True))
     assert 330 in [y for _, y in model.learned]
     # ... but a window that is low itself does not clear it: the second window of a drop that is a
     # little less low than the first taught the forecast the first (the drop hid itself)
-    model = detectors._TrafficModel(CFG)
+    model = TrafficModel(CFG)
     for k, n in enumerate(counts + [330, 370]):  # 370: 1.5 deviations low
         start = T0 + timedelta(minutes=k)
         model.judge(Window("payments", None, start, start + timedelta(minutes=1), n, 0, 100.0, 150.0, True), 1e-7)
@@ -447,7 +451,7 @@ def test_the_rhythm_is_scored_as_it_is_now_not_as_it_was_on_its_first_cycle():
     # A noise-free 30-window cycle, 45 points: on its first 20-odd points the rhythm's period was
     # wrong and its forecasts far off. Scored by what it missed then, it stayed out of use and its
     # noise looked large for a cycle more; as it is now it forecasts the recent points almost exactly.
-    trend = detectors._Trend(12)
+    trend = Trend(replace(CFG, trend_windows=12))
     for k in range(45):
         trend.add(k, 500 + 250 * np.sin(2 * np.pi * k / 30 + 1.0))
     assert abs(trend.period - 30) < 0.5 and trend.chosen() == "rhythm"
@@ -557,14 +561,15 @@ def test_a_service_is_held_to_its_own_error_rate(error_rate, surge, pages):
 
 
 def test_remembering_the_walk_changes_no_result():
-    # The detectors keep what they learned from a series' final windows between runs; walking
-    # every view from scratch gives the same anomalies.
+    # A detection loop's memory keeps what the detectors learned from a series' final windows
+    # between runs; walking every view from scratch gives the same anomalies.
     traffic = Traffic(200, windows=50, seed=14, faults=[(40.4, 43, "errors", 0.3)])
+    memory = SeriesMemory()
     for now in np.arange(30, 47, 1 / 6):
         view = traffic.seen_at(now)
-        remembered = detect_series(view, CFG)
-        detectors._MEMORY.clear()
+        remembered = detect_series(view, CFG, memory=memory)
         assert detect_series(view, CFG) == remembered
+    assert len(memory) == 1  # one series
 
 
 # DetectorConfig field -> the setting that holds its default (a new tunable threshold needs a row)
@@ -615,13 +620,13 @@ def test_a_changed_setting_reaches_the_detectors(monkeypatch, env, field_name, e
     assert getattr(config_from(load_settings(_env_file=None)), field_name) == expected
 
 
-def test_every_walking_detector_says_whether_it_is_cold():
-    from obslab.detect.detectors import _WALKERS, _Walker
+def test_every_detector_says_whether_open_windows_teach_it():
     from obslab.detect.run import config_from
     from obslab.settings import load_settings
 
     cfg = config_from(load_settings())
-    for name, walker in _WALKERS.items():
-        assert isinstance(walker(cfg), _Walker), name
-    assert _WALKERS["error_surge"](cfg).cold()  # nothing learned yet: open windows stand in for history
-    assert not any(_WALKERS[n](cfg).cold() for n in ("latency_spike", "baseline_shift"))  # final windows only
+    for name, detector in DETECTORS.items():
+        assert isinstance(detector(cfg), Detector) and detector(cfg).name == name, name
+    assert DETECTORS["error_surge"](cfg).learns_from_open()  # nothing learned yet: open windows stand in for history
+    assert DETECTORS["burn_rate"](cfg).learns_from_open()  # an open window counts in the spans after it
+    assert not any(DETECTORS[n](cfg).learns_from_open() for n in ("latency_spike", "baseline_shift"))  # finals only

@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
-from obslab.detect.detectors import Anomaly, DetectorConfig, Window, detect_series
+from obslab.detect.detectors import Anomaly, DetectorConfig, SeriesMemory, Window, detect_series
 from obslab.detect.incidents import Incident, assign_incidents, relate_incidents
 from obslab.feeds import Feeds
 from obslab.health import beat
@@ -145,13 +145,16 @@ def _silence(service: str, windows: list[Window], passed: set[tuple[datetime, da
             for start, end in passed if start > first and start not in have]
 
 
-def run_detection(store, settings: Settings, now: datetime | None = None) -> DetectReport:
+def run_detection(store, settings: Settings, now: datetime | None = None,
+                  memory: SeriesMemory | None = None) -> DetectReport:
     """Detect over the lookback period and fold what is found into the stored incidents; re-running changes nothing.
 
     An anomaly once raised stays raised: an early detection on an open window that the full window
     no longer supports keeps its row (it was reported), and its incident resolves like any other.
     Its first `detected_at`, `used_partial_window` and incident survive later runs. `now` is the
-    detection time to record (default: the wall clock; evaluation passes simulated time).
+    detection time to record (default: the wall clock; evaluation passes simulated time). `memory`:
+    what the detectors learned in the previous runs of the same loop (see SeriesMemory); without
+    it they walk every series from scratch (the same anomalies, slower).
     """
     s = settings
     now = now or datetime.now(timezone.utc)
@@ -167,15 +170,8 @@ def run_detection(store, settings: Settings, now: datetime | None = None) -> Det
         known = [Incident(*r) for r in con.execute(
             f"SELECT {_INCIDENT_FIELDS} FROM incidents WHERE status = 'open' OR last_anomaly_at > ?",
             [since - gap]).fetchall()]
-        # A long incident is judged against the history before it, not against itself: its
-        # service's baselines read from before it opened, however long ago that was.
-        baseline = timedelta(seconds=s.window_seconds * max(cfg.lookback_windows, cfg.burn_long_windows,
-                                                             cfg.dispersion_windows))
-        reach: dict[str, datetime] = {}
-        for i in known:
-            if i.status == "open" and i.opened_at - baseline < reach.get(i.service, since):
-                reach[i.service] = i.opened_at - baseline
-        all_series, latest_final = _read_windows(con, history_start(since, s.window_seconds, cfg), reach)
+        all_series, latest_final = _read_windows(con, history_start(since, s.window_seconds, cfg),
+                                                 _reach(known, since, s.window_seconds, cfg))
         stored = con.execute(f"SELECT {_ANOMALY_FIELDS}, incident_id, detected_at FROM anomalies "
                              "WHERE window_start >= ?", [since]).fetchall()
     earlier = {}  # anomaly id -> (as stored, its incident, detected_at)
@@ -183,7 +179,8 @@ def run_detection(store, settings: Settings, now: datetime | None = None) -> Det
         a = Anomaly(*row[:-2])
         earlier[a.anomaly_id] = (a, row[-2], row[-1])
     # Windows before the lookback are read only as history: they were judged while they were in it.
-    found = [a for series in all_series for a in detect_series(series, cfg) if a.window_start >= since]
+    found = [a for series in all_series for a in detect_series(series, cfg, memory=memory)
+             if a.window_start >= since]
     raised = {k: a for k, (a, _, _) in earlier.items()}
     for a in found:
         if a.anomaly_id in earlier:  # fresh evidence; whether it was first seen on an open window stays
@@ -198,12 +195,7 @@ def run_detection(store, settings: Settings, now: datetime | None = None) -> Det
         first_seen[incident_id] = min(first_seen.get(incident_id, at), at)
     incidents = relate_incidents(incidents, {name: set(e.calls) for name, e in catalog.items()},
                                  s.window_seconds, s.cascade_gap_windows, first_seen)
-    rows = []
-    for a in raised.values():
-        before = earlier.get(a.anomaly_id)
-        if before and before[0] == a and before[1] == membership[a.anomaly_id]:
-            continue  # unchanged: not written again
-        rows.append(a.row() | {"incident_id": membership[a.anomaly_id], "detected_at": before[2] if before else now})
+    rows = _changed_rows(raised, earlier, membership, now)
     previous = {i.incident_id: i for i in known}
     changed = [i for i in incidents if previous.get(i.incident_id) != i]
     if rows or changed:
@@ -214,6 +206,30 @@ def run_detection(store, settings: Settings, now: datetime | None = None) -> Det
     return DetectReport(windows, len(found), incidents, changed)
 
 
+def _reach(known: list[Incident], since: datetime, window_seconds: int, cfg: DetectorConfig) -> dict[str, datetime]:
+    """service -> where its windows are read from, when earlier than `since`. A long incident is
+    judged against the history before it, not against itself: its service's baselines read from
+    before it opened, however long ago that was."""
+    baseline = timedelta(seconds=window_seconds * max(cfg.lookback_windows, cfg.burn_long_windows,
+                                                      cfg.dispersion_windows))
+    reach: dict[str, datetime] = {}
+    for i in known:
+        if i.status == "open" and i.opened_at - baseline < reach.get(i.service, since):
+            reach[i.service] = i.opened_at - baseline
+    return reach
+
+
+def _changed_rows(raised: dict, earlier: dict, membership: dict, now: datetime) -> list[dict]:
+    """The anomaly rows to write: new ones, and stored ones whose evidence or incident changed."""
+    rows = []
+    for a in raised.values():
+        before = earlier.get(a.anomaly_id)
+        if before and before[0] == a and before[1] == membership[a.anomaly_id]:
+            continue  # unchanged: not written again
+        rows.append(a.row() | {"incident_id": membership[a.anomaly_id], "detected_at": before[2] if before else now})
+    return rows
+
+
 def history_start(since: datetime, window_seconds: int, cfg: DetectorConfig) -> datetime:
     """Where the detectors' walk starts: 1-2 warm-ups (`lookback_windows` windows) before `since`,
     on a grid of warm-ups.
@@ -222,7 +238,7 @@ def history_start(since: datetime, window_seconds: int, cfg: DetectorConfig) -> 
     model that has only just started (and could mistake the first turn of a daily rhythm for a
     drop) never judges a reported window. The grid keeps the start in place for a warm-up's
     length, so consecutive runs walk the same final windows and the detectors reuse what they
-    learned from them (obslab.detect.detectors keeps it per series).
+    learned from them (a loop's SeriesMemory keeps it per series).
     """
     grid = window_seconds * cfg.lookback_windows
     warmed = since.timestamp() - grid
@@ -236,16 +252,17 @@ def detect_for(store, settings: Settings, seconds: float = 0.0) -> DetectReport:
     from obslab.retry import repeat_stage
 
     reports: list[DetectReport] = []
+    memory = SeriesMemory()  # one per loop: what each run's detectors learned, for the next run
     deadline = threading.Event()
     timer = threading.Timer(seconds, deadline.set)
     if seconds > 0:
         timer.start()
     try:
-        repeat_stage(lambda: reports.append(run_detection(store, settings)), "detect", settings,
+        repeat_stage(lambda: reports.append(run_detection(store, settings, memory=memory)), "detect", settings,
                      once=seconds <= 0, poll_seconds=settings.detect_poll_seconds, stop=deadline)
     finally:
         timer.cancel()
-    return reports[-1] if reports else run_detection(store, settings)
+    return reports[-1] if reports else run_detection(store, settings, memory=memory)
 
 
 @dataclass
@@ -254,12 +271,13 @@ class DetectState:
 
     unpublished: dict = field(default_factory=dict)  # incident id -> Incident not published yet
     published: int = 0  # incidents published by the last pass
+    memory: SeriesMemory = field(default_factory=SeriesMemory)  # what the detectors learned in earlier passes
 
 
 def detect_pass(store, settings: Settings, state: DetectState, feeds: Feeds | None = None) -> DetectReport:
     """One pass of continuous detection: detect, then publish to `feeds` (if given) what changed and
     what a failed pass could not."""
-    report = run_detection(store, settings)
+    report = run_detection(store, settings, memory=state.memory)
     state.published = 0
     if feeds is not None:
         # Kept until published: the store already has these incidents, so the next run will not
