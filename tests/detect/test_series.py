@@ -335,7 +335,8 @@ def test_the_json_lists_episodes_anomalous_points_and_on_request_every_point(tmp
     # One alert, at the episode's start.
     assert result["alerts"] == [{"time": episode["start"], "direction": "up", "score": episode["score"],
                                  "kind": "spike", "episode": 0}]
-    assert set(episode) == {"start", "end", "peak", "kind", "direction", "score", "points", "value", "expected"}
+    assert set(episode) == {"start", "end", "peak", "kind", "direction", "score", "points", "value", "expected",
+                            "alert"}
     assert (episode["peak"], episode["kind"], episode["direction"]) == (times[400], "spike", "up")
     assert result["anomalies"][0]["episode"] == 0
     assert len(result["points"]) == len(values) and result["points"][400]["score"] > Z

@@ -23,6 +23,8 @@ episodes, and each episode raises one alert, at its start.
 
 from __future__ import annotations
 
+import bisect
+from collections import deque
 from pathlib import Path
 from statistics import NormalDist, median
 
@@ -47,6 +49,15 @@ CLIP, CUSUM_K, CUSUM_H = 3.0, 0.75, 6.0
 K_MIN, K_MAX = 3, 5
 EPISODE_GAP = 2  # anomalous points at most this many points apart are one episode
 SMALL_COUNT = 50.0  # counts with a smaller expected total are checked as Poisson counts
+# Paging: a level that moved by less than 2 standard deviations stays inside the band the series
+# shows every day (the baseline follows it, nobody is paged); a lone point is one sample of a
+# heavy-tailed metric and pages only 40 % beyond the threshold (z 7 at the default 5).
+SHIFT_ALERT_SD, ONE_POINT_ALERT = 2.0, 1.4
+# Calibration: the 99th percentile of the last 2,000 one-step |z| (about a day and a half of
+# minutes, three months of hours) shows how heavy the series' tail is; anomalies are rarer than
+# 1 in 100 points, so they do not set it. From 200 points on (before, the tail is unknown).
+TAIL_QUANTILE, CALIBRATION_POINTS, CALIBRATION_MIN = 0.9, 2000, 200
+NORMAL_TAIL = NormalDist().inv_cdf(1 - (1 - TAIL_QUANTILE) / 2)  # the same percentile of a normal |z|
 
 
 class _Scorer:
@@ -80,6 +91,8 @@ class _Scorer:
         self.adjusted = np.full(n, np.nan)
         self.excluded = np.zeros(n, dtype=bool)
         self.history: list[int] = []
+        self.recent_z: list[float] = []  # |z| before calibration of the last judged points, sorted
+        self.recent_order: deque[float] = deque()  # the same, in time order
         self.slope = 0.0
         self.shifts: list[tuple[int, float, float]] = []  # (where it began, signed size in sd, old level there)
         self.departures: list[tuple[int, int]] = []  # (first, last) point of a move that came back
@@ -115,8 +128,27 @@ class _Scorer:
         position = int(self.positions[i])
         predicted = base.predict(position)
         self.expected[i] = self.x[i] - self.adjusted[i] + predicted
-        self.z[i] = (self.adjusted[i] - predicted) / base.surprise_scale(position)
+        raw = (self.adjusted[i] - predicted) / base.surprise_scale(position)
+        self.z[i] = raw / self.calibration()
+        self.remember(i, raw)
         return self.z[i]
+
+    def calibration(self) -> float:
+        """How much heavier the tail of the recent one-step z's is than a normal's (1 at least):
+        their TAIL_QUANTILE over the last CALIBRATION_POINTS judged points against the normal's.
+        A model that misses part of a series' structure (a rhythm that drifts, bursts that are
+        the series' habit) is judged by the errors it actually makes, not the ones it assumes."""
+        if len(self.recent_z) < CALIBRATION_MIN:
+            return 1.0
+        return max(1.0, self.recent_z[int(TAIL_QUANTILE * (len(self.recent_z) - 1))] / NORMAL_TAIL)
+
+    def remember(self, i: int, raw: float) -> None:
+        """Keep |raw z| of point i among the recent ones (sorted), the oldest leaving."""
+        bisect.insort(self.recent_z, abs(raw))
+        self.recent_order.append(abs(raw))
+        if len(self.recent_order) > CALIBRATION_POINTS:
+            gone = self.recent_order.popleft()
+            del self.recent_z[bisect.bisect_left(self.recent_z, gone)]
 
     def deviation(self, i: int, base: Baseline) -> tuple[float, float]:
         """(z, expected) of point i against the baseline's level alone: how far out, not how
@@ -276,6 +308,15 @@ def _episodes(scored: _Scorer) -> list[tuple[int, int, int, str, float]]:
     return sorted(found)
 
 
+def pages(kind: str, points: int, score: float, z_threshold: float) -> bool:
+    """Whether an episode has the evidence to page someone: a level shift of at least
+    SHIFT_ALERT_SD standard deviations; a departure of one point, beyond ONE_POINT_ALERT x the z
+    threshold; a longer departure, as found."""
+    if kind == "shift":
+        return score >= SHIFT_ALERT_SD
+    return points > 1 or score >= ONE_POINT_ALERT * z_threshold
+
+
 def detect(series: Series, z_threshold: float, period: int | None = None) -> Result:
     """Judge a series read by read_series_csv. `period`: None detects it, 0 or 1 means none."""
     values = np.asarray(series.values, dtype=float)
@@ -304,7 +345,8 @@ def detect(series: Series, z_threshold: float, period: int | None = None) -> Res
             start=series.texts[a], end=series.texts[b], peak=series.texts[peak], kind=kind,
             direction="up" if sign > 0 else "down", score=round(abs(score), 3), points=b - a + 1,
             value=series.values[peak],
-            expected=_rounded(shift_levels[a] if kind == "shift" else scored.expected[peak])))
+            expected=_rounded(shift_levels[a] if kind == "shift" else scored.expected[peak]),
+            alert=bool(pages(kind, b - a + 1, float(abs(score)), z_threshold))))
     points = []
     for i, (text, value) in enumerate(zip(series.texts, series.values)):
         kind, number = per_point.get(i, (None, None))

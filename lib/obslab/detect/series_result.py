@@ -21,7 +21,8 @@ class Point:
 
 @dataclass(frozen=True)
 class Episode:
-    """A run of anomalous points that is one event; it raises one alert, at its start."""
+    """A run of anomalous points that is one event; when it has the evidence to page someone
+    (`alert`), it raises one alert, at its start."""
 
     start: str
     end: str
@@ -32,6 +33,7 @@ class Episode:
     points: int
     value: float  # at the peak
     expected: float | None  # the baseline at the peak (for a shift: the old level where it began)
+    alert: bool = True  # enough evidence to page: see obslab.detect.series.pages
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,10 @@ class Result:
         return out
 
     def alerts(self) -> list[dict]:
-        """One alert per episode, at its start: what an on-call engineer would be paged with."""
+        """One alert per episode that has the evidence to page, at its start: what an on-call
+        engineer would be paged with."""
         return [{"time": e.start, "direction": e.direction, "score": e.score, "kind": e.kind, "episode": number}
-                for number, e in enumerate(self.episodes)]
+                for number, e in enumerate(self.episodes) if e.alert]
 
     def header(self) -> str:
         """What was read: rows, points, repairs, the rhythm, where judging began."""
