@@ -18,6 +18,8 @@ so a long incident cannot teach a detector that it is normal.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from obslab.detect.burn import BurnRate, burn_rate
 from obslab.detect.config import DetectorConfig
 from obslab.detect.errors import ErrorSurge, error_surge, wilson_lower
@@ -34,13 +36,14 @@ DETECTORS: dict[str, type[Detector]] = {"error_surge": ErrorSurge, "latency_spik
 
 
 def detect_series(series: list[Window], cfg: DetectorConfig, detectors=None,
-                  memory: SeriesMemory | None = None) -> list[Anomaly]:
+                  memory: SeriesMemory | None = None, elapsed: datetime | None = None) -> list[Anomaly]:
     """Run the detectors (names; default all) over one series. `memory`: what earlier runs of the
-    same detection loop learned (see obslab.detect.walk.SeriesMemory); without it, walk from scratch."""
+    same detection loop learned (see obslab.detect.walk.SeriesMemory); without it, walk from scratch.
+    `elapsed`: open windows ending by then are complete (their time has passed)."""
     series = sorted(series, key=lambda w: w.window_start)
     names = list(detectors or DETECTORS)
     if not series or series[0].endpoint is not None:
         names = [n for n in names if n != "burn_rate"]  # the SLO is a service's promise, not an endpoint's
     chosen = {n: DETECTORS[n] for n in names if n in DETECTORS}
-    found = (memory if memory is not None else SeriesMemory()).walk(series, cfg, chosen)
+    found = (memory if memory is not None else SeriesMemory()).walk(series, cfg, chosen, elapsed)
     return sorted(found, key=lambda a: (a.window_start, a.detector, a.metric))

@@ -12,10 +12,11 @@ Incidents are stored state (see obslab.detect.incidents): a run folds the anomal
 them and writes only what changed.
 
 Silence is an outage. A service that has windows in the range but none in a window period that
-has passed (another service has a final window for it) gets a window of zero requests there, so
-the traffic detector sees the drop. Only periods in which some service's events arrived count:
-when nothing arrives at all the pipeline has stopped, which `obslab health` reports (freshness),
-and filling the pause with zeros would turn every restart into an outage of every service.
+has passed (another service has a final window for it, or a window newer than it) gets a window
+of zero requests there, final or open like the period, so the traffic detector sees the drop.
+Only periods in which some service's events arrived count: when nothing arrives at all the
+pipeline has stopped, which `obslab health` reports (freshness), and filling the pause with zeros
+would turn every restart into an outage of every service.
 Endpoint series are not filled: a quiet endpoint legitimately has empty windows.
 
 The service catalogue (`service_catalog`, written by the generator from the scenario) gives each
@@ -125,7 +126,10 @@ def _read_windows(con, since: datetime, reach: dict[str, datetime]) -> tuple[lis
                             "WHERE window_start >= ? ORDER BY service, endpoint, window_start", [start]).fetchall()
     latest_final = con.execute("SELECT max(window_end) FROM service_metrics WHERE is_final").fetchall()[0][0]
     # (window_start, window_end) of every period some service's final window covers
-    passed = {(row[2], row[3]) for row in services if row[8]}
+    # and of every open one that a newer window of some service follows (its time has passed):
+    # (window_start, window_end, is_final)
+    newest = max((row[2] for row in services), default=None)
+    passed = {(row[2], row[3], row[8]) for row in services if row[8] or row[3] <= newest}
     series: dict[tuple, list[Window]] = {}
     for row in services + endpoints:
         if row[2] >= min(reach.get(row[0], since), since):
@@ -137,12 +141,13 @@ def _read_windows(con, since: datetime, reach: dict[str, datetime]) -> tuple[lis
     return list(series.values()), latest_final
 
 
-def _silence(service: str, windows: list[Window], passed: set[tuple[datetime, datetime]]) -> list[Window]:
-    """Zero-request final windows for the passed periods after the service's first window that it has none in."""
+def _silence(service: str, windows: list[Window], passed: set[tuple[datetime, datetime, bool]]) -> list[Window]:
+    """Zero-request windows (final or open) for the passed periods after the service's first window
+    that it has none in."""
     first = windows[0].window_start
     have = {w.window_start for w in windows}
-    return [Window(service, None, start, end, 0, 0, 0.0, 0.0, True)
-            for start, end in passed if start > first and start not in have]
+    return [Window(service, None, start, end, 0, 0, 0.0, 0.0, final)
+            for start, end, final in passed if start > first and start not in have]
 
 
 def run_detection(store, settings: Settings, now: datetime | None = None,
@@ -179,7 +184,7 @@ def run_detection(store, settings: Settings, now: datetime | None = None,
         a = Anomaly(*row[:-2])
         earlier[a.anomaly_id] = (a, row[-2], row[-1])
     # Windows before the lookback are read only as history: they were judged while they were in it.
-    found = [a for series in all_series for a in detect_series(series, cfg, memory=memory)
+    found = [a for series in all_series for a in detect_series(series, cfg, memory=memory, elapsed=newest)
              if a.window_start >= since]
     raised = {k: a for k, (a, _, _) in earlier.items()}
     for a in found:

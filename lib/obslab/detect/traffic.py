@@ -5,7 +5,9 @@ arrivals widened by the over-dispersion phi that the history's own prediction er
 (quasi-Poisson: counts divided by phi), below the one-sided tail of `shift_z`. Up to `drop_run`
 consecutive low windows are also judged together. A flash crowd is no anomaly, but it stays out
 of the baseline and the forecast starts again after it; a count well below the forecast stays
-out too while it is not yet a sure drop. Open windows are not judged on traffic (yet).
+out too while it is not yet a sure drop. An open window whose time has passed (a later window
+exists) is judged too, as a final one would be, with the low windows just before it, but never
+learned from: a late event may still raise its count, and only final windows teach the baseline.
 """
 
 from __future__ import annotations
@@ -68,17 +70,22 @@ class TrafficModel:
         self.held: list[tuple[float, float, bool]] = []  # (step, count, a sure drop) kept out of the baseline
         self.held_kind: str | None = None  # what they are: "low" or "surge"
         self.before: float | None = None  # the forecast before the forecast last started again
+        self.last_final: int | None = None  # the step of the newest final window judged
+        self.open_lows: dict[int, Low] = {}  # step -> a complete open window well below its forecast
 
     def judge(self, w: Window, alpha: float) -> list[tuple[Window, float, float]]:
         """The drops this final window shows, as (window, expected, threshold): itself, and the low
         windows just before it when together they are a drop. Learns a normal window."""
         y, step = w.request_count, step_of(w)
+        self.last_final = round(step)
+        self.open_lows = {s: r for s, r in self.open_lows.items() if s > self.last_final}
         if len(self.trend) < self.cfg.min_history:
             if y == 0 and self.before and poisson_cdf(0, self.before / self.dispersion.phi) < alpha:
                 return [(w, self.before, 0.0)]  # silent while the forecast starts again
             self._learn(step, y)
             return []
         e = self._expected(step)
+        self.before = e.mu
         if self._surge(step, y, e):
             self._hold("surge", step, y)  # a surge is no incident, and no baseline either
             return []
@@ -123,6 +130,43 @@ class TrafficModel:
                 return drops
         return None
 
+    def judge_open(self, w: Window, alpha: float) -> list[tuple[Window, float, float]]:
+        """The drops a complete open window shows, as `judge` would find them were it final: the
+        window alone, then with the low windows just before it (open ones seen in this walk, then
+        the final low run). Nothing is learned, held or marked raised."""
+        y, step = w.request_count, round(step_of(w))
+        self.open_lows = {s: r for s, r in self.open_lows.items() if s < step}  # the walk moves forward
+        if len(self.trend) < self.cfg.min_history or self.held_kind == "surge":
+            return []  # no forecast yet, or the level a flash crowd left is unknown: final windows decide
+        e = self._expected(step_of(w))
+        if y >= e.mu - math.sqrt(e.likely * e.mu):
+            return []
+        self.open_lows[step] = Low(w, e.mu, e.wobble, e.drift)
+        run = self._open_run(step)
+        if y == 0 and len(self.dispersion) < self.cfg.min_calibration:
+            return [(w, e.mu, 0.0)] if poisson_cdf(0, e.mu / e.scale) < alpha else []
+        if len(self.dispersion) < self.cfg.min_calibration:
+            return []
+        for k in range(1, len(run) + 1):
+            got, wanted = sum(r.window.request_count for r in run[-k:]), sum(r.mu for r in run[-k:])
+            together = self._run_variance(run[-k:]) / wanted
+            if poisson_cdf(got / together, wanted / together) < alpha:
+                threshold = lowest_count_beyond_chance(e.mu, e.scale, alpha)
+                return [(r.window, r.mu, threshold) for r in run[-k:] if not r.raised]
+        return []
+
+    def _open_run(self, step: int) -> list[Low]:
+        """The low windows in a row that end at open window `step`: open ones, then the final low run
+        when they reach back to the newest final window, at most `drop_run` of them."""
+        run, at = [], step
+        while at in self.open_lows:
+            run.insert(0, self.open_lows[at])
+            at -= 1
+        if self.last_final is not None and at == self.last_final and self.low_run \
+                and round(step_of(self.low_run[-1].window)) == at:
+            run = self.low_run + run
+        return run[-self.cfg.drop_run:]
+
     def _run_variance(self, run: list[Low]) -> float:
         """Variance of a run's total count: each window's own noise, plus 2 x each pair's shared level error."""
         rho = self.cfg.shift_min_relative
@@ -133,7 +177,6 @@ class TrafficModel:
     def _expected(self, step: float) -> Expected:
         rho = self.cfg.shift_min_relative
         mu = max(self.trend.at(step, lowest_after_gap=True), FLOOR)
-        self.before = mu
         drift = self._drift(step, mu)
         wobble = math.sqrt((rho * mu) ** 2 + drift)
         base = mu + (rho * mu) ** 2
@@ -248,7 +291,8 @@ class TrafficModel:
                 "in_use": dispersion_data(self.in_use),
                 "dispersions": {n: dispersion_data(d) for n, d in self.dispersions.items()},
                 "low_run": [r.data() for r in self.low_run], "held": [list(x) for x in self.held],
-                "held_kind": self.held_kind, "before": self.before}
+                "held_kind": self.held_kind, "before": self.before, "last_final": self.last_final,
+                "open_lows": [[s, r.data()] for s, r in self.open_lows.items()]}
 
     @classmethod
     def from_snapshot(cls, cfg: DetectorConfig, data: dict) -> TrafficModel:
@@ -261,6 +305,8 @@ class TrafficModel:
         model.low_run = [Low(Window.from_data(w), *rest) for w, *rest in data["low_run"]]
         model.held = [tuple(x) for x in data["held"]]
         model.held_kind, model.before = data["held_kind"], data["before"]
+        model.last_final = data["last_final"]
+        model.open_lows = {s: Low(Window.from_data(w), *rest) for s, (w, *rest) in data["open_lows"]}
         return model
 
 
@@ -289,16 +335,18 @@ class TrafficDrop:
         self.model = TrafficModel(cfg)
 
     def learns_from_open(self) -> bool:
-        """Never: it learns from final windows only."""
+        """Never: it learns from final windows only (the open low windows it keeps are no lesson)."""
         return False
 
     def see(self, w: Window, complete: bool = False) -> list[Anomaly]:
-        """The drops a final window completes (open windows: none)."""
-        if not w.is_final:
-            return []
+        """The drops a final window, or an open one whose time has passed (`complete`), completes."""
+        if w.is_final:
+            drops = self.model.judge(w, self.alpha)
+        else:
+            drops = self.model.judge_open(w, self.alpha) if complete else []
         return [anomaly(self.name, low, "request_count", low.request_count, expected, threshold,
                         threshold / max(low.request_count, 1))
-                for low, expected, threshold in self.model.judge(w, self.alpha)]
+                for low, expected, threshold in drops]
 
     def snapshot(self) -> dict:
         """What it learned, as plain data (see `from_snapshot`)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from obslab.detect.config import DetectorConfig
@@ -73,8 +74,11 @@ class SeriesMemory:
     def __len__(self) -> int:
         return len(self._walked)
 
-    def walk(self, series: list[Window], cfg: DetectorConfig, detectors: dict[str, type]) -> list[Anomaly]:
-        """The anomalies the detectors (name -> class) find in one time-ordered series."""
+    def walk(self, series: list[Window], cfg: DetectorConfig, detectors: dict[str, type],
+             elapsed: datetime | None = None) -> list[Anomaly]:
+        """The anomalies the detectors (name -> class) find in one time-ordered series. An open
+        window is complete when a later one follows it, or when it ends by `elapsed` (the newest
+        window of any series has begun: its time has passed, even for a series gone silent)."""
         if not series or not detectors:
             return []
         final_count = next((i for i, w in enumerate(series) if not w.is_final), len(series))
@@ -88,8 +92,9 @@ class SeriesMemory:
         # would teach: what is remembered is what the leading final windows taught
         walkers = [copy.deepcopy(d) if d.learns_from_open() or any(w.is_final for w in tail) else d
                    for d in walked.detectors]
-        return walked.found + [a for i, w in enumerate(tail) for d in walkers
-                               for a in d.see(w, complete=i + 1 < len(tail))]
+        complete = [i + 1 < len(tail) or (elapsed is not None and w.window_end <= elapsed)
+                    for i, w in enumerate(tail)]
+        return walked.found + [a for w, done in zip(tail, complete) for d in walkers for a in d.see(w, done)]
 
     def _resume(self, series: list[Window], cfg: DetectorConfig, detectors: dict[str, type],
                 final_count: int) -> _Walked:

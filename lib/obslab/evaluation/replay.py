@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from obslab.detect.walk import SeriesMemory
 from obslab.evaluation.results import EVALUATION_START
 from obslab.settings import Settings
 
@@ -123,11 +124,11 @@ def _interval_of(t: datetime, trigger_seconds: float) -> int:
     return int(t.timestamp() // trigger_seconds)
 
 
-def _timed_detection(store, s: Settings, now: datetime, run_seconds: dict) -> None:
+def _timed_detection(store, s: Settings, now: datetime, run_seconds: dict, memory) -> None:
     from obslab.detect.run import run_detection
 
     t0 = time.perf_counter()
-    run_detection(store, s, now=now)
+    run_detection(store, s, now=now, memory=memory)
     run_seconds[now] = time.perf_counter() - t0
 
 
@@ -139,6 +140,7 @@ def _replay_through_sink(store, s: Settings, partials, dead) -> dict[datetime, f
 
     sink = StreamSink(store, s, "evaluation")
     run_seconds: dict[datetime, float] = {}
+    memory = SeriesMemory()  # one detection loop: what each run's detectors learned, for the next
     intervals = partials["interval"].to_numpy()
     bounds = np.flatnonzero(np.diff(intervals)) + 1
     starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(intervals)]])
@@ -147,13 +149,14 @@ def _replay_through_sink(store, s: Settings, partials, dead) -> dict[datetime, f
     for lo, hi in zip(starts, ends):
         batch = partials.slice(lo, hi - lo)
         sink.merge(batch_id, batch.select(columns), dead if batch_id == 0 else dead.slice(0, 0))
-        _timed_detection(store, s, _interval_end(int(intervals[lo]), s.trigger_seconds) + _delay(s), run_seconds)
+        at = _interval_end(int(intervals[lo]), s.trigger_seconds) + _delay(s)
+        _timed_detection(store, s, at, run_seconds, memory)
         batch_id += 1
     # The end of the input: every window is final (the live stream's watermark would get there).
     # It is dated like a micro-batch one interval after the last one.
     sink.merge(batch_id, partials.slice(0, 0).select(columns), dead.slice(0, 0), finalize_all=True)
     last = int(intervals[-1]) + 1 if len(intervals) else _interval_of(EVALUATION_START, s.trigger_seconds)
-    _timed_detection(store, s, _interval_end(last, s.trigger_seconds) + _delay(s), run_seconds)
+    _timed_detection(store, s, _interval_end(last, s.trigger_seconds) + _delay(s), run_seconds, memory)
     return run_seconds
 
 
@@ -165,9 +168,10 @@ def _replay_versions(store, s: Settings, partials, dead) -> dict[datetime, float
         store.upsert("dead_letter_events", dead.append_column(
             "received_at", _constant_timestamps(now, dead.num_rows)))
     run_seconds: dict[datetime, float] = {}
+    memory = SeriesMemory()  # one detection loop: what each run's detectors learned, for the next
     if not steps:  # no event at all: one detection run, as at the end of an empty input
         _timed_detection(store, s, _interval_end(_interval_of(EVALUATION_START, s.trigger_seconds), s.trigger_seconds)
-                         + _delay(s), run_seconds)
+                         + _delay(s), run_seconds, memory)
         return run_seconds
     # Every version is loaded once into the store's connection; each step then copies its rows
     # over with one statement per table (registering a small Arrow table per step costs more).
@@ -186,7 +190,7 @@ def _replay_versions(store, s: Settings, partials, dead) -> dict[datetime, float
             with store.writer() as con:
                 for sql in copies:
                     con.execute(sql, [step])
-            _timed_detection(store, s, _interval_end(int(step), s.trigger_seconds) + _delay(s), run_seconds)
+            _timed_detection(store, s, _interval_end(int(step), s.trigger_seconds) + _delay(s), run_seconds, memory)
     finally:
         with store.writer() as con:
             con.execute("DROP TABLE IF EXISTS endpoint_metrics_versions")
