@@ -5,7 +5,7 @@ and an over-dispersion (the coefficient of variation of a gamma multiplier drawn
 Poisson arrivals alone). For each family and seed: one series with a drop of 50-70 % lasting 4
 minutes that starts inside a minute (early: 25-50 minutes in, a rhythm seen about once; late:
 70-110 minutes in, seen two or more times), and one clean 3-hour series. Only final windows are
-walked (traffic is judged on final windows only), so this isolates the traffic model from Spark
+walked (what a drop's complete open windows show, its final windows show too), so this isolates the traffic model from Spark
 and the rest of the pipeline.
 
     .venv/bin/python bench/bench_traffic.py [--seeds 15] [--reference-lib PATH] [--json]
