@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from obslab.cli import app
+from obslab.detect import series
 from obslab.detect.series import detect_csv, detect_period
 
 runner = CliRunner()
@@ -100,3 +101,17 @@ def test_a_period_refined_past_the_lags_it_was_fitted_to_is_no_crash():
     values = rng.normal(0, 1, 533).cumsum() + 3 * np.sin(2 * np.pi * t / 34)
     period, strength = detect_period(values, t, 3600.0)
     assert period is None or (2 <= period <= 533 // 4 and -1 <= strength <= 1)
+
+
+@pytest.mark.parametrize(
+    "kind, points, score, pages",
+    [
+        ("shift", 1, 2.0, True),  # a level moved by 2 sd: the smallest shift that pages
+        ("shift", 1, 1.9, False),  # inside the band the series shows every day
+        ("spike", 1, 7.0, True),  # a lone point at 1.4 x the threshold of 5
+        ("spike", 1, 6.9, False),  # a lone point just beyond the threshold: one sample of a heavy tail
+        ("spike", 2, 5.1, True),  # two points out together are evidence
+    ],
+)
+def test_an_episode_pages_only_with_evidence(kind, points, score, pages):
+    assert series.pages(kind, points, score, z_threshold=5.0) is pages

@@ -54,3 +54,14 @@ def test_the_normalised_score_puts_no_alert_at_0_and_a_perfect_detector_at_100()
     assert normalised(both) == pytest.approx(100 * (1.0 - 0.22 + 1.0) / 2)
     assert both[1].fp_clean == 2 and both[1].clean_points == N
     assert normalised([score_file(N, [], [30])]) is None  # no window: nothing to normalise by
+
+
+def test_the_z_score_baseline_alerts_once_per_burst_beyond_six_sd_of_the_previous_day():
+    import numpy as np
+    import pandas as pd
+    from series_corpus import zscore_alerts
+
+    times = pd.date_range("2026-01-05", periods=72, freq="h", tz="UTC")
+    values = np.tile([10.0, 12.0], 36)  # mean 11, sd about 1 over any day
+    values[[30, 31, 60]] = [30.0, 30.0, 17.5]  # a two-hour burst 19 sd out; 6.4 sd at hour 60 (a clean day before)
+    assert zscore_alerts(times, values) == [30, 60]  # one alert for the burst, one for the lone point
