@@ -129,9 +129,9 @@ def test_a_late_earlier_anomaly_joins_the_open_incident(tmp_path):
     settings, store = lab(tmp_path)
     history = [window(s, m) for s in SERVICES for m in range(40)]
     others = [window(s, m, final=False) for s in ("checkout", "search") for m in (40, 41)]
-    # Minute 41 is open and half its 60 requests failed: raised early. Minute 40, also open, has 6
-    # errors in 40 requests: 15 %, but too few requests to tell from bad luck, so not raised yet.
-    store.upsert("service_metrics", history + others + [window("payments", 40, final=False, count=40, errors=6),
+    # Minute 41 is open and half its 60 requests failed: raised early. Minute 40, also open (its
+    # time has passed), has 6 errors in 200 requests: 3 %, within chance, so not raised yet.
+    store.upsert("service_metrics", history + others + [window("payments", 40, final=False, count=200, errors=6),
                                                         window("payments", 41, final=False, count=60, errors=30)])
     run_detection(store, settings, now=T0 + 42 * MINUTE)
     (first_id, *_), = incidents_of(store, "payments")
