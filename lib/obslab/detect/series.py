@@ -2,7 +2,8 @@
 
 The file is read into points (one per instant, `series_io`); each point is judged against a
 baseline built from the points before it (`baseline`); anomalous points are grouped into
-episodes, and each episode raises one alert, at its start.
+episodes, and each episode with the evidence (`pages`) raises one alert, at its start, unless it
+follows a page the same way within a hold-off and is not clearly worse (`series_alerts`).
 
 - Seasonality. `--period N` steps, or detected (`period.detect_period`). With a period, a point's
   seasonal part is the median, over the same phase in its last K_MAX cycles (K_MIN at least,
@@ -32,6 +33,7 @@ import numpy as np
 
 from obslab.detect.baseline import MIN_HISTORY, Baseline, fit_baseline, poisson_z
 from obslab.detect.period import _cycle_means, detect_period, grid_positions
+from obslab.detect.series_alerts import hold_off
 from obslab.detect.series_result import Episode, Point, Result
 from obslab.detect.series_io import TIMESTAMP_POLICIES, Series, SeriesError, read_series_csv
 
@@ -347,6 +349,7 @@ def detect(series: Series, z_threshold: float, period: int | None = None) -> Res
             value=series.values[peak],
             expected=_rounded(shift_levels[a] if kind == "shift" else scored.expected[peak]),
             alert=bool(pages(kind, b - a + 1, float(abs(score)), z_threshold))))
+    out_episodes = hold_off(out_episodes, [series.times[a] for a, *_ in episodes])
     points = []
     for i, (text, value) in enumerate(zip(series.texts, series.values)):
         kind, number = per_point.get(i, (None, None))

@@ -33,7 +33,7 @@ class Episode:
     points: int
     value: float  # at the peak
     expected: float | None  # the baseline at the peak (for a shift: the old level where it began)
-    alert: bool = True  # enough evidence to page: see obslab.detect.series.pages
+    alert: bool = True  # pages: the evidence (series.pages) and no earlier page's hold-off (series_alerts)
 
 
 @dataclass(frozen=True)
