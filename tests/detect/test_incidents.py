@@ -5,7 +5,7 @@ import pytest
 
 from obslab.detect.detectors import Anomaly, DetectorConfig, detect_series
 from obslab.detect.incidents import Incident, assign_incidents, build_incidents, relate_incidents
-from tests.detect.test_detectors import T0, windows
+from tests.detect.helpers import T0, windows
 
 CFG = DetectorConfig()
 

@@ -1,11 +1,12 @@
 import json
 from datetime import timedelta
 
+import numpy as np
 import pytest
 
 from obslab.detect.detectors import DETECTORS, Window, detect_series
 from obslab.detect.walk import SeriesMemory, walk
-from tests.detect.test_detectors import CFG, CFG_SLA, SEASONAL_SERIES, T0, Traffic
+from tests.detect.helpers import CFG, CFG_SLA, SEASONAL_SERIES, T0, Traffic
 
 # A rhythm with a fault of each kind: every detector has learned something by the middle.
 FAULTY = Traffic(120, windows=150, seed=31, amplitude=0.5, period=30, lognormal=True,
@@ -41,3 +42,15 @@ def test_a_memory_is_the_callers_and_changes_no_result():
         assert detect_series(view, CFG, memory=memory) == detect_series(view, CFG)
     assert len(memory) == 1
     assert len(SeriesMemory()) == 0  # nothing is kept per process
+
+
+def test_remembering_the_walk_changes_no_result():
+    # A detection loop's memory keeps what the detectors learned from a series' final windows
+    # between runs; walking every view from scratch gives the same anomalies.
+    traffic = Traffic(200, windows=50, seed=14, faults=[(40.4, 43, "errors", 0.3)])
+    memory = SeriesMemory()
+    for now in np.arange(30, 47, 1 / 6):
+        view = traffic.seen_at(now)
+        remembered = detect_series(view, CFG, memory=memory)
+        assert detect_series(view, CFG) == remembered
+    assert len(memory) == 1  # one series
