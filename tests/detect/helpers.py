@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from obslab.cli import app
 from obslab.detect.config import DetectorConfig
-from obslab.detect.detectors import detect_series
+from obslab.detect.detectors import SeriesMemory, detect_series
 from obslab.detect.series_io import Series
 from obslab.detect.window import Window
 
@@ -117,10 +117,11 @@ class Traffic:
         return out
 
     def polled(self, start: float, step: float = 1 / 6):
-        """(time, anomalies) of every poll from `start` to the end, 10 s apart by default."""
-        now = start
+        """(time, anomalies) of every poll from `start` to the end, 10 s apart by default; one
+        detection loop, so one memory (test_walk checks it changes no result)."""
+        now, memory = start, SeriesMemory()
         while now <= self.windows + 2:
-            yield now, detect_series(self.seen_at(now), CFG_SLA)
+            yield now, detect_series(self.seen_at(now), CFG_SLA, memory=memory)
             now += step
 
 
