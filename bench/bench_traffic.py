@@ -88,7 +88,8 @@ def first_poll_finding(windows, start: float, end: float) -> float | None:
     cfg, memory = DetectorConfig(), _memory()
     for k in range(len(windows)):
         view = [w if i < k + 1 - WATERMARK else replace(w, is_final=False) for i, w in enumerate(windows[:k + 1])]
-        kwargs = {"memory": memory} if memory is not None else {}
+        # the poll comes as window k ends: its time has passed (live, window k + 1 has begun)
+        kwargs = {"memory": memory, "elapsed": windows[k].window_end} if memory is not None else {}
         for a in detect_series(view, cfg, ["baseline_shift"], **kwargs):
             at = (a.window_start - T0).total_seconds() / 60
             if a.metric == "request_count" and start - 1 <= at <= end:
