@@ -115,20 +115,15 @@ class TrafficModel:
             self._hold("low", step, y, sure=True)
             self.low_run[-1].raised = True
             return [(w, e.mu, 0.0)]
-        if not (calibrated and low):
+        run = self._sure_run(self.low_run, alpha) if calibrated and low else None
+        if run is None:
             return None
-        for k in range(1, len(self.low_run) + 1):
-            run = self.low_run[-k:]
-            got, wanted = sum(r.window.request_count for r in run), sum(r.mu for r in run)
-            together = self._run_variance(run) / wanted
-            if poisson_cdf(got / together, wanted / together) < alpha:
-                self._hold("low", step, y, sure=True)
-                threshold = lowest_count_beyond_chance(e.mu, e.scale, alpha)
-                drops = [(r.window, r.mu, threshold) for r in run if not r.raised]
-                for r in run:
-                    r.raised = True
-                return drops
-        return None
+        self._hold("low", step, y, sure=True)
+        threshold = lowest_count_beyond_chance(e.mu, e.scale, alpha)
+        drops = [(r.window, r.mu, threshold) for r in run if not r.raised]
+        for r in run:
+            r.raised = True
+        return drops
 
     def judge_open(self, w: Window, alpha: float) -> list[tuple[Window, float, float]]:
         """The drops a complete open window shows, as `judge` would find them were it final: the
@@ -145,15 +140,21 @@ class TrafficModel:
         run = self._open_run(step)
         if y == 0 and len(self.dispersion) < self.cfg.min_calibration:
             return [(w, e.mu, 0.0)] if poisson_cdf(0, e.mu / e.scale) < alpha else []
-        if len(self.dispersion) < self.cfg.min_calibration:
+        sure = self._sure_run(run, alpha) if len(self.dispersion) >= self.cfg.min_calibration else None
+        if sure is None:
             return []
+        threshold = lowest_count_beyond_chance(e.mu, e.scale, alpha)
+        return [(r.window, r.mu, threshold) for r in sure if not r.raised]
+
+    def _sure_run(self, run: list[Low], alpha: float) -> list[Low] | None:
+        """The shortest tail of a low run (its newest window alone, then with the ones before it)
+        that, as one count against the sum of its forecasts, is a drop beyond chance; else None."""
         for k in range(1, len(run) + 1):
             got, wanted = sum(r.window.request_count for r in run[-k:]), sum(r.mu for r in run[-k:])
             together = self._run_variance(run[-k:]) / wanted
             if poisson_cdf(got / together, wanted / together) < alpha:
-                threshold = lowest_count_beyond_chance(e.mu, e.scale, alpha)
-                return [(r.window, r.mu, threshold) for r in run[-k:] if not r.raised]
-        return []
+                return run[-k:]
+        return None
 
     def _open_run(self, step: int) -> list[Low]:
         """The low windows in a row that end at open window `step`: open ones, then the final low run
