@@ -1,6 +1,7 @@
 """The noise model's tails against their definitions (sums of the probability mass functions),
 and the dispersion estimate against draws whose variance is known."""
 
+import json
 import math
 
 import numpy as np
@@ -101,3 +102,17 @@ def test_dispersion_from_few_errors_errs_on_the_wide_side():
 def test_chi2_quantile_matches_simulation(dof):
     draws = np.random.default_rng(dof).chisquare(dof, 200000)
     assert chi2_quantile(dof, -1.645) == pytest.approx(np.quantile(draws, 0.05), rel=0.02)
+
+
+def test_a_dispersion_written_down_and_read_back_is_the_same():
+    # 40 errors into a window of 30: the oldest 10 have left; what remains, and phi, survive JSON
+    rng = np.random.default_rng(7)
+    errors = rng.standard_t(4, 41)
+    noise = Dispersion(30)
+    for e in errors[:40]:
+        noise.add(float(e))
+    copy = Dispersion.from_snapshot(json.loads(json.dumps(noise.snapshot())))
+    assert (len(copy), copy.phi, copy.estimate) == (30, noise.phi, noise.estimate)
+    noise.add(float(errors[40]))
+    copy.add(float(errors[40]))
+    assert copy.phi == noise.phi and copy.snapshot() == noise.snapshot()

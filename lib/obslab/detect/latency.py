@@ -13,7 +13,7 @@ from statistics import median
 from obslab.detect.config import FLOOR, MEDIAN_SD, P99_Z, SPREAD_FLOOR, DetectorConfig
 from obslab.detect.forecasts import Trend
 from obslab.detect.noise import Dispersion
-from obslab.detect.walk import dispersion_data, dispersion_from, walk
+from obslab.detect.walk import walk
 from obslab.detect.window import Anomaly, Window, anomaly, step_of, usable
 
 
@@ -104,7 +104,7 @@ class LatencyModel:
     def snapshot(self) -> dict:
         """The model as plain data (see `from_snapshot`)."""
         return {"trend": self.trend.snapshot(), "p99": list(self.p99), "p50": list(self.p50),
-                "shape": [list(s) for s in self.shape], "dispersion": dispersion_data(self.dispersion)} | {
+                "shape": [list(s) for s in self.shape], "dispersion": self.dispersion.snapshot()} | {
             name: getattr(self, name) for name in self._STATE}
 
     @classmethod
@@ -115,7 +115,7 @@ class LatencyModel:
         model.p99.extend(data["p99"])
         model.p50.extend(data["p50"])
         model.shape.extend(tuple(s) for s in data["shape"])
-        model.dispersion = dispersion_from(data["dispersion"])
+        model.dispersion = Dispersion.from_snapshot(data["dispersion"])
         for name in cls._STATE:
             setattr(model, name, data[name])
         return model

@@ -183,6 +183,19 @@ class Dispersion:
             del self._sorted[bisect.bisect_left(self._sorted, self._arrived.popleft())]
         self._phi = None
 
+    def snapshot(self) -> dict:
+        """Its size, trim and the squared errors it holds, oldest first (see `from_snapshot`)."""
+        return {"size": self.size, "keep": self.keep, "squares": list(self._arrived)}
+
+    @classmethod
+    def from_snapshot(cls, data: dict) -> Dispersion:
+        """The `Dispersion` `snapshot` wrote (phi is computed again from the same squares)."""
+        dispersion = cls(data["size"], data["keep"])
+        dispersion._arrived.extend(data["squares"])
+        dispersion._sorted = sorted(data["squares"])
+        dispersion._phi = None
+        return dispersion
+
     @property
     def phi(self) -> float:
         """The upper end of phi's interval: what judgements use."""

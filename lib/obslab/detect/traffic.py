@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from obslab.detect.config import BISECTIONS, FLOOR, DetectorConfig
 from obslab.detect.forecasts import MODELS, Trend
 from obslab.detect.noise import Dispersion, poisson_cdf, tail_probability
-from obslab.detect.walk import dispersion_data, dispersion_from
 from obslab.detect.window import Anomaly, Window, anomaly, step_of
 
 
@@ -289,8 +288,8 @@ class TrafficModel:
     def snapshot(self) -> dict:
         """The model as plain data (see `from_snapshot`)."""
         return {"trend": self.trend.snapshot(), "learned": [list(x) for x in self.learned],
-                "in_use": dispersion_data(self.in_use),
-                "dispersions": {n: dispersion_data(d) for n, d in self.dispersions.items()},
+                "in_use": self.in_use.snapshot(),
+                "dispersions": {n: d.snapshot() for n, d in self.dispersions.items()},
                 "low_run": [r.data() for r in self.low_run], "held": [list(x) for x in self.held],
                 "held_kind": self.held_kind, "before": self.before, "last_final": self.last_final,
                 "open_lows": [[s, r.data()] for s, r in self.open_lows.items()]}
@@ -301,8 +300,8 @@ class TrafficModel:
         model = cls(cfg)
         model.trend = Trend.from_snapshot(cfg, data["trend"])
         model.learned.extend(tuple(x) for x in data["learned"])
-        model.in_use = dispersion_from(data["in_use"])
-        model.dispersions = {n: dispersion_from(d) for n, d in data["dispersions"].items()}
+        model.in_use = Dispersion.from_snapshot(data["in_use"])
+        model.dispersions = {n: Dispersion.from_snapshot(d) for n, d in data["dispersions"].items()}
         model.low_run = [Low(Window.from_data(w), *rest) for w, *rest in data["low_run"]]
         model.held = [tuple(x) for x in data["held"]]
         model.held_kind, model.before = data["held_kind"], data["before"]

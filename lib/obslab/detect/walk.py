@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from obslab.detect.config import DetectorConfig
-from obslab.detect.noise import Dispersion
 from obslab.detect.window import Anomaly, Window
 
 
@@ -108,17 +107,3 @@ class SeriesMemory:
         while len(self._walked) > self.size:
             self._walked.popitem(last=False)
         return walked
-
-
-def dispersion_data(dispersion: Dispersion) -> dict:
-    """A `Dispersion` as plain data: its size, trim and the squared errors it holds, oldest first."""
-    return {"size": dispersion.size, "keep": dispersion.keep, "squares": list(dispersion._arrived)}
-
-
-def dispersion_from(data: dict) -> Dispersion:
-    """The `Dispersion` `dispersion_data` wrote (its phi is computed again from the same squares)."""
-    dispersion = Dispersion(data["size"], data["keep"])
-    dispersion._arrived.extend(data["squares"])
-    dispersion._sorted = sorted(data["squares"])
-    dispersion._phi = None
-    return dispersion
