@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     topic_raw_events: str = Field("raw_events", description="topic the generator publishes to")
     topic_aggregated_metrics: str = Field("aggregated_metrics", description="topic of updated metric windows")
     topic_anomalies: str = Field("anomalies", description="topic of new or updated incidents")
+    topic_otlp_spans: str = Field("otlp_spans", description="topic the OpenTelemetry Collector writes traces to (OTLP JSON), read by `obslab stream --source spans`")
+
+    # --- opentelemetry collector (`make otelcol`, `obslab otelcol start`)
+    otel_host: str = Field("127.0.0.1", description="address the Collector's OTLP receivers listen on")
+    otlp_grpc_port: int = Field(4317, ge=1, le=65535, description="OTLP/gRPC port of the Collector")
+    otlp_http_port: int = Field(4318, ge=1, le=65535, description="OTLP/HTTP port of the Collector")
+    otelcol_start_timeout_seconds: float = Field(30.0, gt=0, description="how long `otelcol start` waits for the Collector")
 
     # --- spark
     spark_master: str = Field("local[2]", description="Spark master URL; a cluster URL runs the same job there")
@@ -167,12 +174,14 @@ class Settings(BaseSettings):
             self.kafka_bootstrap_servers = f"{self.kafka_host}:{self.kafka_port}"
         if self.kafka_port == self.kafka_controller_port:
             raise ValueError("KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ")
+        if self.otlp_grpc_port == self.otlp_http_port:
+            raise ValueError("OTLP_GRPC_PORT and OTLP_HTTP_PORT must differ")
         return self
 
     @property
     def topics(self) -> list[str]:
         """The lab's topics, in pipeline order."""
-        return [self.topic_raw_events, self.topic_aggregated_metrics, self.topic_anomalies]
+        return [self.topic_raw_events, self.topic_aggregated_metrics, self.topic_anomalies, self.topic_otlp_spans]
 
     @property
     def kafka_dir(self) -> Path:
