@@ -15,7 +15,8 @@ def test_defaults_bind_loopback_and_derive_addresses(monkeypatch):
     assert s.kafka_host == "127.0.0.1"  # services bind to loopback by default
     assert s.kafka_bootstrap_servers == "127.0.0.1:9092"  # built from host and port
     assert s.duckdb_path == s.data_dir / "observability.duckdb"
-    assert s.topics == ["raw_events", "aggregated_metrics", "anomalies"]
+    assert s.topics == ["raw_events", "aggregated_metrics", "anomalies", "otlp_spans"]
+    assert s.otel_host == "127.0.0.1"  # the Collector too
 
 
 @pytest.mark.parametrize(
