@@ -32,6 +32,10 @@ class PortInUseError(BrokerError):
         )
 
 
+class CollectorError(ObslabError):
+    """The lab's OpenTelemetry Collector could not be built, started or stopped."""
+
+
 class StoreError(ObslabError):
     """The DuckDB store could not do what was asked."""
 
