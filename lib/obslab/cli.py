@@ -18,6 +18,7 @@ import typer
 
 from obslab.errors import ObslabError
 from obslab.lab import Lab
+from obslab.otel.cli import otelcol_app
 from obslab.settings import Settings, load_settings, settings_table
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ airflow_app = _Typer(help="The lab's Airflow (scheduled notebooks), on 127.0.0.1
 app.add_typer(broker_app, name="broker")
 app.add_typer(store_app, name="store")
 app.add_typer(airflow_app, name="airflow")
+app.add_typer(otelcol_app, name="otelcol")
 
 
 def setting(name: str, *flags: str, **extra: Any) -> Any:
