@@ -20,6 +20,7 @@ from obslab.errors import ObslabError
 from obslab.lab import Lab
 from obslab.otel.cli import otelcol_app
 from obslab.settings import Settings, load_settings, settings_table
+from obslab.shop.cli import shop_app
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ airflow_app = _Typer(help="The lab's Airflow (scheduled notebooks), on 127.0.0.1
 app.add_typer(broker_app, name="broker")
 app.add_typer(store_app, name="store")
 app.add_typer(airflow_app, name="airflow")
+app.add_typer(shop_app, name="shop")
 app.add_typer(otelcol_app, name="otelcol")
 
 

@@ -13,9 +13,8 @@ from opentelemetry.trace import SpanKind
 
 from conftest import free_port
 from obslab.generator.events import Fault
-from obslab.settings import load_settings
 from obslab.shop.faults import FaultSwitch, FlagFile, FlagState
-from obslab.shop.services import build_app, extra_latency_s, failure, otlp_traces_url, tracer_provider
+from obslab.shop.services import build_app, extra_latency_s, failure, tracer_provider
 from obslab.shop.topology import SERVICES
 from tests.shop.helpers import served
 
@@ -109,7 +108,3 @@ def test_a_latency_spike_multiplies_the_services_own_work(faults, expected):
 def test_failures_answer_the_status_of_their_fault(faults, draw, expected):
     assert failure(faults, lambda: draw) == expected
 
-
-def test_spans_go_to_the_collectors_otlp_http_port(tmp_path):
-    settings = load_settings(data_dir=tmp_path, otel_host="127.0.0.1", otlp_http_port=4999)
-    assert otlp_traces_url(settings) == "http://127.0.0.1:4999/v1/traces"

@@ -143,6 +143,7 @@ def switch_on(flags: FlagFile, store, service: str, kind: str, seconds: float, s
 
 def clear(flags: FlagFile, store, service: str, now: datetime | None = None) -> list[Fault]:
     """End `service`'s running faults now (before their planned end); returns the faults ended."""
+    _check_service(service)
     now = now or datetime.now(timezone.utc)
     state = flags.read()
     if state is None:
@@ -159,8 +160,7 @@ def clear(flags: FlagFile, store, service: str, now: datetime | None = None) -> 
 
 def _checked(service: str, kind: str, seconds: float, size: float | None, endpoint: str | None) -> float:
     """The fault's magnitude (the type's default when no size is given), after checking every argument."""
-    if service not in SERVICES:
-        raise ConfigError(f"the shop has no service {service!r}; choose one of {', '.join(SERVICES)}")
+    _check_service(service)
     if kind not in KINDS:
         raise ConfigError(f"the shop cannot play a fault {kind!r}; choose one of {', '.join(KINDS)}")
     if not seconds > 0:
@@ -172,3 +172,8 @@ def _checked(service: str, kind: str, seconds: float, size: float | None, endpoi
     if not low < magnitude <= high:
         raise ConfigError(f"--size of {kind} is the {meaning}: above {low:g} and at most {high:g}, got {magnitude:g}")
     return float(magnitude)
+
+
+def _check_service(service: str) -> None:
+    if service not in SERVICES:
+        raise ConfigError(f"the shop has no service {service!r}; choose one of {', '.join(SERVICES)}")

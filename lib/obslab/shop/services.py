@@ -36,7 +36,6 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from obslab.generator.events import Fault
-from obslab.settings import Settings
 from obslab.shop.faults import FaultSwitch
 from obslab.shop.topology import CART, FRONTEND, PAYMENT, PROFILES, SERVICES, callees
 
@@ -48,11 +47,6 @@ UNTRACED_URLS = "healthz"  # readiness probes stay out of the traces
 # The instrumentation's own spans for each ASGI receive and send: two more spans per request, no signal.
 UNTRACED_INTERNALS = ["receive", "send"]
 SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
-
-
-def otlp_traces_url(settings: Settings) -> str:
-    """The Collector's OTLP/HTTP traces endpoint."""
-    return f"http://{settings.otel_host}:{settings.otlp_http_port}/v1/traces"
 
 
 def tracer_provider(service: str, processor: SpanProcessor) -> TracerProvider:
@@ -201,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args = _arguments(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # While the Collector is down: one line per failed batch (every few seconds), not one per retry too.
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR)
     provider = tracer_provider(args.service, otlp_processor(args.otlp_endpoint))
     peers = dict(p.split("=", 1) for p in args.peer)
     app = build_app(args.service, provider, FaultSwitch(args.faults, args.service), peers)
