@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from conftest import free_port
+from obslab.errors import ConfigError
 from obslab.generator.events import Fault
 from obslab.shop.faults import FaultSwitch, FlagFile, FlagState
 from obslab.shop.services import build_app, extra_latency_s, failure, tracer_provider
@@ -108,3 +109,9 @@ def test_a_latency_spike_multiplies_the_services_own_work(faults, expected):
 def test_failures_answer_the_status_of_their_fault(faults, draw, expected):
     assert failure(faults, lambda: draw) == expected
 
+
+
+def test_the_frontend_needs_the_addresses_of_its_callees(tmp_path):
+    provider = tracer_provider("frontend", SimpleSpanProcessor(InMemorySpanExporter()))
+    with pytest.raises(ConfigError, match="cart, payment"):
+        build_app("frontend", provider, FaultSwitch(tmp_path / "faults.json", "frontend"), peers={})

@@ -153,8 +153,9 @@ class Shop:
 
     def status(self, message: str = "") -> ShopStatus:
         """Each service's PID and whether it answers; the run the flag file holds."""
+        pids = {s: self.pid(s) for s in SERVICES}
         services = [ServiceStatus(s, self.ports[s], pid, pid is not None and self._answers(s))
-                    for s in SERVICES for pid in [self.pid(s)]]
+                    for s, pid in pids.items()]
         state = self.flags.read()
         status = ShopStatus(services, state.run_id if state else None, message)
         if not message:

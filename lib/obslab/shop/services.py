@@ -35,6 +35,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from obslab.errors import ConfigError
 from obslab.generator.events import Fault
 from obslab.shop.faults import FaultSwitch
 from obslab.shop.topology import CART, FRONTEND, PAYMENT, PROFILES, SERVICES, callees
@@ -155,7 +156,7 @@ def build_app(service: str, provider: TracerProvider, switch: FaultSwitch, peers
     rng = rng or random.Random()
     missing = [c for c in callees(service) if c not in (peers or {})]
     if missing:
-        raise ValueError(f"{service} calls {', '.join(missing)}: give their base URLs in peers")
+        raise ConfigError(f"{service} calls {', '.join(missing)}: give their base URLs (--peer NAME=URL)")
     client = httpx.AsyncClient(timeout=CALL_TIMEOUT_S)
     HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
 
