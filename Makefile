@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: setup test test-fast demo stop status airflow broker-start broker-stop lab clean-data help
+.PHONY: otelcol
 .PHONY: container-tools image up down  # the container lab (compose.yaml; see README "Containers")
 
 help:
@@ -16,12 +17,13 @@ help:
 	@echo "make lab         JupyterLab on 127.0.0.1:8888"
 	@echo "make check-exercise N   check workshop exercise N (1-4; also N=2); see docs/workshop.md"
 	@echo "make broker-start / broker-stop"
+	@echo "make otelcol     build the lab's OpenTelemetry Collector from Go modules into .cache/otelcol (once per manifest; needs Go)"
 	@echo "make up / down   the whole lab in containers with Podman (make image builds; README \"Containers\")"
 
 setup:
 	$(PYTHON) lib/obslab/bootstrap.py
 
-test: setup  # setup is idempotent: about a second when it is already done
+test: setup otelcol  # both idempotent: about a second each when already done
 	$(BIN)/python -m pytest
 
 demo: setup  # the whole pipeline on this machine; Ctrl-C stops it
@@ -45,6 +47,9 @@ broker-start:
 
 broker-stop:
 	$(BIN)/obslab broker stop
+
+otelcol: setup  # ocb builds it from lib/obslab/otel/builder.yaml; Go's caches stay in .cache/go
+	$(BIN)/obslab otelcol build
 
 LAB_PORT ?= 8888
 lab:  # the project: notebooks/ and the kept runs in data/runs/; root (containers, these machines) needs --allow-root
