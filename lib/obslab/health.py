@@ -139,7 +139,7 @@ def _time(text: str | None) -> datetime | None:
 
 
 def raw_topic_offsets(settings: Settings, timeout_s: float = BROKER_TIMEOUT_S) -> dict[int, tuple[int, int]] | None:
-    """partition -> (first offset, end offset) of the raw events topic; None when the topic does not exist."""
+    """partition -> (first offset, end offset) of the topic the stream counts (STREAM_SOURCE); None when it does not exist."""
     from kafka import TopicPartition
 
     from obslab.broker import consumer
@@ -147,7 +147,7 @@ def raw_topic_offsets(settings: Settings, timeout_s: float = BROKER_TIMEOUT_S) -
     ms = int(timeout_s * 1000)
     c = consumer(settings, bootstrap_timeout_ms=ms, request_timeout_ms=ms, client_id="obslab-health")
     try:
-        topic = settings.topic_raw_events
+        topic = settings.stream_topic
         if topic not in c.topics():
             return None
         parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
@@ -163,7 +163,7 @@ def counted_offsets(settings: Settings, store) -> dict[int, int] | None:
     from obslab.stream.job import store_position
 
     if store.schema_version() >= 6:  # the version that added stream_offsets
-        offsets = store_position(store, settings.topic_raw_events).offsets
+        offsets = store_position(store, settings.stream_topic).offsets
         if offsets:
             return offsets
     return committed_offsets(settings)
@@ -189,7 +189,7 @@ def committed_offsets(settings: Settings) -> dict[int, int] | None:
         raise StreamError(f"{offsets_file} is not a Spark offset log this check can read (first line "
                           f"{lines[0] if lines else 'missing'!r}, expected 'v1'); if Spark was upgraded, "
                           "update obslab.health.committed_offsets")
-    topic = settings.topic_raw_events
+    topic = settings.stream_topic
     for line in lines[2:]:
         source = json.loads(line)
         if isinstance(source, dict) and topic in source:
@@ -240,16 +240,16 @@ def _broker(s: Settings, offsets, answered_s: float) -> Check:
                      "start the broker (`obslab broker start`) or point KAFKA_BOOTSTRAP_SERVERS at running brokers")
     if offsets is None:
         return Check("broker", False, round(answered_s, 3), BROKER_TIMEOUT_S,
-                     f"broker: {where} answers, but topic {s.topic_raw_events} does not exist: `obslab broker "
+                     f"broker: {where} answers, but topic {s.stream_topic} does not exist: `obslab broker "
                      "start` creates the lab topics (or set TOPIC_RAW_EVENTS to the topic the generator uses)")
     return Check("broker", True, round(answered_s, 3), BROKER_TIMEOUT_S,
-                 f"{where} answered in {answered_s:.2f} s; {s.topic_raw_events} has {len(offsets)} partitions")
+                 f"{where} answered in {answered_s:.2f} s; {s.stream_topic} has {len(offsets)} partitions")
 
 
 def _stream_lag(s: Settings, store, offsets) -> Check:
     bound = s.health_max_lag_events
     if isinstance(offsets, Exception) or offsets is None:
-        why = "the brokers do not answer" if isinstance(offsets, Exception) else f"{s.topic_raw_events} does not exist"
+        why = "the brokers do not answer" if isinstance(offsets, Exception) else f"{s.stream_topic} does not exist"
         return Check("stream_lag", False, None, bound,
                      f"stream_lag: could not be measured because {why} (bound HEALTH_MAX_LAG_EVENTS={bound:,}): "
                      "fix the broker check first")
@@ -261,9 +261,9 @@ def _stream_lag(s: Settings, store, offsets) -> Check:
     since = "since its last committed batch" if committed is not None else "(no committed batch yet: all of it)"
     if lag <= bound:
         return Check("stream_lag", True, float(lag), bound,
-                     f"{lag:,} events in {s.topic_raw_events} not yet in the store {since}")
+                     f"{lag:,} events in {s.stream_topic} not yet in the store {since}")
     return Check("stream_lag", False, float(lag), bound,
-                 f"stream_lag: the stream is {lag:,} events behind {s.topic_raw_events} {since}, over the bound "
+                 f"stream_lag: the stream is {lag:,} events behind {s.stream_topic} {since}, over the bound "
                  f"HEALTH_MAX_LAG_EVENTS={bound:,}: start the stream (`obslab stream`) or run it once "
                  "(`obslab stream --available-now`); if it runs and still falls behind, give Spark more cores "
                  "(SPARK_MASTER) or generate less")

@@ -329,6 +329,8 @@ STREAM_BATCHES = Table(
         C("offsets", "json", True, 'Kafka offsets the batch added: {"<topic>": {"<partition>": [from, to)}}'),
         C("endpoint_overflow", "long", True, "good events counted under the endpoint `other` (their service had "
                                               "ENDPOINT_MAX_PER_SERVICE endpoint names already)"),
+        C("skipped_spans", "long", True, "spans counted but not as requests: CLIENT, INTERNAL, PRODUCER, CONSUMER "
+                                         "(STREAM_SOURCE spans)"),
     ),
     key=("query_id", "batch_id"),
     doc="Micro-batches already applied: a replayed batch is skipped, so each event counts once.",

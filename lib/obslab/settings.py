@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     trigger_seconds: float = Field(5.0, gt=0, description="micro-batch interval of the continuous stream")
     max_offsets_per_trigger: int | None = Field(None, gt=0, description="cap on events per micro-batch; default no cap")
     checkpoint_name: str = Field("stream", pattern=r"^[A-Za-z0-9_.-]+$", description="folder under DATA_DIR/checkpoints")
+    stream_source: Literal["events", "spans"] = Field("events", description="what the stream counts: the generator's events (TOPIC_RAW_EVENTS) or OpenTelemetry spans the Collector wrote (TOPIC_OTLP_SPANS, its checkpoint CHECKPOINT_NAME-spans)")
     future_tolerance_seconds: int = Field(60, ge=0, le=86_400, description="events dated more than this ahead of the stream's clock are dead letters (`future`) and never move the watermark; keep it <= WATERMARK_SECONDS")
     endpoint_max_length: int = Field(128, ge=1, le=2048, description="longest endpoint name kept; longer names, and names that are not a URL path, are dead letters (`invalid:endpoint`)")
     endpoint_max_per_service: int = Field(50, ge=1, le=10_000, description="endpoint names kept per service (first come, first kept); events of further names are counted under the endpoint `other`")
@@ -182,6 +183,11 @@ class Settings(BaseSettings):
     def topics(self) -> list[str]:
         """The lab's topics, in pipeline order."""
         return [self.topic_raw_events, self.topic_aggregated_metrics, self.topic_anomalies, self.topic_otlp_spans]
+
+    @property
+    def stream_topic(self) -> str:
+        """The topic the stream counts (see STREAM_SOURCE)."""
+        return self.topic_otlp_spans if self.stream_source == "spans" else self.topic_raw_events
 
     @property
     def kafka_dir(self) -> Path:

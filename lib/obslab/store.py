@@ -105,6 +105,10 @@ def _migration_7() -> list[str]:
     ]
 
 
+def _migration_8() -> list[str]:
+    return ["ALTER TABLE stream_batches ADD COLUMN IF NOT EXISTS skipped_spans BIGINT"]
+
+
 MIGRATIONS: list[tuple[int, str, Any]] = [
     (1, "create the lab tables", _migration_1),
     (2, "stream state: latency histograms, applied batches, watermark", _migration_2),
@@ -114,6 +118,7 @@ MIGRATIONS: list[tuple[int, str, Any]] = [
     (6, "stream: consumed Kafka offsets, kept endpoint names, per-batch offsets and endpoint overflow", _migration_6),
     (7, "realistic traffic: benign events and root causes in ground truth, service catalogue, incident origins",
      _migration_7),
+    (8, "spans: the spans a batch skipped (not SERVER: no request)", _migration_8),
 ]
 
 

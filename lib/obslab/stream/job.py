@@ -27,12 +27,23 @@ from obslab.feeds import Feeds
 from obslab.jsonform import plain
 from obslab.settings import Settings
 from obslab.stream.sink import SinkCounters, StreamSink, spark_batch_offsets
+from obslab.stream.spans import parse_spans
 from obslab.stream.transform import parse_events
 
 log = logging.getLogger(__name__)
 
 # Settings that change what a window means: resuming a checkpoint with other values is refused.
-_SHAPING = ("window_seconds", "watermark_seconds", "topic_raw_events")
+_SHAPING = ("window_seconds", "watermark_seconds")
+
+
+def _shaping(settings: Settings) -> tuple[str, ...]:
+    """The shaping settings of the stream's source: its windows, and the topic it counts."""
+    return (*_SHAPING, "topic_otlp_spans" if settings.stream_source == "spans" else "topic_raw_events")
+
+
+def parser_for(settings: Settings):
+    """The parse step of the stream's source (STREAM_SOURCE): events or OpenTelemetry spans."""
+    return parse_spans if settings.stream_source == "spans" else parse_events
 
 
 @dataclass
@@ -52,7 +63,8 @@ class StreamReport:
         return plain({"query_id": self.query_id, "checkpoint": self.checkpoint, "seconds": round(self.seconds, 1),
                       "batches": c.batches, "skipped_replays": c.skipped_replays, "events": c.events,
                       "dead_letters": c.dead_letters, "late": c.late, "future": c.future,
-                      "endpoint_overflow": c.endpoint_overflow, "published": c.published,
+                      "endpoint_overflow": c.endpoint_overflow, "skipped_spans": c.skipped_spans,
+                      "published": c.published,
                       "watermark": c.last_watermark, "started_from": self.started_from, "stopped_by": self.stopped_by})
 
     def describe(self) -> str:
@@ -64,17 +76,19 @@ class StreamReport:
 
 
 def checkpoint_path(settings: Settings) -> Path:
-    return settings.checkpoints_dir / settings.checkpoint_name
+    """The stream's checkpoint: CHECKPOINT_NAME, with `-spans` when it counts spans (its own offsets)."""
+    suffix = "-spans" if settings.stream_source == "spans" else ""
+    return settings.checkpoints_dir / f"{settings.checkpoint_name}{suffix}"
 
 
 def open_checkpoint(settings: Settings) -> str:
     """The query id of the checkpoint (created on first use); refuses one made with other window settings."""
     path = checkpoint_path(settings)
     meta_file = path / "obslab.json"
-    wanted = {name: getattr(settings, name) for name in _SHAPING}
+    wanted = {name: getattr(settings, name) for name in _shaping(settings)}
     if meta_file.exists():
         meta = json.loads(meta_file.read_text())
-        for name in _SHAPING:
+        for name in wanted:
             if meta.get(name) != wanted[name]:
                 raise CheckpointMismatchError(str(path), name, meta.get(name), wanted[name])
         return meta["query_id"]
@@ -187,16 +201,16 @@ def checkpoint_state(settings: Settings) -> CheckpointState:
     if not committed:
         return CheckpointState(True, None)
     return CheckpointState(True, spark_batch_offsets(spark_dir / "offsets" / str(max(committed)),
-                                                     settings.topic_raw_events))
+                                                     settings.stream_topic))
 
 
 def topic_state(settings: Settings, timeout_s: float = 15.0) -> TopicState | None:
-    """The raw topic's id and the first and end offset of each partition; None when it does not exist."""
+    """The stream topic's id and the first and end offset of each partition; None when it does not exist."""
     from kafka import TopicPartition
 
     from obslab.broker import admin_client, consumer
 
-    topic = settings.topic_raw_events
+    topic = settings.stream_topic
     ms = int(timeout_s * 1000)
     c = consumer(settings, bootstrap_timeout_ms=ms, request_timeout_ms=ms, client_id="obslab-stream-start")
     try:
@@ -290,11 +304,11 @@ def plan_start(topic: str, store_path: str, checkpoint_dir: str, stored: StorePo
 
 
 def kafka_source(spark, settings: Settings, starting_offsets: str = "earliest"):
-    """The raw_events topic as a streaming DataFrame; `starting_offsets` applies to a new checkpoint only."""
+    """The stream's topic (STREAM_SOURCE) as a streaming DataFrame; `starting_offsets` applies to a new checkpoint only."""
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
-        .option("subscribe", settings.topic_raw_events)
+        .option("subscribe", settings.stream_topic)
         .option("startingOffsets", starting_offsets)
         .option("failOnDataLoss", "false")  # retention may delete offsets a stopped stream had not read yet
         # More tasks than Kafka partitions keeps every core busy (3 partitions on 2 cores idle a third).
@@ -325,7 +339,7 @@ def run_stream_job(
 
 def _run_locked(s: Settings, available_now: bool, run_for_seconds: float | None, stop: threading.Event | None,
                 spark, store, feeds: Feeds | None) -> StreamReport:
-    position = store_position(store, s.topic_raw_events)
+    position = store_position(store, s.stream_topic)
     other_lengths = [w for w in position.window_lengths if w != s.window_seconds]
     if other_lengths:
         raise StoreWindowMismatchError(str(store.path), other_lengths, s.window_seconds)
@@ -336,16 +350,16 @@ def _run_locked(s: Settings, available_now: bool, run_for_seconds: float | None,
         # would take them for batches applied long ago and skip them.
         query_id = _new_query_id(s)
     now = _topic_now(s, needed=bool(position.offsets) or (checkpoint.committed is not None and not position.has_windows))
-    plan = plan_start(s.topic_raw_events, str(store.path), str(checkpoint_path(s)), position, now, checkpoint)
+    plan = plan_start(s.stream_topic, str(store.path), str(checkpoint_path(s)), position, now, checkpoint)
     for note in plan.notes:
         log.warning(note)
-    log.info("stream of %s starts from: %s", s.topic_raw_events, plan.started_from)
+    log.info("stream of %s starts from: %s", s.stream_topic, plan.started_from)
     sink = StreamSink(store, s, query_id, feeds=feeds, offset_log=checkpoint_path(s) / "spark" / "offsets",
                       topic_id=now.topic_id if now else None)
     writer = (
-        parse_events(kafka_source(spark, s, plan.starting_offsets), s.endpoint_max_length).writeStream.foreachBatch(sink)
+        parser_for(s)(kafka_source(spark, s, plan.starting_offsets), s.endpoint_max_length).writeStream.foreachBatch(sink)
         .option("checkpointLocation", str(checkpoint_path(s) / "spark"))
-        .queryName(f"obslab_stream_{s.checkpoint_name}".replace("-", "_").replace(".", "_"))
+        .queryName(f"obslab_stream_{checkpoint_path(s).name}".replace("-", "_").replace(".", "_"))
     )
     writer = writer.trigger(availableNow=True) if available_now else writer.trigger(
         processingTime=f"{s.trigger_seconds} seconds")
@@ -380,11 +394,11 @@ def _topic_now(s: Settings, needed: bool) -> TopicState | None:
     except Exception as err:  # noqa: BLE001 - any client error means the same here: no answer
         if needed:
             raise StreamError(f"cannot reach the brokers at {s.kafka_bootstrap_servers} to compare topic "
-                              f"{s.topic_raw_events} with the offsets the store counted ({_first_line(err)}). Start "
+                              f"{s.stream_topic} with the offsets the store counted ({_first_line(err)}). Start "
                               "the broker (`obslab broker start`) or set KAFKA_BOOTSTRAP_SERVERS, then start the "
                               "stream again.") from None
         log.warning("could not read topic %s before starting (%s); the stream starts anyway",
-                    s.topic_raw_events, _first_line(err))
+                    s.stream_topic, _first_line(err))
         return None
 
 
@@ -405,5 +419,5 @@ def aggregate_static(spark, raw, settings: Settings, store, query_id: str = "sta
     """The static form: aggregate a DataFrame of Kafka-shaped rows (topic, partition, offset, value)
     with the same transform and sink as the stream, as one batch, and mark every window final."""
     sink = StreamSink(store, settings, query_id)
-    sink.apply(parse_events(raw, settings.endpoint_max_length), batch_id=0, finalize_all=True)
+    sink.apply(parser_for(settings)(raw, settings.endpoint_max_length), batch_id=0, finalize_all=True)
     return sink.counters

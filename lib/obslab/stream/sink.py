@@ -38,9 +38,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
+
 from obslab.errors import OffsetsMismatchError, StreamError
 from obslab.feeds import Feeds
 from obslab.settings import Settings
+from obslab.stream.spans import SKIPPED
 from obslab.stream.transform import GAMMA, batch_outcome, mark_untimely, split_outcome, unseen, with_window
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class SinkCounters:
     late: int = 0
     future: int = 0
     endpoint_overflow: int = 0
+    skipped_spans: int = 0  # spans that are no request (not SERVER): counted, not dead letters
     last_watermark: datetime | None = None
     published: int = 0
     errors: list[str] = field(default_factory=list)
@@ -125,8 +129,9 @@ class StreamSink:
     (`stream_offsets`) and skips records below it; without, as for static input, it keeps no position."""
 
     def __init__(self, store, settings: Settings, query_id: str, feeds: Feeds | None = None,
-                 offset_log: Path | None = None, topic_id: str | None = None):
+                 offset_log: Path | None = None, topic_id: str | None = None, topic: str | None = None):
         self.store = store
+        self.topic = topic or settings.stream_topic  # the topic whose position it keeps
         self.settings = settings
         self.query_id = query_id
         self.feeds = feeds  # updated windows are published there too (None: store only)
@@ -146,7 +151,7 @@ class StreamSink:
         if progress.applied:
             self._skipped_replay(batch_id)
             return []
-        topic = self.settings.topic_raw_events
+        topic = self.topic
         advance = None
         if self.offset_log is not None:
             advance = OffsetAdvance(topic, self.topic_id, progress.offsets,
@@ -176,7 +181,7 @@ class StreamSink:
                                   [self.query_id, batch_id]).fetchall()
             watermark = con.execute("SELECT max(watermark) FROM stream_state").fetchall()[0][0]
             offsets = dict(con.execute("SELECT kafka_partition, next_offset FROM stream_offsets WHERE topic = ?",
-                                       [self.settings.topic_raw_events]).fetchall())
+                                       [self.topic]).fetchall())
         return _Progress(bool(applied), watermark or _NEVER, offsets)
 
     # ------------------------------------------------------------------ the merge
@@ -195,12 +200,14 @@ class StreamSink:
                 return []  # applied by a run that crashed after its commit: the replay changes nothing
             if offsets is not None:
                 self._check_position(con, offsets, batch_id)
+            if "count" not in dead.column_names:  # one row per dead letter
+                dead = dead.append_column("count", pa.array([1] * dead.num_rows, pa.int64()))
             con.register("batch_partials", partials)
             con.register("batch_dead", dead)
             try:
                 con.execute(
-                    "INSERT OR IGNORE INTO dead_letter_events "
-                    "SELECT topic, kafka_partition, kafka_offset, raw_payload, reason, ? FROM batch_dead", [now])
+                    "INSERT OR IGNORE INTO dead_letter_events SELECT topic, kafka_partition, kafka_offset, "
+                    "raw_payload, reason, ? FROM batch_dead WHERE NOT starts_with(reason, ?)", [now, SKIPPED])
                 rows, overflow, kept = self._keep_endpoints(con, partials, now)  # rows: the relation to merge
                 add_status_counts(con, rows)
                 con.execute(f"""
@@ -222,10 +229,11 @@ class StreamSink:
                         updated_at = excluded.updated_at""", [now])
                 batch_max = con.execute(f"SELECT max(max_event_time) FROM {rows}").fetchall()[0][0]
                 events = con.execute(f"SELECT coalesce(sum(count), 0) FROM {rows}").fetchall()[0][0]
-                dead_count = dead.num_rows
-                late_count, future_count = con.execute(
-                    "SELECT count(*) FILTER (WHERE reason = 'late'), count(*) FILTER (WHERE reason = 'future') "
-                    "FROM batch_dead").fetchall()[0]
+                dead_count, skipped, late_count, future_count = con.execute(
+                    "SELECT count(*) FILTER (WHERE NOT starts_with(reason, $1)), "
+                    "coalesce(sum(count) FILTER (WHERE starts_with(reason, $1)), 0), "
+                    "count(*) FILTER (WHERE reason = 'late'), count(*) FILTER (WHERE reason = 'future') "
+                    "FROM batch_dead", [SKIPPED]).fetchall()[0]
                 con.execute("CREATE OR REPLACE TEMP TABLE touched AS "
                             f"SELECT DISTINCT service, endpoint, window_start FROM {rows}")
             finally:
@@ -247,9 +255,9 @@ class StreamSink:
                 [self.query_id, new_max, None if finalize_all else watermark, w, now])
             ranges = self._advance(con, offsets, batch_id, now) if offsets is not None else None
             con.execute("INSERT INTO stream_batches (query_id, batch_id, events, dead_letters, applied_at, offsets, "
-                        "endpoint_overflow) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "endpoint_overflow, skipped_spans) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [self.query_id, batch_id, int(events), int(dead_count), now,
-                         None if ranges is None else json.dumps(ranges), int(overflow)])
+                         None if ranges is None else json.dumps(ranges), int(overflow), int(skipped)])
         if kept is not None:
             self._kept = kept  # committed; names are never removed, so a kept name stays kept
         self.counters.batches += 1
@@ -258,6 +266,7 @@ class StreamSink:
         self.counters.late += int(late_count)
         self.counters.future += int(future_count)
         self.counters.endpoint_overflow += int(overflow)
+        self.counters.skipped_spans += int(skipped)
         self.counters.last_watermark = watermark
         return updated
 

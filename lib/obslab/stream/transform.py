@@ -160,13 +160,15 @@ def batch_outcome(marked: DataFrame, extra_keys: tuple[str, ...] = ()) -> DataFr
 
 
 def split_outcome(outcome, extra_keys: tuple[str, ...] = ()):
-    """`batch_outcome` collected as Arrow -> (partials, dead letters), the two tables the sink merges."""
+    """`batch_outcome` collected as Arrow -> (partials, dead letters), the two tables the sink merges
+    (the dead letters with `count`: how many rows each stands for, e.g. the skipped spans of a record)."""
     import pyarrow.compute as pc
 
     is_dead = pc.is_valid(outcome["dead_reason"])
     partials = outcome.filter(pc.invert(is_dead)).select(
         [*PARTIAL_KEYS, *extra_keys, "count", "errors", "latency_sum", "max_event_time"])
-    dead = outcome.filter(is_dead).select([f"dead_{k}" for k in DEAD_KEYS]).rename_columns(DEAD_KEYS)
+    dead = outcome.filter(is_dead).select([*(f"dead_{k}" for k in DEAD_KEYS), "count"]).rename_columns(
+        [*DEAD_KEYS, "count"])
     return partials, dead
 
 
