@@ -228,15 +228,17 @@ def stream_cmd(
     window_seconds: int = setting("window_seconds"),
     watermark_seconds: int = setting("watermark_seconds"),
     checkpoint_name: str = setting("checkpoint_name"),
+    source: str = setting("stream_source", "--source"),
     max_offsets_per_trigger: int = setting("max_offsets_per_trigger"),
     as_json: bool = AS_JSON,
 ) -> None:
-    """Aggregate raw_events into per-window service and endpoint metrics in the store (Spark)."""
+    """Aggregate raw_events (or, --source spans, the Collector's OpenTelemetry spans) into per-window
+    service and endpoint metrics in the store (Spark)."""
     from obslab.stream.job import run_stream_job
 
     settings = _settings(trigger_seconds=trigger_seconds, window_seconds=window_seconds,
                          watermark_seconds=watermark_seconds, checkpoint_name=checkpoint_name,
-                         max_offsets_per_trigger=max_offsets_per_trigger)
+                         stream_source=source, max_offsets_per_trigger=max_offsets_per_trigger)
     with Lab(settings) as lab, stop_signals() as stop:
         report = run_stream_job(settings, spark=lab.spark, store=lab.store, feeds=lab.feeds, available_now=available_now,
                                 run_for_seconds=run_for_seconds, stop=stop)
