@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: setup test test-fast demo stop status airflow broker-start broker-stop lab clean-data help
-.PHONY: otelcol
+.PHONY: otelcol demo-otel
 .PHONY: container-tools image up down  # the container lab (compose.yaml; see README "Containers")
 
 help:
@@ -17,6 +17,7 @@ help:
 	@echo "make lab         JupyterLab on 127.0.0.1:8888"
 	@echo "make check-exercise N   check workshop exercise N (1-4; also N=2); see docs/workshop.md"
 	@echo "make broker-start / broker-stop"
+	@echo "make demo-otel   the demo on real spans: Collector, broker, the shop under Locust's load, stream, detector, narrator, dashboard"
 	@echo "make otelcol     build the lab's OpenTelemetry Collector from Go modules into .cache/otelcol (once per manifest; needs Go)"
 	@echo "make up / down   the whole lab in containers with Podman (make image builds; README \"Containers\")"
 
@@ -47,6 +48,9 @@ broker-start:
 
 broker-stop:
 	$(BIN)/obslab broker stop
+
+demo-otel: setup otelcol  # obslab demo --source spans; switch a fault with `obslab shop fault ...` (it says how)
+	$(BIN)/obslab demo --source spans
 
 otelcol: setup  # ocb builds it from lib/obslab/otel/builder.yaml; Go's caches stay in .cache/go
 	$(BIN)/obslab otelcol build

@@ -387,13 +387,18 @@ def demo_cmd(
     port: int = typer.Option(8501, "--port", help="dashboard port on 127.0.0.1"),
     minutes: float = typer.Option(None, "--minutes", help="stop by itself after this long (default: at Ctrl-C)"),
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="restarts of each stage that dies, at most"),
+    source: str = setting("stream_source", "--source"),
 ) -> None:
-    """Start the whole pipeline (broker, generator, stream, detector, narrator, dashboard); Ctrl-C stops it."""
-    from obslab import demo
+    """Start the whole pipeline (broker, generator, stream, detector, narrator, dashboard); Ctrl-C stops it.
+    --source spans (make demo-otel): the Collector and the shop under Locust's load instead of the generator."""
+    from obslab import demo, demo_otel
 
-    settings = _settings(scenario=scenario)
+    settings = _settings(scenario=scenario, stream_source=source)
     with stop_signals() as stop:
-        demo.run(settings, stop, typer.echo, settings.scenario, backfill_minutes, port, minutes, max_restarts)
+        if settings.stream_source == "spans":
+            demo_otel.run(settings, stop, typer.echo, port, minutes, max_restarts)
+        else:
+            demo.run(settings, stop, typer.echo, settings.scenario, backfill_minutes, port, minutes, max_restarts)
 
 
 @app.command("demo-stop")

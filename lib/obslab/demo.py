@@ -17,7 +17,8 @@ sooner after launch, while its event times and ground truth stay the scenario's.
 
 `obslab demo` runs start, prints the dashboard's URL and the seconds until the first incident is
 narrated, says when a process died and whether it was restarted, then waits for Ctrl-C (or SIGTERM,
-or `obslab demo-stop` from elsewhere) and stops all.
+or `obslab demo-stop` from elsewhere) and stops all (`supervise`). `obslab demo --source spans`
+(obslab.demo_otel) is the same with the shop under load and the Collector instead of the generator.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ from obslab.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = ("stream", "detect", "narrate", "generate", "dashboard")
+LOAD = "load"  # `obslab demo --source spans` (obslab.demo_otel) runs Locust's load on the shop instead of the generator
+RECORDED = (*PROCESSES, LOAD)  # the processes either demo records: what status, stop and `obslab status` look for
 MAX_RESTARTS = 3  # per process and demo: a stage that keeps dying has a cause a restart will not fix
 RESTART_PAUSE_S = 2.0  # before the first restart; doubles with each further one
-RESTARTED = ("stream", "detect", "narrate", "dashboard")  # the generator is not: see Supervisor.check
+RESTARTED = ("stream", "detect", "narrate", "dashboard", LOAD)  # the generator is not: see Supervisor.check
 STOPPED = (-signal.SIGTERM, -signal.SIGINT)  # exit codes of a process stopped on purpose (`obslab demo-stop`)
 
 
@@ -231,8 +234,8 @@ def describe_exit(ended: dict) -> str:
     return f"exited with code {code} at {ended['at']}" + (f": {ended['error']}" if ended.get("error") else "")
 
 
-def status(settings: Settings, names: tuple[str, ...] = PROCESSES) -> list[ProcessInfo]:
-    """Each recorded process (of the demo, by default), alive or not, with the last line of its log."""
+def status(settings: Settings, names: tuple[str, ...] = RECORDED) -> list[ProcessInfo]:
+    """Each recorded process (of either demo, by default), alive or not, with the last line of its log."""
     out = []
     for name in names:
         record = run_dir(settings) / f"{name}.json"
@@ -273,7 +276,7 @@ def stages(settings: Settings, store=None) -> list[StageStatus]:
 
     infos = {p.name: p for p in status(settings)}
     out = []
-    for name in PROCESSES:
+    for name in RECORDED:
         info = infos.get(name)
         success, errors = None, []
         if name in HEARTBEAT_STAGES:
@@ -317,8 +320,9 @@ def _last_stream_batch(store) -> tuple[datetime, str] | None:
 
 
 def stop(settings: Settings, grace_s: float = 30.0, broker: bool = True,
-         names: tuple[str, ...] = PROCESSES) -> list[str]:
-    """Stop every recorded process group (SIGTERM, then SIGKILL after `grace_s`) and the broker."""
+         names: tuple[str, ...] = RECORDED) -> list[str]:
+    """Stop every recorded process group (SIGTERM, then SIGKILL after `grace_s`) and the broker (after an
+    OpenTelemetry demo's shop and Collector)."""
     stopped = []
     infos = status(settings, names)
     for info in infos:
@@ -336,42 +340,57 @@ def stop(settings: Settings, grace_s: float = 30.0, broker: bool = True,
     if broker:
         from obslab.broker import LocalBroker
 
+        if any(info.name == LOAD for info in infos):  # `obslab demo --source spans` was running
+            from obslab.demo_otel import stop_services
+
+            stopped += stop_services(settings)
         LocalBroker(settings).stop()
     return stopped
 
 
 def run(settings: Settings, stopping, say, scenario: str, backfill_minutes: float, dashboard_port: int,
         minutes: float | None = None, max_restarts: int = MAX_RESTARTS) -> None:
-    """`obslab demo`: start every process, then supervise until `stopping` (an Event) is set (or `minutes` pass, or
-    every process has ended), announcing the first narrated incident; stop all on the way out.
-    `say(message, err=False)` tells the user (the CLI passes typer.echo)."""
+    """`obslab demo`: start every process, then `supervise` them, announcing the first narrated incident."""
+    env = {"SCENARIO": scenario, "BACKFILL_MINUTES": str(backfill_minutes), "STREAM_SOURCE": "events"}
+    announced: list[tuple[float, str]] = []
+
+    def news(store, began: float) -> list[str]:
+        first = None if announced else first_narration(store, began)
+        announced.extend([first] if first else [])
+        return [f"first incident narrated {first[0]:.0f} s after start: {first[1]}"] if first else []
+
+    supervise(settings, lambda: start(settings, env, dashboard_port), news, stopping, say, dashboard_port, minutes,
+              max_restarts)
+
+
+def supervise(settings: Settings, start_all, news, stopping, say, dashboard_port: int, minutes: float | None = None,
+              max_restarts: int = MAX_RESTARTS) -> None:
+    """Start a demo (`start_all()` returns its processes), then supervise it until `stopping` (an Event) is set
+    (or `minutes` pass, or every process has ended), saying each second what `news(store, began)` finds;
+    stop all on the way out. `say(message, err=False)` tells the user (the CLI passes typer.echo)."""
     from obslab.errors import ObslabError
 
     if any(p.running for p in status(settings)):
         raise ObslabError("a demo is already running (see `obslab status`); stop it with `obslab demo-stop`")
     began = time.time()
     try:
-        started = start(settings, env={"SCENARIO": scenario, "BACKFILL_MINUTES": str(backfill_minutes)},
-                        dashboard_port=dashboard_port)
+        started = start_all()
     except ObslabError:
         stop(settings)
         raise
     say(f"dashboard: http://127.0.0.1:{dashboard_port}   logs: {settings.logs_dir}   "
         "stop: Ctrl-C or `obslab demo-stop`")
-    store, announced = Lab(settings).store, False
+    store = Lab(settings).store
     supervisor = Supervisor(settings, started, max_restarts=max_restarts)
     try:
         while not stopping.wait(1.0):
             for message in supervisor.check():  # a stage that died is restarted (bounded), and we say so
                 say(message)
-            if not announced:
-                try:
-                    first = first_narration(store, began)
-                except ObslabError:  # the store is busy: ask again next second
-                    first = None
-                if first:
-                    say(f"first incident narrated {first[0]:.0f} s after start: {first[1]}")
-                    announced = True
+            try:
+                for message in news(store, began):
+                    say(message)
+            except ObslabError:  # the store is busy: ask again next second
+                pass
             if minutes is not None and time.time() - began > minutes * 60:
                 break
             if not supervisor.active:
