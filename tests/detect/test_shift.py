@@ -15,3 +15,13 @@ def test_baseline_shift_catches_latency_creep_and_traffic_drops():
     assert [a.window_start.minute for a in hits] == [30, 31, 32, 33, 34] and hits[0].kind == "traffic"
     # An open window has fewer requests by nature: it is never called a traffic drop.
     assert baseline_shift(windows(at={39: {"count": 60, "final": False}}), CFG) == []
+
+
+def test_a_latency_shift_in_the_warm_up_is_found_once_the_series_has_a_history():
+    # Six windows of history and no calibrated noise yet: the history's own spread stands in for
+    # it, so a degradation to 3 x is found on its first window; the same series without it is quiet.
+    slow = windows(n=12, at={m: {"latency": 600.0} for m in range(6, 10)})
+    hits = [a for a in baseline_shift(slow, CFG) if a.metric == "avg_latency_ms"]
+    assert hits and hits[0].window_start.minute == 6
+    for seed in range(5):
+        assert baseline_shift(windows(n=12, seed=seed), CFG) == []

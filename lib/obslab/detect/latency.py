@@ -29,7 +29,7 @@ class LatencyModel:
     sigma: the per-request spread, (p99 - p50) / 2.326 of the clean windows (errs on the quiet
     side for right-skewed latency); rho: `shift_min_relative`, the level wobble, wider for an
     open window that holds fewer than the `typical` requests of a window; phi >= 1: the
-    over-dispersion of the clean windows' own one-step errors; s - 1 wobbles for a level that
+    over-dispersion of the clean windows' own one-step errors (see `noise`); s - 1 wobbles for a level that
     may have moved since. The threshold's z is raised by the Cornish-Fisher term for the skew
     that p99 / p50 implies (as if latency were lognormal), and the window's median request must
     be slower than usual too (`median_slower`).
@@ -44,9 +44,25 @@ class LatencyModel:
         self.dispersion = Dispersion(cfg.dispersion_windows)
         self.sigma = self.skew = self.log_spread = 0.0
         self.typical = 1.0
+        self._spread_at, self._spread_of = Dispersion(cfg.dispersion_windows), -1  # see `noise`
 
     def ready(self) -> bool:
-        return len(self.trend) >= self.cfg.min_history and len(self.dispersion) >= self.cfg.min_calibration
+        return len(self.trend) >= self.cfg.min_history
+
+    def noise(self) -> Dispersion:
+        """The over-dispersion judgements use: of the clean windows' own one-step errors once there
+        are `min_calibration` of them; before, the spread of the history about its level, each
+        window against the median of the others (bounded above like any dispersion)."""
+        if len(self.dispersion) >= self.cfg.min_calibration:
+            return self.dispersion
+        if self._spread_of != self.trend.added:
+            values, counts = [y for _, y in self.trend.points], [n for _, _, n in self.shape]
+            spread = Dispersion(self.cfg.dispersion_windows)
+            for i, (y, n) in enumerate(zip(values, counts)):
+                expected = max(median(values[:i] + values[i + 1:]), FLOOR)
+                spread.add((y - expected) / math.sqrt(self._base_variance(expected, n, self.trend.last)))
+            self._spread_at, self._spread_of = spread, self.trend.added
+        return self._spread_at
 
     def judges(self, w: Window) -> bool:
         """Whether this window's average can be judged: a calibrated model and enough requests."""
@@ -55,7 +71,7 @@ class LatencyModel:
     def threshold(self, w: Window, z: float) -> tuple[float, float]:
         """(expected average, the average above which this window is beyond chance at z)."""
         expected = self._expected(w)
-        sd = math.sqrt(self.dispersion.phi * self._base_variance(expected, w.request_count, step_of(w)))
+        sd = math.sqrt(self.noise().phi * self._base_variance(expected, w.request_count, step_of(w)))
         skew = self.skew / math.sqrt(w.request_count)
         return expected, expected + (z + skew * (z * z - 1) / 6) * sd
 

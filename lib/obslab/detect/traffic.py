@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from statistics import median
 
 from obslab.detect.config import BISECTIONS, FLOOR, DetectorConfig
 from obslab.detect.forecasts import MODELS, Trend
@@ -219,13 +220,36 @@ class TrafficModel:
         `lookback_windows` errors once it has `scored_errors`; before, that of the errors the
         forecasts in use made as they were made."""
         own = self.dispersions.get(self.trend.chosen() or "")
-        return own if own is not None and len(own) >= self.cfg.scored_errors else self.in_use
+        noise = own if own is not None and len(own) >= self.cfg.scored_errors else self.in_use
+        if len(noise) >= self.cfg.min_calibration or len(self.trend) < self.cfg.min_history:
+            return noise
+        return self._spread()
+
+    def _calibrated(self) -> bool:
+        """Whether the noise comes from the forecasts' own errors. Before, a level of a handful of
+        windows is too little known to hold low windows back from it for long: `drop_run` of them
+        in a row that are no sure drop are the level moving (a rhythm's slope), and are learned."""
+        noise = self.dispersion
+        return noise is not self._spread_at and len(noise) >= self.cfg.min_calibration
+
+    def _spread(self) -> Dispersion:
+        """Before the forecasts have made errors enough to calibrate: the spread of the history about
+        its level, each point's standardized error against the median of the others (the error the
+        flat forecast would have made, had it known them), bounded above like any dispersion."""
+        if self._spread_of != self.trend.added:
+            values = [y for _, y in self.trend.points]
+            spread = Dispersion(self.cfg.dispersion_windows)
+            for i, y in enumerate(values):
+                spread.add(self._standardized(y, median(values[:i] + values[i + 1:])))
+            self._spread_at, self._spread_of = spread, self.trend.added
+        return self._spread_at
 
     def _new_noise(self) -> None:
         """No errors known yet: of the forecasts in use as they were made (`in_use`), nor of each
         forecast (`dispersions`; the rhythm's is measured anew at every `_learn`)."""
         self.in_use = Dispersion(self.cfg.dispersion_windows)
         self.dispersions = {name: Dispersion(self.cfg.lookback_windows) for name in MODELS}
+        self._spread_at, self._spread_of = Dispersion(self.cfg.dispersion_windows), -1  # see `_spread`
 
     def _calibrate(self, step: float, y: float) -> None:
         """A clean window's standardized error against the forecasts calibrates the noise."""
@@ -274,13 +298,16 @@ class TrafficModel:
 
     def _hold(self, kind: str, step: float, y: float, sure: bool = False) -> None:
         """Keep a low or surge window out of the baseline (`sure`: it is part of a drop found).
-        Traffic at such a level for `lookback_windows` windows is the new normal; silence never is."""
+        Traffic at such a level for `lookback_windows` windows is the new normal (before the noise is
+        calibrated, `drop_run` low windows with no sure drop among them: see `_calibrated`);
+        silence never is."""
         if kind != self.held_kind or y == 0:
             self.held, self.held_kind = [], kind
         if y == 0:
             return
         self.held.append((step, y, sure))
-        if len(self.held) >= self.cfg.lookback_windows:
+        doubts = not any(was_sure for _, _, was_sure in self.held)
+        if len(self.held) >= (self.cfg.lookback_windows if self._calibrated() or not doubts else self.cfg.drop_run):
             for held_step, held_y, _ in self.held:
                 self._learn(held_step, held_y)
             self.held, self.held_kind = [], None
