@@ -28,6 +28,7 @@ CONCEPTS = {
     "06_evaluate_detection": ["recall", "precision", "time to detect", "benign"],
     "07_monitoring": ["lag", "freshness", "dead-letter"],
     "08_data_quality": ["invariant", "retention"],
+    "09_real_telemetry": ["span", "trace", "resource", "otlp", "collector", "skipped", "ground truth"],
 }
 MIN_MARKDOWN_WORDS = 150  # a few short paragraphs, not just a title
 PARAMETER_LINE = re.compile(r"^\w+: (int|float|str|bool) = .+  # \S.*$")
