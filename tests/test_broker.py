@@ -77,7 +77,7 @@ def test_the_pid_file_counts_only_for_a_process_running_this_lab_s_config(tmp_pa
 def test_broker_has_the_lab_topics(broker, lab_settings):
     status = broker.status()
     assert status.running
-    assert set(status.topics) == {"raw_events", "aggregated_metrics", "anomalies"}
+    assert set(status.topics) == {"raw_events", "aggregated_metrics", "anomalies", "otlp_spans"}  # the Collector's too
     assert all(len(parts) == lab_settings.kafka_partitions for parts in status.topics.values())
 
 

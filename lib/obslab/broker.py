@@ -96,37 +96,11 @@ class LocalBroker:
 
     def stop(self) -> str:
         """Shut the broker down cleanly (SIGTERM, then SIGKILL after a bound); no JVM is left."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return "broker is not running"
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and process_alive(pid):
-            time.sleep(0.2)
-        how = "stopped"
-        if process_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            how = f"did not stop within {STOP_TIMEOUT_S:.0f} s; killed"
-            while process_alive(pid):
-                time.sleep(0.1)
-        self.pid_file.unlink(missing_ok=True)
-        return f"broker (PID {pid}) {how}"
+        return stop_recorded(self.pid(), self.pid_file, "broker")
 
     def pid(self) -> int | None:
         """PID of this lab's running broker, or None (a stale pid file is ignored)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if not process_alive(pid):
-            return None
-        try:
-            cmdline = " ".join(psutil.Process(pid).cmdline())
-        except psutil.Error:
-            return pid  # its command line cannot be read: trust the pid file
-        # The PID may have been reused by an unrelated process since the broker died.
-        return pid if str(self.config_file) in cmdline else None
+        return recorded_pid(self.pid_file, str(self.config_file))
 
     def status(self) -> BrokerStatus:
         """Running or not; topics with their end offset per partition."""
@@ -268,6 +242,42 @@ def port_is_free(host: str, port: int) -> bool:
                 return False
             raise
     return True
+
+
+def recorded_pid(pid_file: Path, marker: str) -> int | None:
+    """The PID in `pid_file` while that process runs and its command line holds `marker` (the PID
+    may have been reused by an unrelated process since ours died); None otherwise."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not process_alive(pid):
+        return None
+    try:
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return pid  # its command line cannot be read: trust the pid file
+    return pid if marker in cmdline else None
+
+
+def stop_recorded(pid: int | None, pid_file: Path, what: str) -> str:
+    """Stop a lab process (SIGTERM, then SIGKILL after STOP_TIMEOUT_S) and remove its pid file;
+    says what happened to `what`."""
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return f"{what} is not running"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and process_alive(pid):
+        time.sleep(0.1)
+    how = "stopped"
+    if process_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        how = f"did not stop within {STOP_TIMEOUT_S:.0f} s; killed"
+        while process_alive(pid):
+            time.sleep(0.1)
+    pid_file.unlink(missing_ok=True)
+    return f"{what} (PID {pid}) {how}"
 
 
 def process_alive(pid: int) -> bool:

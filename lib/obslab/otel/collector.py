@@ -14,7 +14,6 @@ import hashlib
 import http.client
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -22,10 +21,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import yaml
 
-from obslab.broker import port_is_free, process_alive, tail
+from obslab.broker import port_is_free, process_alive, recorded_pid, stop_recorded, tail
 from obslab.errors import CollectorError, MissingDependencyError, PortInUseError
 from obslab.settings import Settings
 
@@ -35,7 +33,6 @@ MANIFEST = Path(__file__).with_name("builder.yaml")
 CONFIG = Path(__file__).with_name("config.yaml")
 
 BUILD_TIMEOUT_S = 1800.0  # a cold build downloads ~660 MB of modules, then compiles for ~100 s on 2 cores
-STOP_TIMEOUT_S = 30.0
 ANSWER_TIMEOUT_S = 2.0  # one readiness probe of the OTLP/HTTP receiver
 BUILT_STAMP = ".built"  # written last: a build folder without it stopped half-way
 
@@ -229,37 +226,11 @@ class LocalCollector:
 
     def stop(self) -> str:
         """Stop the Collector (SIGTERM: it flushes what it holds; SIGKILL after a bound)."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return "Collector is not running"
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and process_alive(pid):
-            time.sleep(0.1)
-        how = "stopped"
-        if process_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            how = f"did not stop within {STOP_TIMEOUT_S:.0f} s; killed"
-            while process_alive(pid):
-                time.sleep(0.1)
-        self.pid_file.unlink(missing_ok=True)
-        return f"Collector (PID {pid}) {how}"
+        return stop_recorded(self.pid(), self.pid_file, "Collector")
 
     def pid(self) -> int | None:
         """PID of this lab's running Collector, or None (a stale pid file is ignored)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if not process_alive(pid):
-            return None
-        try:
-            cmdline = " ".join(psutil.Process(pid).cmdline())
-        except psutil.Error:
-            return pid  # its command line cannot be read: trust the pid file
-        # The PID may have been reused by an unrelated process since the Collector died.
-        return pid if f"file:{CONFIG}" in cmdline else None
+        return recorded_pid(self.pid_file, f"file:{CONFIG}")
 
     def status(self) -> CollectorStatus:
         """Running or not, and whether its OTLP/HTTP receiver answers."""
