@@ -9,6 +9,8 @@ code and outputs, is kept as `data/runs/obslab_pipeline/<run_id>/<task_id>.ipynb
 Parameters come from the lab's settings (`.env`); a run's params, when set, win.
 `generate_seconds` > 0 first publishes that many seconds of the scenario's traffic (simulated,
 ending now), so a workshop can run the whole loop from Airflow alone; 0 (default) skips it.
+`stream_source` = `spans` counts the OpenTelemetry spans the Collector wrote (the shop's traffic,
+`TOPIC_OTLP_SPANS`, its own checkpoint) instead of the generator's events, and skips generate.
 
 The stream task fails at once when a continuous stream (`make demo`) holds the checkpoint.
 """
@@ -28,11 +30,12 @@ with DAG(
     max_active_runs=1,
     tags=["obslab", "pipeline"],
     default_args={"retries": 2, "retry_delay": timedelta(seconds=15)},
-    params=setting_params("generate_seconds", "scenario", "seed", "events_per_second",
+    params=setting_params("generate_seconds", "scenario", "seed", "events_per_second", "stream_source",
                           "narrator_backend", "narrate_max_incidents"),
 ):
     generate = NotebookOperator(task_id="generate", notebook="01_generate_events",
-                                fixed={"generate_to": "kafka", "generate_start": ""}, skip_unless="generate_seconds")
+                                fixed={"generate_to": "kafka", "generate_start": ""}, skip_unless="generate_seconds",
+                                skip_if={"stream_source": "spans"})
     stream = NotebookOperator(task_id="stream", notebook="02_stream_aggregate",
                               fixed={"generate_seconds": 0}, trigger_rule="none_failed")
     detect = NotebookOperator(task_id="detect", notebook="03_detect_anomalies")

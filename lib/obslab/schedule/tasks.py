@@ -5,6 +5,7 @@ and the record of each run in the store.
                                that is a setting gets its effective value (environment and .env,
                                read when the task runs), a DAG run's non-null params win, and a
                                task's fixed values win over both
+    skip_reason(...)           why a task has nothing to do in a run (a falsy parameter, a setting's value)
     output_path(...)           DATA_DIR/runs/<dag_id>/<run_id>/<task_id>.ipynb (a re-run overwrites it)
     NotebookOperator           the papermill provider's operator, run with code cells shown, in
                                notebooks/, with the obslab kernel; records the run in pipeline_runs
@@ -49,6 +50,19 @@ def notebook_parameters(declared: set[str], settings: Settings, dag_params: dict
     params.update({k: v for k, v in (dag_params or {}).items() if v is not None and k in declared})
     params.update(fixed or {})
     return params
+
+
+def skip_reason(settings: Settings, dag_params: dict[str, Any] | None, params: dict[str, Any],
+                skip_unless: str | None = None, skip_if: dict[str, Any] | None = None) -> str | None:
+    """Why a task has nothing to do, or None: its `skip_unless` parameter is falsy, or a setting in
+    `skip_if` has that value in this run (the setting, or the run's param when set)."""
+    if skip_unless and not params.get(skip_unless):
+        return f"{skip_unless} is {params.get(skip_unless)!r}: nothing to do"
+    effective = notebook_parameters(set(skip_if or ()), settings, dag_params)
+    for name, value in (skip_if or {}).items():
+        if effective.get(name) == value:
+            return f"{name} is {value!r}: nothing to do"
+    return None
 
 
 def output_path(settings: Settings, dag_id: str, run_id: str, task_id: str) -> Path:
@@ -102,18 +116,20 @@ def _notebook_operator() -> type:
         The provider's own `execute` runs papermill in report mode (every code cell hidden in the kept
         notebook) and in the worker's directory; learners read the kept notebook, and the notebooks
         open files relative to notebooks/, so this runs papermill itself with the same inputs.
-        `skip_unless` names a parameter: when its effective value is falsy the task is skipped.
+        `skip_unless` names a parameter: when its effective value is falsy the task is skipped;
+        `skip_if` maps settings to values: when one has its value in the run, the task is skipped.
         """
 
         template_fields = ()  # parameters are resolved in execute, not by Jinja
 
         def __init__(self, *, notebook: str, fixed: dict[str, Any] | None = None, skip_unless: str | None = None,
-                     **kwargs) -> None:
+                     skip_if: dict[str, Any] | None = None, **kwargs) -> None:
             super().__init__(input_nb=str(notebook_path(notebook)), output_nb="(set when the task runs)",
                              kernel_name=KERNEL, log_output=True, **kwargs)
             self.notebook = notebook
             self.fixed = dict(fixed or {})
             self.skip_unless = skip_unless
+            self.skip_if = dict(skip_if or {})
 
         def execute(self, context):
             import papermill
@@ -126,9 +142,10 @@ def _notebook_operator() -> type:
             settings = load_settings()
             source = notebook_path(self.notebook)
             declared = set(declared_parameters(source))
-            params = notebook_parameters(declared, settings, dict(context.get("params") or {}), self.fixed)
-            if self.skip_unless and not params.get(self.skip_unless):
-                raise AirflowSkipException(f"{self.skip_unless} is {params.get(self.skip_unless)!r}: nothing to do")
+            dag_params = dict(context.get("params") or {})
+            params = notebook_parameters(declared, settings, dag_params, self.fixed)
+            if reason := skip_reason(settings, dag_params, params, self.skip_unless, self.skip_if):
+                raise AirflowSkipException(reason)
             dag_id, run_id = context["dag"].dag_id, context["run_id"]
             out = output_path(settings, dag_id, run_id, self.task_id)
             out.parent.mkdir(parents=True, exist_ok=True)
