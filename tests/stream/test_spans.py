@@ -83,8 +83,10 @@ def test_server_spans_become_requests_and_the_rest_is_skipped_or_dead_lettered(s
         span._resource = Resource({})
     backwards = recorded("cart", [("GET /cart/items", server, 5, 10, ok, False)])
     backwards[0]._end_time = backwards[0].start_time - 1_000_000
-    values = [otlp_json(cart), otlp_json(payment), otlp_json(frontend), "{not json", otlp_json(nameless),
-              otlp_json(backwards), json.dumps({"resourceSpans": []})]
+    with_empty_scope = json.loads(otlp_json(cart[:1]))
+    with_empty_scope["resourceSpans"][0]["scopeSpans"].append({"spans": []})  # legal, and nothing to count
+    values = [otlp_json(cart[1:]), otlp_json(payment), otlp_json(frontend), "{not json", otlp_json(nameless),
+              otlp_json(backwards), json.dumps({"resourceSpans": []}), json.dumps(with_empty_scope)]
     raw = spark.createDataFrame([("otlp_spans", 0, i, v) for i, v in enumerate(values)],
                                 "topic STRING, partition INT, offset LONG, value STRING")
     settings = load_settings(data_dir=tmp_path, stream_source="spans")
@@ -101,3 +103,19 @@ def test_server_spans_become_requests_and_the_rest_is_skipped_or_dead_lettered(s
     assert dead == {3: "malformed_json", 4: "missing_field:service.name", 5: "out_of_range:latency_ms", 6: "no_spans"}
     assert counters.dead_letters == 4
     assert store.query("SELECT sum(skipped_spans) FROM stream_batches")[0][0] == 4
+
+
+@pytest.mark.spark
+def test_records_of_many_spans_are_counted_without_carrying_the_record_on_every_span(spark, tmp_path):
+    # The Collector batches up to thousands of spans into one record (~1 MB here). Each span row
+    # once carried its record's text and parse: 4 records x 1,500 spans ran a 1 GB driver out of memory.
+    server = SpanKind.SERVER
+    values = [otlp_json(recorded("cart", [("GET /cart/items", server, k % 50, 10, {"http.route": "/cart/items",
+                                                                                   "http.response.status_code": 200},
+                                           False) for k in range(1500)])) for _ in range(4)]
+    assert min(len(v) for v in values) > 500_000
+    raw = spark.createDataFrame([("otlp_spans", 0, i, v) for i, v in enumerate(values)],
+                                "topic STRING, partition INT, offset LONG, value STRING")
+    settings = load_settings(data_dir=tmp_path, stream_source="spans")
+    counters = aggregate_static(spark, raw, settings, Lab(settings).store)
+    assert counters.events == 6000 and counters.dead_letters == 0

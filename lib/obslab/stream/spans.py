@@ -52,17 +52,34 @@ def parse_spans(raw: DataFrame, endpoint_max_length: int) -> DataFrame:
         F.col("offset").cast("long").alias("kafka_offset"),
         F.col("value").cast("string").alias("message"),
     )
-    parsed = text.withColumn("j", F.from_json("message", OTLP_TRACES,
-                                              {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}))
+    j = F.from_json("message", OTLP_TRACES, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
+    unreadable = F.col("j").isNull() | F.col("j._corrupt").isNotNull()
+    has_spans = F.exists("j.resourceSpans", lambda rs: F.exists(rs["scopeSpans"], lambda ss: F.size(ss["spans"]) > 0))
+    # Each span row carries what its record is, not the record: a whole record's text and parse on
+    # every span of it would grow with the square of the spans per record. The text is kept only
+    # for a record that is itself the dead letter (unreadable, or no spans in it).
+    records = text.withColumn("j", j).select(
+        "topic", "kafka_partition", "kafka_offset",
+        F.when(F.col("message").isNull() | (F.trim("message") == ""), F.lit("empty_payload"))
+         .when(unreadable, F.lit("malformed_json"))
+         .when(~F.coalesce(has_spans, F.lit(False)), F.lit("no_spans")).alias("record_problem"),
+        F.col("j.resourceSpans").alias("resource_spans"), F.col("message"))
+    records = records.withColumn("message", F.when(F.col("record_problem").isNotNull(), F.col("message")))
     # explode_outer keeps a record without spans as one row (span NULL): it is a dead letter, not lost
-    resources = parsed.select("*", F.explode_outer("j.resourceSpans").alias("rs"))
-    scopes = resources.select("*", F.explode_outer("rs.scopeSpans").alias("ss"))
-    spans = scopes.select("topic", "kafka_partition", "kafka_offset", "message", "j",
-                          F.col("rs.resource.attributes").alias("resource"),
-                          F.explode_outer("ss.spans").alias("span"))
+    # One level at a time, and each exploded struct taken apart before the next: a row must never
+    # carry the array it came from (a resource's scopes, a scope's spans) beside its own element.
+    keys = ["topic", "kafka_partition", "kafka_offset", "record_problem", "message"]
+    resources = records.select(*keys, F.explode_outer("resource_spans").alias("rs"))
+    resources = resources.select(*keys, F.col("rs.resource.attributes").alias("resource"),
+                                 F.col("rs.scopeSpans").alias("scope_spans"))
+    scopes = resources.select(*keys, "resource", F.explode_outer("scope_spans").alias("ss"))
+    scopes = scopes.select(*keys, "resource", F.col("ss.spans").alias("spans"))
+    spans = scopes.select(*keys, "resource", F.explode_outer("spans").alias("span"))
+    # an empty resource or scope beside full ones holds nothing to count or lose
+    spans = spans.filter(F.col("span").isNotNull() | F.col("record_problem").isNotNull())
     start, end = _nanos("span.startTimeUnixNano"), _nanos("span.endTimeUnixNano")
     rows = spans.select(
-        "topic", "kafka_partition", "kafka_offset", "message", "j", "span",
+        "topic", "kafka_partition", "kafka_offset", "record_problem", "message", "span",
         F.concat_ws("/", "span.traceId", "span.spanId").alias("event_id"),
         F.timestamp_micros(F.floor(start / 1000).cast("long")).alias("event_time"),
         _attribute("resource", "service.name").alias("service"),
@@ -71,8 +88,8 @@ def parse_spans(raw: DataFrame, endpoint_max_length: int) -> DataFrame:
         _status_code().alias("status_code"),
         _kind().alias("kind"),
     )
-    # A dead letter keeps what went wrong: the span (or the record, when it is not readable at all).
-    payload = F.when(F.col("span").isNull(), F.col("message")).otherwise(F.to_json("span"))
+    # A dead letter keeps what went wrong: the span, or the record when the record is the problem.
+    payload = F.coalesce(F.col("message"), F.to_json("span"))
     reason = F.col("reason")
     return (rows.withColumn("reason", _reason(endpoint_max_length))
                 .withColumn("raw_payload", F.when(reason.isNotNull() & ~reason.startswith(SKIPPED), payload))
@@ -114,10 +131,7 @@ def _kind() -> Column:
 
 
 def _reason(endpoint_max_length: int) -> Column:
-    message = F.col("message")
-    rule = F.when(message.isNull() | (F.trim(message) == ""), F.lit("empty_payload"))
-    rule = rule.when(F.col("j").isNull() | F.col("j._corrupt").isNotNull(), F.lit("malformed_json"))
-    rule = rule.when(F.col("span").isNull(), F.lit("no_spans"))
+    rule = F.when(F.col("record_problem").isNotNull(), F.col("record_problem"))
     rule = rule.when(F.col("kind") != "server", F.concat(F.lit(SKIPPED), F.col("kind")))
     service = F.col("service")
     rule = rule.when(service.isNull() | (F.trim(service) == ""), F.lit("missing_field:service.name"))
