@@ -3,7 +3,6 @@ made from that setting (`setting`), so its environment variable and help cannot 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import signal
@@ -12,70 +11,28 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
 
 import typer
 
+from obslab.commands import AS_JSON, ReportingTyper, fail, flag, setting, settings_with
 from obslab.errors import ObslabError
 from obslab.lab import Lab
 from obslab.otel.cli import otelcol_app
-from obslab.settings import Settings, load_settings, settings_table
+from obslab.settings import Settings, settings_table
 from obslab.shop.cli import shop_app
 
 log = logging.getLogger(__name__)
 
 
-class _Typer(typer.Typer):
-    """Every command ends an ObslabError (bad input, a locked store, no broker) with its message, never a traceback."""
-
-    def command(self, *args, **kwargs):
-        register = super().command(*args, **kwargs)
-
-        def decorate(fn):
-            @functools.wraps(fn)
-            def run(*a, **kw):
-                try:
-                    return fn(*a, **kw)
-                except ObslabError as err:
-                    _fail(err)
-            register(run)
-            return fn
-        return decorate
-
-
-app = _Typer(help="obslab: a lab for streaming observability.", no_args_is_help=True, pretty_exceptions_enable=False)
-broker_app = _Typer(help="The local Kafka broker (KRaft, single node).", no_args_is_help=True)
-store_app = _Typer(help="The DuckDB store.", no_args_is_help=True)
-airflow_app = _Typer(help="The lab's Airflow (scheduled notebooks), on 127.0.0.1 only.", no_args_is_help=True)
+app = ReportingTyper(help="obslab: a lab for streaming observability.", no_args_is_help=True, pretty_exceptions_enable=False)
+broker_app = ReportingTyper(help="The local Kafka broker (KRaft, single node).", no_args_is_help=True)
+store_app = ReportingTyper(help="The DuckDB store.", no_args_is_help=True)
+airflow_app = ReportingTyper(help="The lab's Airflow (scheduled notebooks), on 127.0.0.1 only.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(store_app, name="store")
 app.add_typer(airflow_app, name="airflow")
 app.add_typer(shop_app, name="shop")
 app.add_typer(otelcol_app, name="otelcol")
-
-
-def setting(name: str, *flags: str, **extra: Any) -> Any:
-    """An option for the setting `name`: unset means the setting's value (environment, .env, default)."""
-    field = Settings.model_fields[name]
-    return typer.Option(None, *flags, envvar=name.upper(), help=field.description, show_default=False, **extra)
-
-
-def flag(help: str, *names: str) -> Any:
-    """A yes/no option that is no setting."""
-    return typer.Option(False, *names, help=help)
-
-
-AS_JSON = flag("print JSON", "--json")
-
-
-def _settings(**overrides) -> Settings:
-    """Settings with the options the user gave on top (None: not given)."""
-    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def _fail(err: ObslabError) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
 
 
 @contextmanager
@@ -112,7 +69,7 @@ def broker_start(kafka_port: int = setting("kafka_port"), kafka_controller_port:
     """Start the broker (formats storage on first use) and create the lab topics."""
     from obslab.broker import LocalBroker
 
-    broker = LocalBroker(_settings(kafka_port=kafka_port, kafka_controller_port=kafka_controller_port,
+    broker = LocalBroker(settings_with(kafka_port=kafka_port, kafka_controller_port=kafka_controller_port,
                                    kafka_partitions=kafka_partitions))
     typer.echo(broker.start().message)
 
@@ -122,7 +79,7 @@ def broker_stop() -> None:
     """Stop the broker cleanly; no JVM is left behind."""
     from obslab.broker import LocalBroker
 
-    typer.echo(LocalBroker(_settings()).stop())
+    typer.echo(LocalBroker(settings_with()).stop())
 
 
 @broker_app.command("status")
@@ -130,7 +87,7 @@ def broker_status(as_json: bool = AS_JSON) -> None:
     """Running or not; topics and their end offsets. Exit code 1 when not running."""
     from obslab.broker import LocalBroker
 
-    status = LocalBroker(_settings()).status()
+    status = LocalBroker(settings_with()).status()
     if as_json:
         typer.echo(json.dumps({"running": status.running, "pid": status.pid,
                                "bootstrap_servers": status.bootstrap_servers,
@@ -153,8 +110,8 @@ def store_migrate() -> None:
     """Create or upgrade the store's tables (idempotent)."""
     from obslab.store import Store
 
-    settings = _settings()
-    applied = Store.from_settings(settings).migrate()
+    settings = settings_with()
+    applied = Store.fromsettings_with(settings).migrate()
     where = settings.duckdb_path
     typer.echo(f"applied migrations {applied} to {where}" if applied else f"{where} is up to date")
 
@@ -164,7 +121,7 @@ def store_info() -> None:
     """Row counts of every table."""
     from obslab.schema import TABLES
 
-    store = Lab(_settings()).store
+    store = Lab(settings_with()).store
     typer.echo(f"{store.path} (schema version {store.schema_version()})")
     for name in TABLES:
         typer.echo(f"  {name:<22} {store.count(name):>10}")
@@ -192,7 +149,7 @@ def generate_cmd(
 
     from obslab.generator.run import RunPlan, generate, parse_start
 
-    settings = _settings(scenario=scenario, events_per_second=rate, seed=seed, backfill_minutes=backfill_minutes,
+    settings = settings_with(scenario=scenario, events_per_second=rate, seed=seed, backfill_minutes=backfill_minutes,
                          generate_start=start)
     if no_store and not to_file:
         raise ObslabError("--no-store needs --to-file: ground truth has to go somewhere")
@@ -236,7 +193,7 @@ def stream_cmd(
     service and endpoint metrics in the store (Spark)."""
     from obslab.stream.job import run_stream_job
 
-    settings = _settings(trigger_seconds=trigger_seconds, window_seconds=window_seconds,
+    settings = settings_with(trigger_seconds=trigger_seconds, window_seconds=window_seconds,
                          watermark_seconds=watermark_seconds, checkpoint_name=checkpoint_name,
                          stream_source=source, max_offsets_per_trigger=max_offsets_per_trigger)
     with Lab(settings) as lab, stop_signals() as stop:
@@ -257,7 +214,7 @@ def detect_cmd(
     """Find anomalies in the stored windows and group them into incidents (idempotent)."""
     from obslab.detect.run import DetectState, detect_pass
 
-    lab = Lab(_settings(detect_poll_seconds=poll_seconds))
+    lab = Lab(settings_with(detect_poll_seconds=poll_seconds))
     settings, store, state = lab.settings, lab.store, DetectState()
 
     def step() -> None:
@@ -320,7 +277,7 @@ def narrate_cmd(
     from obslab.jsonform import plain
     from obslab.narrate.run import narrate_pending
 
-    lab = Lab(_settings(narrator_backend=backend, narrate_max_incidents=limit))
+    lab = Lab(settings_with(narrator_backend=backend, narrate_max_incidents=limit))
     settings, store = lab.settings, lab.store
     try:
         chosen, why = lab.narrator, lab.narrator_choice
@@ -358,7 +315,7 @@ def evaluate_cmd(
     from obslab.generator.scenario import available_scenarios
 
     names = [n for name in scenario for n in (available_scenarios() if name == "all" else [name])]
-    settings = _settings()
+    settings = settings_with()
     seeds = seed or [settings.seed]
     if len(names) * len(seeds) == 1:
         reports = [evaluate(names[0], settings, seed=seeds[0], events_per_second=events_per_second, minutes=minutes)]
@@ -393,7 +350,7 @@ def demo_cmd(
     --source spans (make demo-otel): the Collector and the shop under Locust's load instead of the generator."""
     from obslab import demo, demo_otel
 
-    settings = _settings(scenario=scenario, stream_source=source)
+    settings = settings_with(scenario=scenario, stream_source=source)
     with stop_signals() as stop:
         if settings.stream_source == "spans":
             demo_otel.run(settings, stop, typer.echo, port, minutes, max_restarts)
@@ -406,7 +363,7 @@ def demo_stop_cmd() -> None:
     """Stop a demo started elsewhere (every recorded process, then the broker)."""
     from obslab import demo
 
-    stopped = demo.stop(_settings())
+    stopped = demo.stop(settings_with())
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}; broker stopped")
 
 
@@ -417,7 +374,7 @@ def airflow_start(port: int = setting("airflow_port", "--port")) -> None:
     """Start Airflow's API server, scheduler and DAG processor with the project's DAGs; wait until it answers."""
     from obslab.schedule import server
 
-    typer.echo(server.start(_settings(airflow_port=port)))
+    typer.echo(server.start(settings_with(airflow_port=port)))
 
 
 @airflow_app.command("stop")
@@ -425,7 +382,7 @@ def airflow_stop() -> None:
     """Stop the lab's Airflow processes."""
     from obslab.schedule import server
 
-    typer.echo(f"stopped: {', '.join(server.stop(_settings())) or 'nothing was running'}")
+    typer.echo(f"stopped: {', '.join(server.stop(settings_with())) or 'nothing was running'}")
 
 
 @airflow_app.command("status")
@@ -433,7 +390,7 @@ def airflow_status() -> None:
     """The lab's Airflow processes, and whether the UI answers. Exit code 1 when it does not."""
     from obslab.schedule import server
 
-    settings = _settings()
+    settings = settings_with()
     for p in server.status(settings):
         typer.echo(f"{p.name:<22} {'running' if p.running else 'exited '} pid {p.pid:<8} {p.last_line[:100]}")
     ok = server.answers(settings)
@@ -446,7 +403,7 @@ def airflow_password() -> None:
     """Print the admin password Airflow generated at its first start."""
     from obslab.schedule import server
 
-    settings = _settings()
+    settings = settings_with()
     try:
         typer.echo(server.password(settings))
     except FileNotFoundError:
@@ -459,7 +416,7 @@ def status_cmd() -> None:
     from obslab import demo
     from obslab.store import Store
 
-    settings = _settings()
+    settings = settings_with()
     # A short lock timeout: a busy store must not hang the status; the stream's line then lacks its last batch.
     found = demo.stages(settings, Store(settings.duckdb_path, lock_timeout_s=2.0))
     if not found:
@@ -493,7 +450,7 @@ def quality_cmd(
     """Check the store's data-quality rules and record them, then apply retention and compact. Exit 1 when a rule fails."""
     from obslab import quality
 
-    settings = _settings(retention_days=retention_days, window_seconds=window_seconds)
+    settings = settings_with(retention_days=retention_days, window_seconds=window_seconds)
     store = Lab(settings).store
     now = datetime.now(timezone.utc)
     run_id = quality.new_run_id(now)
@@ -532,13 +489,13 @@ def health_cmd(
     """Check broker, stream lag, freshness, dead letters, detector, narrator and its model; exit 1 when one fails."""
     from obslab import health
 
-    settings = _settings(health_max_lag_events=health_max_lag_events,
+    settings = settings_with(health_max_lag_events=health_max_lag_events,
                          health_max_freshness_seconds=health_max_freshness_seconds,
                          health_max_dead_letter_rate=health_max_dead_letter_rate,
                          health_max_stage_age_seconds=health_max_stage_age_seconds, narrator_backend=backend)
     from obslab.store import Store
 
-    store = Store.from_settings(settings)  # checked as it is: a lab with no store yet is a finding, not created
+    store = Store.fromsettings_with(settings)  # checked as it is: a lab with no store yet is a finding, not created
     now = datetime.now(timezone.utc)
     run_id = health.new_run_id(now)
     checks = health.run_checks(settings, store, now)  # never raises: a broken check is a failed one
@@ -569,7 +526,7 @@ def doctor(broker: bool = flag("also check that the Kafka brokers answer", "--br
     """Check Python, Java, the cached jars, the data folder (and the broker). Exit 1 on a failure."""
     from obslab.environment import check_environment
 
-    checks = check_environment(_settings(), broker=broker)
+    checks = check_environment(settings_with(), broker=broker)
     _checks(checks, lambda c: f"{c.name:<24} {c.detail}")
     raise typer.Exit(code=0 if all(c.ok for c in checks) else 1)
 
@@ -577,14 +534,14 @@ def doctor(broker: bool = flag("also check that the Kafka brokers answer", "--br
 # ------------------------------------------------------------------ settings
 
 @app.command("settings")
-def show_settings(markdown: bool = flag("print the README table", "--markdown")) -> None:
+def showsettings_with(markdown: bool = flag("print the README table", "--markdown")) -> None:
     """Print the effective settings (or the documented defaults as a Markdown table)."""
     if markdown:
         typer.echo("| Name | Default | Meaning |\n|---|---|---|")
         for name, default, meaning in settings_table():
             typer.echo(f"| `{name}` | `{default}` | {meaning} |" if default else f"| `{name}` | | {meaning} |")
         return
-    for name, value in _settings().model_dump().items():
+    for name, value in settings_with().model_dump().items():
         typer.echo(f"{name.upper()}={value}")
 
 

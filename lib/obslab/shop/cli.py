@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import json
 
 import typer
 
-from obslab.errors import ObslabError
+from obslab.commands import ReportingTyper
 from obslab.settings import load_settings
 
 # The shop's modules load numpy, httpx and the generator: imported inside the commands, so that
 # every other `obslab` command does not pay for them.
 
-shop_app = typer.Typer(help="The shop: frontend, cart and payment, traced with OpenTelemetry, with a fault switch.",
-                       no_args_is_help=True)
+shop_app = ReportingTyper(help="The shop: frontend, cart and payment, traced with OpenTelemetry, with a fault switch.",
+                           no_args_is_help=True)
 
 CLEAR = "clear"  # the fault kind that ends a service's running faults
 SERVICE_HELP = "frontend | cart | payment"  # the test checks these names against the shop's
 KIND_HELP = f"latency_spike | error_surge | endpoint_outage | {CLEAR} (end its running faults now)"
-
-
-def _reported(fn):
-    """An ObslabError ends the command with its message (exit code 1), never a traceback."""
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ObslabError as err:
-            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(code=1) from None
-    return run
 
 
 def _port(service: str):
@@ -55,7 +42,6 @@ def _print(status) -> None:
 
 
 @shop_app.command("start")
-@_reported
 def start(frontend_port: int = _port("frontend"), cart_port: int = _port("cart"),
           payment_port: int = _port("payment")) -> None:
     """Start the three services (detached); spans go to the Collector at OTEL_HOST:OTLP_HTTP_PORT."""
@@ -66,14 +52,12 @@ def start(frontend_port: int = _port("frontend"), cart_port: int = _port("cart")
 
 
 @shop_app.command("stop")
-@_reported
 def stop() -> None:
     """Stop the three services; no process is left."""
     typer.echo(_shop().stop())
 
 
 @shop_app.command("status")
-@_reported
 def status(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Each service's PID and whether it answers. Exit code 1 unless all three answer."""
     report = _shop().status()
@@ -86,7 +70,6 @@ def status(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> 
 
 
 @shop_app.command("fault")
-@_reported
 def fault(service: str = typer.Argument(..., help=SERVICE_HELP), kind: str = typer.Argument(..., help=KIND_HELP),
           seconds: float = typer.Option(60.0, "--seconds", help="how long the fault lasts"),
           size: float = typer.Option(None, "--size", help="latency_spike: latency multiplier; error_surge: share of "
@@ -110,7 +93,6 @@ def fault(service: str = typer.Argument(..., help=SERVICE_HELP), kind: str = typ
 
 
 @shop_app.command("load")
-@_reported
 def load(users: int = typer.Option(2, "--users", help="concurrent Locust users"),
          rate: float = typer.Option(5.0, "--rate", help="requests a second, all users together"),
          seconds: float = typer.Option(60.0, "--seconds", help="how long the load runs")) -> None:
