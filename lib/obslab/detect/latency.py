@@ -47,7 +47,12 @@ class LatencyModel:
         self._spread_at, self._spread_of = Dispersion(cfg.dispersion_windows), -1  # see `noise`
 
     def ready(self) -> bool:
+        """Whether a window can be judged against the history (its noise from the spread, at first: see `noise`)."""
         return len(self.trend) >= self.cfg.min_history
+
+    def calibrated(self) -> bool:
+        """Whether the noise comes from the clean windows' own one-step errors."""
+        return self.ready() and len(self.dispersion) >= self.cfg.min_calibration
 
     def noise(self) -> Dispersion:
         """The over-dispersion judgements use: of the clean windows' own one-step errors once there
@@ -141,8 +146,9 @@ def latency_spike(series: list[Window], cfg: DetectorConfig) -> list[Anomaly]:
     """Average and p99 latency both above m x the service's SLA, beyond the noise of the average.
 
     A service without an SLA is held to what it normally delivers: the median p99 of its last
-    clean final windows (once there are `min_history` of them). Once the series has a history,
-    the average must also be beyond what chance allows an average of the window's requests.
+    clean final windows (once there are `min_history` of them). Once the series' noise is
+    calibrated, the average must also be beyond what chance allows an average of the window's
+    requests (not on the warm-up's stand-in: a history that held an earlier fault would hide the next).
     """
     return walk(LatencySpike(cfg), series)
 
@@ -169,7 +175,7 @@ class LatencySpike:
         if sla is not None and usable(w, cfg) and w.request_count >= cfg.min_latency_requests:
             threshold = cfg.latency_spike_factor * sla
             if (w.avg_latency_ms > threshold and w.p99_latency_ms > threshold
-                    and (not model.ready() or w.avg_latency_ms > model.threshold(w, cfg.shift_z)[1])
+                    and (not model.calibrated() or w.avg_latency_ms > model.threshold(w, cfg.shift_z)[1])
                     and model.median_slower(w)):
                 out.append(anomaly(self.name, w, "avg_latency_ms", w.avg_latency_ms, sla, threshold,
                                    w.avg_latency_ms / threshold))

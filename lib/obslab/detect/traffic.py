@@ -179,6 +179,10 @@ class TrafficModel:
         rho = self.cfg.shift_min_relative
         mu = max(self.trend.at(step, lowest_after_gap=True), FLOOR)
         drift = self._drift(step, mu)
+        if "line" in self.trend.forecasts and self.dispersion is self._spread_at:
+            # In the warm-up a handful of windows cannot tell a level from a slope: the level may be
+            # off by as much as the line through them differs from it here.
+            drift += (self.trend.forecasts["line"](step) - mu) ** 2
         wobble = math.sqrt((rho * mu) ** 2 + drift)
         base = mu + (rho * mu) ** 2
         # counts divided by variance / mean are Poisson-like again; the drift is in counts already
