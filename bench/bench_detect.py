@@ -48,13 +48,20 @@ from obslab.generator.scenario import available_scenarios, load_scenario, parse_
 from obslab.settings import load_settings  # noqa: E402
 from obslab.stream.session import build_session  # noqa: E402
 
-# Drawn on 2026-12-05 at 12:58 UTC with Python's `secrets.randbelow(2**31)` (20 draws, then sorted),
-# after the detectors of that session (issue 22: a series' warm-up judged on the spread of its
-# history) were final and before anything was run on these seeds. Nothing was tuned on them; do
-# not tune on them: draw new ones instead.
-SEEDS = [47493994, 218162077, 271396874, 357242167, 650032069, 761726587, 843250388, 874502951, 996902002,
-         1034812332, 1049181799, 1141600304, 1157317878, 1350529207, 1515556374, 1590918620, 1630108871, 1874715474,
-         2112879592, 2120745148]
+# Drawn on 2026-12-05 at 13:43 UTC with Python's `secrets.randbelow(2**31)` (20 draws, then sorted),
+# after the detectors of that session (issue 22: the warm-up judged on the spread of its history,
+# a level that may be a slope) were final and before anything was run on these seeds. Nothing was
+# tuned on them; do not tune on them: draw new ones instead.
+SEEDS = [174337847, 244770374, 341058188, 431171196, 545040651, 618035396, 747794232, 816478428, 856147307,
+         881382357, 898632051, 986257150, 1188105170, 1204094259, 1300797804, 1441364204, 1676288617, 1676987524,
+         1697726313, 2094066620]
+# The seventh draw (2026-12-05 12:58 UTC), no longer unseen: its figures (recall in time 98.5 %,
+# traffic drop TTD p50 86 s; raw JSON kept) came with a latency degradation missed in a run's warm-up
+# that the previous detectors found, and bench_traffic showed clean false windows 3 -> 14; both led
+# to the last changes (a level that may be a slope; latency_spike's noise check after calibration).
+SEEDS_SEVENTH = [47493994, 218162077, 271396874, 357242167, 650032069, 761726587, 843250388, 874502951, 996902002,
+                 1034812332, 1049181799, 1141600304, 1157317878, 1350529207, 1515556374, 1590918620, 1630108871,
+                 1874715474, 2112879592, 2120745148]
 # The sixth draw (2026-12-05 10:24 UTC), no longer unseen: it gave the figures of 2026-12-05 morning,
 # and the warm-up misses found on it led to the warm-up judgement; it was then used for development.
 SEEDS_SIXTH = [103195960, 129382322, 146777565, 195102651, 246406945, 327454411, 395706993, 398045757, 622414015,
