@@ -111,7 +111,7 @@ def store_migrate() -> None:
     from obslab.store import Store
 
     settings = settings_with()
-    applied = Store.fromsettings_with(settings).migrate()
+    applied = Store.from_settings(settings).migrate()
     where = settings.duckdb_path
     typer.echo(f"applied migrations {applied} to {where}" if applied else f"{where} is up to date")
 
@@ -495,7 +495,7 @@ def health_cmd(
                          health_max_stage_age_seconds=health_max_stage_age_seconds, narrator_backend=backend)
     from obslab.store import Store
 
-    store = Store.fromsettings_with(settings)  # checked as it is: a lab with no store yet is a finding, not created
+    store = Store.from_settings(settings)  # checked as it is: a lab with no store yet is a finding, not created
     now = datetime.now(timezone.utc)
     run_id = health.new_run_id(now)
     checks = health.run_checks(settings, store, now)  # never raises: a broken check is a failed one
@@ -534,7 +534,7 @@ def doctor(broker: bool = flag("also check that the Kafka brokers answer", "--br
 # ------------------------------------------------------------------ settings
 
 @app.command("settings")
-def showsettings_with(markdown: bool = flag("print the README table", "--markdown")) -> None:
+def show_settings(markdown: bool = flag("print the README table", "--markdown")) -> None:
     """Print the effective settings (or the documented defaults as a Markdown table)."""
     if markdown:
         typer.echo("| Name | Default | Meaning |\n|---|---|---|")
