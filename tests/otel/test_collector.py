@@ -208,15 +208,21 @@ def _collector_lab(lab_settings: Settings, data_dir, topic: str) -> Settings:
                                            "topic_otlp_spans": topic})
 
 
+def exporting_provider(settings: Settings, service: str) -> TracerProvider:
+    """A tracer provider of `service` that batches its spans to the Collector over OTLP/HTTP."""
+    session = requests.Session()
+    session.trust_env = False  # a proxy in the environment must not carry loopback traffic
+    exporter = OTLPSpanExporter(endpoint=f"{collector.otlp_http_endpoint(settings)}/v1/traces", session=session)
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
 def _send_spans(settings: Settings) -> dict[str, tuple[str, int]]:
     """Spans of a few services through the SDK's OTLP/HTTP exporter; span id (hex) -> (service, OTLP kind)."""
     sent: dict[str, tuple[str, int]] = {}
     for service in SERVICES:
-        session = requests.Session()
-        session.trust_env = False  # a proxy in the environment must not carry loopback traffic
-        exporter = OTLPSpanExporter(endpoint=f"{collector.otlp_http_endpoint(settings)}/v1/traces", session=session)
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider = exporting_provider(settings, service)
         tracer = provider.get_tracer("obslab-tests")
         for i in range(REQUESTS_PER_SERVICE):
             with tracer.start_as_current_span(f"GET /{service}/{i}", kind=SpanKind.SERVER) as server:

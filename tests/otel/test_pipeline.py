@@ -7,20 +7,14 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-import requests
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from obslab.broker import LocalBroker, producer
 from obslab.lab import Lab
-from obslab.otel import collector
 from obslab.otel.collector import LocalCollector, build
 from obslab.settings import Settings
 from obslab.stream.job import run_stream_job
-from tests.otel.test_collector import _collector_lab, _received
+from tests.otel.test_collector import _collector_lab, _received, exporting_provider
 
 # (service, route, status code, requests): the shop's shape, errors included
 REQUESTS = [("frontend", "/checkout", 200, 40), ("frontend", "/checkout", 502, 3), ("frontend", "/browse", 200, 25),
@@ -33,11 +27,7 @@ def _send(settings: Settings) -> Counter:
     the spans sent by kind."""
     kinds: Counter = Counter()
     for service in sorted({s for s, *_ in REQUESTS}):
-        session = requests.Session()
-        session.trust_env = False  # a proxy in the environment must not carry loopback traffic
-        exporter = OTLPSpanExporter(endpoint=f"{collector.otlp_http_endpoint(settings)}/v1/traces", session=session)
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider = exporting_provider(settings, service)
         tracer = provider.get_tracer("obslab-tests")
         for _, route, status, n in (r for r in REQUESTS if r[0] == service):
             for _ in range(n):
