@@ -25,7 +25,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from obslab.stream.transform import ENDPOINT_PATTERN, PARSED_COLUMNS
+from obslab.stream.transform import (ENDPOINT_PATTERN, PARSED_COLUMNS, invalid_endpoint, kafka_text,
+                                     status_out_of_range)
 
 SKIPPED = "skipped:"  # the reason prefix of spans that are no request (counted, not dead letters)
 
@@ -46,12 +47,7 @@ _ERROR_STATUS = ("2", "STATUS_CODE_ERROR")
 def parse_spans(raw: DataFrame, endpoint_max_length: int) -> DataFrame:
     """Kafka rows of OTLP JSON traces -> one row per span, shaped as `parse_events`' rows (see the
     module's docstring), with `reason` NULL for a SERVER span that can be counted."""
-    text = raw.select(
-        F.col("topic"),
-        F.col("partition").cast("int").alias("kafka_partition"),
-        F.col("offset").cast("long").alias("kafka_offset"),
-        F.col("value").cast("string").alias("message"),
-    )
+    text = kafka_text(raw, "message")
     j = F.from_json("message", OTLP_TRACES, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
     unreadable = F.col("j").isNull() | F.col("j._corrupt").isNotNull()
     has_spans = F.exists("j.resourceSpans", lambda rs: F.exists(rs["scopeSpans"], lambda ss: F.size(ss["spans"]) > 0))
@@ -139,8 +135,6 @@ def _reason(endpoint_max_length: int) -> Column:
     rule = rule.when(F.col("latency_ms").isNull(), F.lit("wrong_type:end_time"))
     rule = rule.when(F.col("latency_ms") < 0, F.lit("out_of_range:latency_ms"))
     rule = rule.when(F.col("status_code").isNull(), F.lit("wrong_type:status_code"))
-    rule = rule.when((F.col("status_code") < 100) | (F.col("status_code") > 599), F.lit("out_of_range:status_code"))
-    endpoint = F.col("endpoint")
-    rule = rule.when(endpoint.isNull() | (F.length(endpoint) > endpoint_max_length) | ~endpoint.rlike(ENDPOINT_PATTERN),
-                     F.lit("invalid:endpoint"))
+    rule = rule.when(status_out_of_range(), F.lit("out_of_range:status_code"))
+    rule = rule.when(F.col("endpoint").isNull() | invalid_endpoint(endpoint_max_length), F.lit("invalid:endpoint"))
     return rule.otherwise(F.lit(None).cast("string"))

@@ -48,12 +48,7 @@ def parse_events(raw: DataFrame, endpoint_max_length: int) -> DataFrame:
     out_of_range:latency_ms (negative or not finite), out_of_range:status_code (not 100-599),
     invalid:endpoint (longer than ENDPOINT_MAX_LENGTH or not a URL path, see ENDPOINT_PATTERN).
     """
-    text = raw.select(
-        F.col("topic"),
-        F.col("partition").cast("int").alias("kafka_partition"),
-        F.col("offset").cast("long").alias("kafka_offset"),
-        F.col("value").cast("string").alias("raw_payload"),
-    )
+    text = kafka_text(raw, "raw_payload")
     fields = F.from_json("raw_payload", _TEXT_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
     parsed = text.withColumn("j", fields)
     typed = parsed.select(
@@ -66,6 +61,27 @@ def parse_events(raw: DataFrame, endpoint_max_length: int) -> DataFrame:
         F.expr("try_cast(j.status_code AS INT)").alias("status_code"),
     )
     return typed.withColumn("reason", _reason(endpoint_max_length)).select(*PARSED_COLUMNS)
+
+
+def kafka_text(raw: DataFrame, text: str) -> DataFrame:
+    """Kafka rows -> topic, kafka_partition, kafka_offset and the record's value as text (column `text`)."""
+    return raw.select(
+        F.col("topic"),
+        F.col("partition").cast("int").alias("kafka_partition"),
+        F.col("offset").cast("long").alias("kafka_offset"),
+        F.col("value").cast("string").alias(text),
+    )
+
+
+def status_out_of_range() -> Column:
+    """A status code that is no HTTP status (outside 100-599)."""
+    return (F.col("status_code") < 100) | (F.col("status_code") > 599)
+
+
+def invalid_endpoint(endpoint_max_length: int) -> Column:
+    """An endpoint name longer than the bound or not a URL path (see ENDPOINT_PATTERN)."""
+    endpoint = F.col("endpoint")
+    return (F.length(endpoint) > endpoint_max_length) | ~endpoint.rlike(ENDPOINT_PATTERN)
 
 
 def _missing(name: str) -> Column:
@@ -85,10 +101,8 @@ def _reason(endpoint_max_length: int) -> Column:
         rule = rule.when(F.col(name).isNull(), F.lit(f"wrong_type:{name}"))
     finite = ~F.isnan("latency_ms") & (F.abs("latency_ms") != F.lit(math.inf))
     rule = rule.when(~finite | (F.col("latency_ms") < 0), F.lit("out_of_range:latency_ms"))
-    rule = rule.when((F.col("status_code") < 100) | (F.col("status_code") > 599), F.lit("out_of_range:status_code"))
-    endpoint = F.col("endpoint")
-    rule = rule.when((F.length(endpoint) > endpoint_max_length) | ~endpoint.rlike(ENDPOINT_PATTERN),
-                     F.lit("invalid:endpoint"))
+    rule = rule.when(status_out_of_range(), F.lit("out_of_range:status_code"))
+    rule = rule.when(invalid_endpoint(endpoint_max_length), F.lit("invalid:endpoint"))
     return rule.otherwise(F.lit(None).cast("string"))
 
 
