@@ -18,6 +18,7 @@ import numpy as np
 from numpy.polynomial import polynomial
 
 from obslab.detect.config import FLOOR, RIDGE, DetectorConfig
+from obslab.detect.noise import Dispersion
 
 MODELS = ("flat", "line", "parabola", "recent", "rhythm")
 
@@ -95,6 +96,7 @@ class Trend:
         self.last = 0.0  # the newest point's step
         self._chosen: str | None = None  # the forecast in use (see `_choose`)
         self.rhythm_errors: list[tuple[float, float]] = []  # (value, forecast): the rhythm's, as it is now
+        self._spread: tuple[int, Dispersion] | None = None  # (points added then, the spread): see `spread`
 
     def __len__(self) -> int:
         return len(self.points)
@@ -121,10 +123,23 @@ class Trend:
         self._choose()
         self.earlier.append((step, self.forecasts))
 
+    def spread(self, error_of, size: int) -> Dispersion:
+        """The spread of the points about their level, as a `Dispersion` of `size`: each point's
+        error `error_of(i, value, expected)` against the median of the others (the error the flat
+        forecast would have made, had it known them). Kept until the points change."""
+        if self._spread is None or self._spread[0] != self.added:
+            values = [y for _, y in self.points]
+            spread = Dispersion(size)
+            for i, y in enumerate(values):
+                spread.add(error_of(i, y, median(values[:i] + values[i + 1:])))
+            self._spread = (self.added, spread)
+        return self._spread[1]
+
     def restart(self) -> None:
         """Forget the recent level and how the forecasts fared (after a flash crowd it is unknown),
         except the rhythm's: a rhythm went on beneath the crowd, and it is what knows the level now."""
         self.points.clear()
+        self._spread = None
         for errors in [self.errors, *self.ahead.values()]:
             for name, kept in errors.items():
                 if name != "rhythm":

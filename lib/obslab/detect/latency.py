@@ -44,7 +44,6 @@ class LatencyModel:
         self.dispersion = Dispersion(cfg.dispersion_windows)
         self.sigma = self.skew = self.log_spread = 0.0
         self.typical = 1.0
-        self._spread_at, self._spread_of = Dispersion(cfg.dispersion_windows), -1  # see `noise`
 
     def ready(self) -> bool:
         """Whether a window can be judged against the history (its noise from the spread, at first: see `noise`)."""
@@ -60,14 +59,12 @@ class LatencyModel:
         window against the median of the others (bounded above like any dispersion)."""
         if len(self.dispersion) >= self.cfg.min_calibration:
             return self.dispersion
-        if self._spread_of != self.trend.added:
-            values, counts = [y for _, y in self.trend.points], [n for _, _, n in self.shape]
-            spread = Dispersion(self.cfg.dispersion_windows)
-            for i, (y, n) in enumerate(zip(values, counts)):
-                expected = max(median(values[:i] + values[i + 1:]), FLOOR)
-                spread.add((y - expected) / math.sqrt(self._base_variance(expected, n, self.trend.last)))
-            self._spread_at, self._spread_of = spread, self.trend.added
-        return self._spread_at
+        counts = [n for _, _, n in self.shape]  # aligned with the trend's points (both the last trend_windows)
+
+        def error_of(i: int, y: float, expected: float) -> float:
+            expected = max(expected, FLOOR)
+            return (y - expected) / math.sqrt(self._base_variance(expected, counts[i], self.trend.last))
+        return self.trend.spread(error_of, self.cfg.dispersion_windows)
 
     def judges(self, w: Window) -> bool:
         """Whether this window's average can be judged: a calibrated model and enough requests."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from statistics import median
 
 from obslab.detect.config import BISECTIONS, FLOOR, DetectorConfig
 from obslab.detect.forecasts import MODELS, Trend
@@ -179,7 +178,7 @@ class TrafficModel:
         rho = self.cfg.shift_min_relative
         mu = max(self.trend.at(step, lowest_after_gap=True), FLOOR)
         drift = self._drift(step, mu)
-        if "line" in self.trend.forecasts and self.dispersion is self._spread_at:
+        if "line" in self.trend.forecasts and self._warming_up():
             # In the warm-up a handful of windows cannot tell a level from a slope: the level may be
             # off by as much as the line through them differs from it here.
             drift += (self.trend.forecasts["line"](step) - mu) ** 2
@@ -223,37 +222,30 @@ class TrafficModel:
         """The over-dispersion the judgements use: that of the forecast in use, from its own last
         `lookback_windows` errors once it has `scored_errors`; before, that of the errors the
         forecasts in use made as they were made."""
+        if self._warming_up():
+            return self.trend.spread(lambda _, y, expected: self._standardized(y, expected), self.cfg.dispersion_windows)
+        return self._own_noise()
+
+    def _own_noise(self) -> Dispersion:
         own = self.dispersions.get(self.trend.chosen() or "")
-        noise = own if own is not None and len(own) >= self.cfg.scored_errors else self.in_use
-        if len(noise) >= self.cfg.min_calibration or len(self.trend) < self.cfg.min_history:
-            return noise
-        return self._spread()
+        return own if own is not None and len(own) >= self.cfg.scored_errors else self.in_use
+
+    def _warming_up(self) -> bool:
+        """Whether the noise is the spread of the history (`Trend.spread`): the series has a history,
+        and its forecasts have not made errors enough yet to calibrate its own."""
+        return len(self.trend) >= self.cfg.min_history and len(self._own_noise()) < self.cfg.min_calibration
 
     def _calibrated(self) -> bool:
         """Whether the noise comes from the forecasts' own errors. Before, a level of a handful of
         windows is too little known to hold low windows back from it for long: `drop_run` of them
         in a row that are no sure drop are the level moving (a rhythm's slope), and are learned."""
-        noise = self.dispersion
-        return noise is not self._spread_at and len(noise) >= self.cfg.min_calibration
-
-    def _spread(self) -> Dispersion:
-        """Before the forecasts have made errors enough to calibrate: the spread of the history about
-        its level, each point's standardized error against the median of the others (the error the
-        flat forecast would have made, had it known them), bounded above like any dispersion."""
-        if self._spread_of != self.trend.added:
-            values = [y for _, y in self.trend.points]
-            spread = Dispersion(self.cfg.dispersion_windows)
-            for i, y in enumerate(values):
-                spread.add(self._standardized(y, median(values[:i] + values[i + 1:])))
-            self._spread_at, self._spread_of = spread, self.trend.added
-        return self._spread_at
+        return len(self._own_noise()) >= self.cfg.min_calibration
 
     def _new_noise(self) -> None:
         """No errors known yet: of the forecasts in use as they were made (`in_use`), nor of each
         forecast (`dispersions`; the rhythm's is measured anew at every `_learn`)."""
         self.in_use = Dispersion(self.cfg.dispersion_windows)
         self.dispersions = {name: Dispersion(self.cfg.lookback_windows) for name in MODELS}
-        self._spread_at, self._spread_of = Dispersion(self.cfg.dispersion_windows), -1  # see `_spread`
 
     def _calibrate(self, step: float, y: float) -> None:
         """A clean window's standardized error against the forecasts calibrates the noise."""
