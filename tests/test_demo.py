@@ -185,3 +185,17 @@ def test_a_process_group_lists_its_members_and_is_alive_until_they_exit():
         leader.kill()
         leader.wait()
     assert demo.group_members(leader.pid) == []  # reaped: nothing left in the group
+
+
+def test_the_first_narration_is_this_run_s_not_an_earlier_demo_s(tmp_path):
+    settings = load_settings(data_dir=tmp_path, duckdb_path=tmp_path / "observability.duckdb")
+    store = Lab(settings).store
+    earlier, began = datetime(2026, 12, 5, 10, 0, tzinfo=timezone.utc), datetime(2026, 12, 5, 11, 0, tzinfo=timezone.utc)
+    store.upsert("incident_summaries", [{
+        "incident_id": "checkout:latency:1", "facts_hash": "a", "facts": "{}", "title": "an earlier demo's",
+        "summary": "s", "grounded": True, "backend": "template", "created_at": earlier}])
+    assert demo.first_narration(store, began.timestamp()) is None  # the earlier run's narrative is not ours
+    store.upsert("incident_summaries", [{
+        "incident_id": "payments:errors:1", "facts_hash": "b", "facts": "{}", "title": "this run's",
+        "summary": "s", "grounded": True, "backend": "template", "created_at": began.replace(minute=2)}])
+    assert demo.first_narration(store, began.timestamp()) == (120.0, "this run's")  # 2 min after it began

@@ -120,6 +120,13 @@ def test_each_narrated_incident_is_said_once_with_the_seconds_since_the_latest_f
     assert [(i, after) for i, _, _, after in demo_otel.narrations(store, seen)] == [("payment:errors:2", 75.0)]
 
 
+def test_only_incidents_narrated_since_this_run_began_are_said(store):
+    _narrated(store, "payment:errors:1", "an earlier demo's incident", T0)
+    _narrated(store, "payment:errors:2", "this run's incident", T0 + timedelta(minutes=3))
+    said = demo_otel.narrations(store, set(), since=T0 + timedelta(minutes=1))
+    assert [(i, title) for i, title, _, _ in said] == [("payment:errors:2", "this run's incident")]
+
+
 def test_the_demo_says_how_to_switch_a_fault_then_when_the_detectors_are_ready_then_each_narration(store, settings):
     news = demo_otel.News(settings)
     first = news.news(store, time.time())
@@ -131,7 +138,8 @@ def test_the_demo_says_how_to_switch_a_fault_then_when_the_detectors_are_ready_t
     ready = news.news(store, time.time())
     assert len(ready) == 1 and ready[0].startswith("the detectors have 6 windows of each service")
     _narrated(store, "payment:errors:1", "Errors on payment", T0 + timedelta(minutes=9))
-    assert news.news(store, time.time()) == ["incident narrated at 09:09:00 UTC, no fault switched on: Errors on payment"]
+    assert news.news(store, T0.timestamp()) == [  # the run began at T0, before the narration
+        "incident narrated at 09:09:00 UTC, no fault switched on: Errors on payment"]
 
 
 def test_the_fault_hint_is_a_command_that_switches_a_fault(tmp_path):

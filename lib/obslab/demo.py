@@ -401,10 +401,12 @@ def supervise(settings: Settings, start_all, news, stopping, say, dashboard_port
 
 
 def first_narration(store, since: float) -> tuple[float, str] | None:
-    """(seconds since `since` (a time.time()), title) of the first narrated incident, if there is one."""
+    """(seconds since `since` (a time.time()), title) of the first incident narrated at or after `since`, if
+    there is one: a store kept from an earlier demo holds narratives of its own, which this run did not make."""
     if not store.path.exists():
         return None
-    rows = store.query("SELECT min(created_at), arg_min(title, created_at) FROM incident_summaries")
+    rows = store.query("SELECT min(created_at), arg_min(title, created_at) FROM incident_summaries "
+                       "WHERE created_at >= ?", [datetime.fromtimestamp(since, timezone.utc)])
     if not rows or rows[0][0] is None:
         return None
     return rows[0][0].timestamp() - since, rows[0][1]

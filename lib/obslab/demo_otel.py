@@ -125,11 +125,13 @@ def other_services(store, settings: Settings, now: datetime | None = None) -> li
     return [service for (service,) in rows if service not in SERVICES]
 
 
-def narrations(store, seen: set[str]) -> list[tuple[str, str, datetime, float | None]]:
+def narrations(store, seen: set[str], since: datetime | None = None) -> list[tuple[str, str, datetime, float | None]]:
     """(incident id, title, first narrated at, seconds since the shop's latest fault began then, or None)
-    of each incident narrated that is not in `seen`, oldest first; adds them to `seen`."""
+    of each incident narrated (at or after `since`, when given: this run's) that is not in `seen`, oldest first;
+    adds them to `seen`."""
     rows = store.query("SELECT incident_id, min(created_at), arg_min(title, created_at) FROM incident_summaries "
-                       "GROUP BY 1 ORDER BY 2")
+                       "WHERE created_at >= ? GROUP BY 1 ORDER BY 2",
+                       [since or datetime.min.replace(tzinfo=timezone.utc)])
     starts = [at for (at,) in store.query("SELECT start_time FROM injected_incidents WHERE scenario = ? ORDER BY 1",
                                           [SCENARIO])]
     out = []
@@ -170,7 +172,7 @@ class News:
             self.warm = True
             out.append(f"the detectors have {WARM_UP_WINDOWS} windows of each service ({time.time() - began:.0f} s "
                        f"after start): switch a fault on now, e.g. {FAULT_HINT}")
-        for _, title, at, after in narrations(store, self.seen):
+        for _, title, at, after in narrations(store, self.seen, datetime.fromtimestamp(began, timezone.utc)):
             when = f"{after:.0f} s after the latest fault began" if after is not None else "no fault switched on"
             out.append(f"incident narrated at {at.astimezone(timezone.utc):%H:%M:%S} UTC, {when}: {title}")
         return out
