@@ -12,7 +12,7 @@ help:
 	@echo "make test        every test, against a real Kafka broker, Spark and DuckDB (what CI runs)"
 	@echo "make test-fast   the tests that need no broker, Spark or notebook run (under a minute)"
 	@echo "make demo        broker, generator, stream, detector, narrator and dashboard (http://127.0.0.1:8501); Ctrl-C stops"
-	@echo "make stop        stop a demo started elsewhere, and the lab's Airflow; make status lists the demo's processes"
+	@echo "make stop        stop a demo started elsewhere, and the lab's Airflow; make status lists the demo's processes and the container lab's health"
 	@echo "make airflow     Airflow 3 with the project's DAGs on http://127.0.0.1:8080 (prints how to log in)"
 	@echo "make lab         JupyterLab on 127.0.0.1:8888"
 	@echo "make check-exercise N   check workshop exercise N (1-4; also N=2); see docs/workshop.md"
@@ -37,8 +37,9 @@ stop:
 airflow:  # scheduled notebooks: Airflow on 127.0.0.1, AIRFLOW_HOME in data/airflow; `make stop` stops it
 	$(BIN)/obslab airflow start
 
-status:
-	$(BIN)/obslab status
+status:  # the demo's processes, then the container lab's health checked now (podman ps alone shows "(starting)" without systemd)
+	@if [ -x $(BIN)/obslab ]; then $(BIN)/obslab status; fi
+	@containers/status.sh $(COMPOSE_PROJECT)
 
 test-fast:
 	$(BIN)/python -m pytest tests -m "not kafka and not spark and not slow" -n auto  # one worker per core
@@ -76,8 +77,8 @@ clean-data:
 	$(BIN)/obslab broker stop
 	rm -rf data/kafka data/checkpoints data/runs data/logs data/observability.duckdb*
 
-readme-settings:  # rewrite the README's settings table from obslab.settings
-	$(BIN)/python -c "import re,subprocess,pathlib; p=pathlib.Path('README.md'); t=subprocess.run(['$(BIN)/obslab','settings','--markdown'],capture_output=True,text=True,check=True).stdout; s=p.read_text(); s=re.sub(r'(<!-- settings:start[^>]*-->\n).*?(<!-- settings:end -->)', lambda m: m.group(1)+t+m.group(2), s, flags=re.S); p.write_text(s)"
+readme-settings:  # rewrite the settings table in docs/settings.md from obslab.settings (the name is kept for habit)
+	$(BIN)/python -c "import re,subprocess,pathlib; p=pathlib.Path('docs/settings.md'); t=subprocess.run(['$(BIN)/obslab','settings','--markdown'],capture_output=True,text=True,check=True).stdout; s=p.read_text(); s=re.sub(r'(<!-- settings:start[^>]*-->\n).*?(<!-- settings:end -->)', lambda m: m.group(1)+t+m.group(2), s, flags=re.S); p.write_text(s)"
 
 # ---- the container lab (compose.yaml, Containerfile, containers/): Podman on Debian, no image registry needed
 export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
@@ -101,6 +102,7 @@ image: container-tools  # the Debian base (mmdebstrap, cached in .cache/containe
 up: image  # the whole lab in containers, on 127.0.0.1 only
 	$(COMPOSE) up -d $(LAB_SERVICES)
 	@echo "dashboard http://127.0.0.1:$${DASHBOARD_PORT:-8501}  airflow http://127.0.0.1:$${AIRFLOW_PORT:-8080}  lab: $(COMPOSE) logs lab (URL with token)  stop: make down"
+	@echo "health: make status (runs each health check now; without systemd podman ps shows (starting) until then)"
 
 down:  # stop (30 s grace: the broker and the store close cleanly), remove containers and network; the data volume stays
 	podman ps -q --filter label=io.podman.compose.project=$(COMPOSE_PROJECT) | xargs -r podman stop -t 30 >/dev/null

@@ -198,6 +198,13 @@ def test_container_lab_runs_and_leaves_nothing(tools):
         healthy_s = wait_until(f"every service healthy (still waiting: {pending})", HEALTHY_TIMEOUT_S,
                                all_healthy, sample)
         print(f"all {len(SERVICES)} services healthy {healthy_s:.0f} s after `make up`")
+        # `make status` shows that health as it is, and podman ps then agrees (no systemd runs the checks here).
+        status = make("status", env, 600).stdout  # exit status 0: every container healthy
+        lines = {line.split()[0]: line for line in status.splitlines() if line.startswith("  ")}
+        assert sorted(lines) == sorted(container(s) for s in SERVICES), status
+        assert all(line.rstrip().endswith(" healthy") for line in lines.values()), status
+        shown = podman("ps", "--filter", f"label=io.podman.compose.project={PROJECT}", "--format", "{{.Status}}").stdout
+        assert "(starting)" not in shown and "(healthy)" in shown, shown
 
         counts: dict[str, int] = {}
 
