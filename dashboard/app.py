@@ -192,7 +192,7 @@ def notebook_link(path: str | None) -> str | None:
 def runs_panel(d: dict) -> None:
     dag_runs, tasks = d["runs"]
     if dag_runs.empty:
-        st.text("No scheduled run yet: `make airflow` runs the notebooks on a schedule (see the README).")
+        st.text("No scheduled run yet: `make airflow` runs the notebooks on a schedule (see docs/operations.md).")
         return
     st.dataframe(dag_runs, hide_index=True, key="dag_runs",
                  column_config={"seconds": st.column_config.NumberColumn("seconds", format="%.0f")})

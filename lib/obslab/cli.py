@@ -308,7 +308,7 @@ def evaluate_cmd(
     events_per_second: float = typer.Option(None, "--events-per-second", help="rate (default: the scenario's)"),
     minutes: float = typer.Option(None, "--minutes", help="simulated length (default: the scenario's)"),
     workers: int = typer.Option(1, "--workers", min=1, help="processes for generation and replay (several runs)"),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON (see the README)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON (keys: docs/evaluation.md)"),
 ) -> None:
     """Measure detection against the injected faults: in time, late, merged, missed, TTD, precision per type."""
     from obslab.evaluation import EvaluationRun, evaluate, evaluate_many, pool, type_table
@@ -534,7 +534,7 @@ def doctor(broker: bool = flag("also check that the Kafka brokers answer", "--br
 # ------------------------------------------------------------------ settings
 
 @app.command("settings")
-def show_settings(markdown: bool = flag("print the README table", "--markdown")) -> None:
+def show_settings(markdown: bool = flag("print the table of docs/settings.md", "--markdown")) -> None:
     """Print the effective settings (or the documented defaults as a Markdown table)."""
     if markdown:
         typer.echo("| Name | Default | Meaning |\n|---|---|---|")

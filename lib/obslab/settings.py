@@ -231,7 +231,7 @@ def get_settings() -> Settings:
 
 
 def settings_table() -> list[tuple[str, str, str]]:
-    """(ENV NAME, default, meaning) for every setting: the README's table comes from here."""
+    """(ENV NAME, default, meaning) for every setting: the table in docs/settings.md comes from here."""
     return [(name.upper(), _default_text(field), field.description or "")
             for name, field in Settings.model_fields.items()]
 

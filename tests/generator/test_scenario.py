@@ -197,6 +197,6 @@ def test_the_documented_examples_are_valid_scenarios():
 
     doc = module.__doc__
     parse_scenario(textwrap.dedent(doc[doc.index("    name: demo"):]), "scenario.py docstring")
-    readme = (Path(module.__file__).parents[3] / "README.md").read_text()
-    example = readme.split("### Traffic model", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
-    assert len(parse_scenario("name: readme\n" + example, "README").service_profiles()) == 4
+    page = (Path(module.__file__).parents[3] / "docs" / "generator.md").read_text()
+    example = page.split("## Traffic model", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    assert len(parse_scenario("name: docs\n" + example, "docs/generator.md").service_profiles()) == 4
