@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -18,7 +19,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
+from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
@@ -217,6 +219,104 @@ def _ivy_module_xml(jars: JarSet) -> str:
     )
 
 
+# Java reads none of HTTPS_PROXY, HTTP_PROXY and NO_PROXY: bootstrap hands them to Ivy as the JDK's
+# networking properties. Java always bypasses these hosts; setting http.nonProxyHosts replaces its
+# default, so they are kept in front of NO_PROXY's.
+JAVA_NON_PROXY_DEFAULT = ("localhost", "127.*", "[::1]")
+
+
+def _proxy_variable(environ: Mapping[str, str], name: str) -> tuple[str, str]:
+    """(spelling, value) of a proxy variable; lower case first, as curl and Python's urllib read them."""
+    for spelling in (name.lower(), name.upper()):
+        value = environ.get(spelling, "").strip()
+        if value:
+            return spelling, value
+    return name.upper(), ""
+
+
+def _redacted(url: str) -> str:
+    """The proxy URL with its password hidden, fit for an error message."""
+    return re.sub(r"^([^/@]*//)?([^:/@]*):[^@/]*@", r"\1\2:***@", url)
+
+
+def _proxy_hint(environ: Mapping[str, str]) -> str:
+    """What to check about the proxy when Ivy could not reach Maven Central."""
+    variable, value = _proxy_variable(environ, "https_proxy")
+    if not value:
+        return ("No proxy is set: behind a proxy, export HTTPS_PROXY=http://host:port (and NO_PROXY), "
+                "which bootstrap passes to Java.")
+    no_proxy = _proxy_variable(environ, "no_proxy")
+    bypass = f", bypassed for {'='.join(no_proxy)}" if no_proxy[1] else ""
+    return (f"Java went through the proxy {variable}={_redacted(value)}{bypass}: check that it is the "
+            "right address, that it lets repo1.maven.org through, and, if it needs a login, that the URL "
+            "holds it (http://user:password@host:port).")
+
+
+def _proxy_address(variable: str, value: str) -> tuple[str, int, str | None, str]:
+    """`http://user:pw@host:port` -> (host, port, user, password); port 80 when none is given."""
+    url = urlsplit(value if "://" in value else f"http://{value}")
+    if url.scheme != "http":
+        raise SetupError(
+            f"{variable}={_redacted(value)}: Java talks to a proxy over plain http:// only, not {url.scheme}://. "
+            f"Set {variable}=http://host:port (the proxy still tunnels HTTPS), then run `make setup` again.")
+    try:
+        port = url.port or 80
+    except ValueError:
+        port = None
+    if not url.hostname or port is None:
+        raise SetupError(f"{variable}={_redacted(value)} is not a proxy address: expected "
+                         f"http://host:port or http://user:password@host:port.")
+    user = unquote(url.username) if url.username else None
+    return url.hostname, port, user, unquote(url.password or "")
+
+
+def _non_proxy_host(entry: str) -> list[str]:
+    """One NO_PROXY entry as Java nonProxyHosts patterns: a domain covers its subdomains too."""
+    host = entry.strip()
+    if host.startswith("["):  # [::1]:8080
+        host = host[1:].split("]")[0]
+    elif host.count(":") == 1:  # host:port; Java matches host names only
+        host = host.split(":")[0]
+    host = host.removeprefix("*").removeprefix(".")
+    if not host or "/" in host:  # CIDR ranges cannot be written as nonProxyHosts patterns
+        return []
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return [host, f"*.{host}"]
+    return [f"[{address}]" if address.version == 6 else str(address)]
+
+
+def java_proxy_options(environ: Mapping[str, str]) -> list[str]:
+    """The JVM options (-D...) that make Java use the proxy the environment names for curl, pip and uv."""
+    no_proxy = _proxy_variable(environ, "no_proxy")[1]
+    if no_proxy == "*":
+        return []
+    options: list[str] = []
+    credentials: list[tuple[str, str]] = []
+    for scheme in ("https", "http"):  # https first: Maven Central is https, its credentials win
+        variable, value = _proxy_variable(environ, f"{scheme}_proxy")
+        if not value:
+            continue
+        host, port, user, password = _proxy_address(variable, value)
+        options += [f"-D{scheme}.proxyHost={host}", f"-D{scheme}.proxyPort={port}"]
+        if user is not None:
+            credentials.append((user, password))
+    if not options:
+        return []
+    if credentials:
+        user, password = credentials[0]
+        # Ivy answers a proxy's 407 with http.proxyUser/http.proxyPassword whatever the scheme; the
+        # JDK refuses Basic for an HTTPS tunnel (CONNECT) unless no scheme is disabled.
+        options += [f"-D{prop}.{key}={val}" for prop in ("https", "http")
+                    for key, val in (("proxyUser", user), ("proxyPassword", password))]
+        options.append("-Djdk.http.auth.tunneling.disabledSchemes=")
+    if no_proxy:
+        patterns = [*JAVA_NON_PROXY_DEFAULT] + [p for e in no_proxy.split(",") for p in _non_proxy_host(e)]
+        options.append(f"-Dhttp.nonProxyHosts={'|'.join(dict.fromkeys(patterns))}")
+    return options
+
+
 def resolve_jars(jars: JarSet, cache: Path = CACHE) -> str:
     """Resolve a jar set from Maven Central with pyspark's Apache Ivy; idempotent."""
     folder = jars.folder(cache)
@@ -232,8 +332,8 @@ def resolve_jars(jars: JarSet, cache: Path = CACHE) -> str:
     staging.mkdir(parents=True)
     module = staging / "ivy.xml"
     module.write_text(_ivy_module_xml(jars))
-    cmd = [find_java(), "-jar", str(ivy_jars[-1]), "-ivy", str(module), "-confs", "default",
-           "-cache", str(cache / "ivy"), "-types", "jar", "bundle",
+    cmd = [find_java(), *java_proxy_options(os.environ), "-jar", str(ivy_jars[-1]), "-ivy", str(module),
+           "-confs", "default", "-cache", str(cache / "ivy"), "-types", "jar", "bundle",
            "-retrieve", str(staging) + "/[artifact]-[revision](-[classifier]).[ext]"]
     log = staging / "ivy.log"
     with log.open("w") as out:
@@ -246,7 +346,8 @@ def resolve_jars(jars: JarSet, cache: Path = CACHE) -> str:
         if proc.wait() != 0:
             raise SetupError(
                 f"could not resolve {jars.name} from Maven Central (see {log}). "
-                "Check that https://repo1.maven.org is reachable, then run `make setup` again."
+                f"Check that https://repo1.maven.org is reachable. {_proxy_hint(os.environ)} "
+                "Then run `make setup` again."
             )
     names = sorted(p.name for p in staging.glob("*.jar"))
     if jars.skip_jars_in is not None:
