@@ -110,6 +110,44 @@ def test_a_live_run_s_timeline_has_history_lead_in_and_live_part_end_to_end():
     assert timeline(RunPlan(count=5), 0, 45, None, now).end is None  # a run bounded by its count only
 
 
+def test_a_run_in_simulated_time_from_no_fixed_start_ends_at_or_before_now():
+    from obslab.generator.run import COUNT_SPAN_MARGIN, timeline
+
+    now = datetime(2026, 1, 5, 9, 0, 0, 30_000, tzinfo=timezone.utc)
+    by_duration = timeline(RunPlan(max_rate=True), 0, 45, 600, now)
+    # 600 s back from now, on the whole 100 ms at or before it: the last event is at most now.
+    assert by_duration.start == datetime(2026, 1, 5, 8, 50, tzinfo=timezone.utc) and by_duration.end <= now
+    to_file = timeline(RunPlan(to_file="x.jsonl"), 0, 45, 600, now)  # a file in simulated time too
+    assert to_file.start == by_duration.start
+    # 1,000 events at 10 a second take 100 s; dated back 125 s so that a slow patch still ends in the past.
+    by_count = timeline(RunPlan(max_rate=True, count=1000), 0, 45, None, now, rate=10)
+    assert COUNT_SPAN_MARGIN == 1.25 and by_count.start == datetime(2026, 1, 5, 8, 57, 55, tzinfo=timezone.utc)
+    with pytest.raises(ConfigError, match="needs a duration, or a count and an events-per-second rate"):
+        timeline(RunPlan(max_rate=True, count=1000), 0, 45, None, now)
+
+
+@pytest.mark.kafka
+@pytest.mark.spark
+def test_a_default_max_rate_run_is_counted_whole(spark, broker, lab_settings, tmp_path):
+    from obslab.generator.run import generate
+    from obslab.lab import Lab
+    from obslab.stream.job import run_stream_job
+    from tests.stream.helpers import lab_for
+
+    # 20,000 events at 50 a second: 400 s of event time, which from now would reach ~5 minutes past the
+    # stream's one-minute allowance for clocks ahead.
+    settings = lab_for(lab_settings, tmp_path, scenario="clean", events_per_second=50.0, backfill_minutes=0)
+    with Lab(settings) as lab:
+        report, _ = generate(RunPlan(max_rate=True, count=20_000), settings, store=lab.store, sink=lab.events)
+    generated_by = datetime.now(timezone.utc)
+    assert report.events_sent == 20_000
+    store = Lab(settings).store
+    counted = run_stream_job(settings, available_now=True, spark=spark, store=store)
+    assert counted.counters.events == 20_000 and counted.counters.future == 0, counted.counters
+    assert store.query("SELECT sum(request_count) FROM service_metrics")[0][0] == 20_000
+    assert store.query("SELECT max(window_start) FROM service_metrics")[0][0] <= generated_by
+
+
 @pytest.mark.parametrize("lead", [600, 900])
 def test_a_lead_in_as_long_as_the_run_is_a_clear_error(lead):
     from obslab.generator.run import timeline

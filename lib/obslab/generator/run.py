@@ -81,15 +81,20 @@ class Timeline:
 
 
 def timeline(plan: RunPlan, backfill_minutes: float, lead_in_s: float, duration_s: float | None,
-             now: datetime) -> Timeline:
+             now: datetime, rate: float | None = None) -> Timeline:
     """The run's timeline at `now` (the wall clock when it begins). A live run from no fixed start
     dates scenario second 0 `lead_in_s` before now, so `live_from` is now and no event is dated in
-    the future; one from a fixed start reads `start + lead_in_s` now instead."""
+    the future; one from a fixed start reads `start + lead_in_s` now instead. A run in simulated time
+    from no fixed start ends at or before now: its duration (or its count at `rate` events a second,
+    with room to spare) before now."""
     lead = 0.0 if plan.simulated else lead_in_s  # a run in simulated time publishes everything at once anyway
     if lead and duration_s is not None and lead >= duration_s:
         raise ConfigError(f"GENERATE_LEAD_IN_SECONDS ({lead:g}) must be shorter than the run ({duration_s:g} s of "
                           "scenario): lower it, or give a longer --duration / duration_seconds")
-    start = plan.start or _next_tick(now - timedelta(seconds=lead))
+    if plan.start is None and plan.simulated:
+        start = _tick_before(now - timedelta(seconds=simulated_span(duration_s, plan.count, rate)))
+    else:
+        start = plan.start or _next_tick(now - timedelta(seconds=lead))
     return Timeline(history_start=start - timedelta(minutes=backfill_minutes), start=start,
                     live_from=start + timedelta(seconds=lead),
                     end=start + timedelta(seconds=duration_s) if duration_s is not None else None)
@@ -108,7 +113,7 @@ def generate(plan: RunPlan, settings: Settings, *, store=None, sink: Sink | None
     if duration is None and plan.count is None:
         duration = scenario.duration_seconds
     times = timeline(plan, settings.backfill_minutes, settings.generate_lead_in_seconds, duration,
-                     datetime.now(timezone.utc))
+                     datetime.now(timezone.utc), settings.events_per_second or scenario.traffic.events_per_second)
     stream = EventStream(scenario, settings.seed, times.start, settings.events_per_second)
     if plan.to_file is None and sink is None:
         raise ConfigError("generating to Kafka needs the lab's event sink: generate(plan, settings, "
@@ -159,6 +164,27 @@ def per_minute(events_file: Path):
               .round(3).reset_index())
 
 
+# A count-bounded run in simulated time is dated back this many times its count's nominal span: traffic
+# is random and a scenario may run below its nominal rate for a while, and its last event must still be
+# in the past, where the stream counts it (it sets aside events dated more than a minute ahead).
+COUNT_SPAN_MARGIN = 1.25
+
+
+def simulated_span(duration_s: float | None, count: int | None, rate: float | None) -> float:
+    """Seconds of event time a run in simulated time covers: its duration, else its count at `rate`
+    events a second times COUNT_SPAN_MARGIN."""
+    if duration_s is not None:
+        return duration_s
+    if count is None or not rate:
+        raise ConfigError("a run in simulated time needs a duration, or a count and an events-per-second rate")
+    return COUNT_SPAN_MARGIN * count / rate
+
+
 def _next_tick(now: datetime) -> datetime:
     # Start on a whole 100 ms so live ticks line up with event-time windows.
-    return now.replace(microsecond=(now.microsecond // 100_000) * 100_000) + timedelta(milliseconds=100)
+    return _tick_before(now) + timedelta(milliseconds=100)
+
+
+def _tick_before(at: datetime) -> datetime:
+    """The whole 100 ms at or before `at`."""
+    return at.replace(microsecond=(at.microsecond // 100_000) * 100_000)
