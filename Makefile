@@ -15,7 +15,8 @@ help:
 	@echo "make stop        stop a demo started elsewhere, and the lab's Airflow; make status lists the demo's processes and the container lab's health"
 	@echo "make airflow     Airflow 3 with the project's DAGs on http://127.0.0.1:8080 (prints how to log in)"
 	@echo "make lab         JupyterLab on 127.0.0.1:8888"
-	@echo "make check-exercise N   check workshop exercise N (1-4; also N=2); see docs/workshop.md"
+	@echo "make exercises  the light set-up for the workshop: the exercises and notebooks 03-06 (no Java, jars, model or Airflow)"
+	@echo "make check-exercise N   check workshop exercise N (1-4; also N=2; \`all\`: one line per exercise); see docs/workshop.md"
 	@echo "make broker-start / broker-stop"
 	@echo "make demo-otel   the demo on real spans: Collector, broker, the shop under Locust's load, stream, detector, narrator, dashboard"
 	@echo "make otelcol     build the lab's OpenTelemetry Collector from Go modules into .cache/otelcol (once per manifest; needs Go)"
@@ -62,9 +63,18 @@ lab:  # the project: notebooks/ and the kept runs in data/runs/; root (container
 	  --ServerApp.port_retries=0 $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # ---- the workshop's exercises (docs/workshop.md): `make check-exercise 2` or `make check-exercise N=2`
-.PHONY: check-exercise
+# `make exercises` is the light set-up (requirements-exercises.lock, a subset of requirements.lock with
+# the same versions): enough for the exercises and the notebooks that need no broker. `make setup`
+# afterwards completes it; after `make setup` it changes nothing.
+.PHONY: exercises exercises-lock check-exercise
+exercises:
+	$(PYTHON) lib/obslab/bootstrap.py --light
+
+exercises-lock:  # after a change to requirements-exercises.in or requirements.lock
+	$(BIN)/uv pip compile requirements-exercises.in -c requirements.lock --python-version 3.11 -o requirements-exercises.lock
+
 EXERCISE = $(or $(N),$(word 2,$(MAKECMDGOALS)))
-check-exercise: setup
+check-exercise: exercises
 	@$(BIN)/python exercises/check.py $(EXERCISE)
 ifeq (check-exercise,$(firstword $(MAKECMDGOALS)))
 ifneq (,$(word 2,$(MAKECMDGOALS)))

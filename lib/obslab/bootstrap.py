@@ -3,6 +3,10 @@
 It uses the standard library only, because it runs before the virtual environment exists.
 Each step is named, prints how long it took, and skips itself when its result is already in
 place, so a second run changes nothing. Run one step with `--only NAME`; list them with `--list`.
+
+`--light` (`make exercises`) runs the light set-up: the workshop's exercises and the notebooks that
+need no broker, from requirements-exercises.lock (no Java, jars, compiler, model or Airflow). It never
+takes anything away from a full set-up, and `make setup` afterwards completes it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
 CACHE = ROOT / ".cache"
 LOCK_FILE = ROOT / "requirements.lock"
+LIGHT_LOCK_FILE = ROOT / "requirements-exercises.lock"  # a subset of LOCK_FILE, same versions
+FULL_STAMP = VENV / ".obslab-lock.sha256"  # LOCK_FILE is installed, as of this digest
+LIGHT_STAMP = VENV / ".obslab-exercises-lock.sha256"  # LIGHT_LOCK_FILE is installed, as of this digest
 UV_VERSION = "0.13.8"
 MIN_JAVA = 17
 KERNEL_NAME = "obslab"
@@ -176,16 +183,21 @@ def step_uv() -> str:
     return f"installed uv {UV_VERSION}"
 
 
-def _lock_stamp() -> str:
-    digest = hashlib.sha256(LOCK_FILE.read_bytes())
+def _lock_stamp(lock_file: Path = LOCK_FILE) -> str:
+    digest = hashlib.sha256(lock_file.read_bytes())
     digest.update((ROOT / "pyproject.toml").read_bytes())
     return digest.hexdigest()
 
 
+def _stamped(stamp_file: Path, lock_file: Path) -> bool:
+    """Whether `lock_file`, as it is now, was installed into the venv (its stamp matches)."""
+    return stamp_file.exists() and stamp_file.read_text().strip() == _lock_stamp(lock_file)
+
+
 def step_deps() -> str:
-    stamp_file = VENV / ".obslab-lock.sha256"
+    stamp_file = FULL_STAMP
     stamp = _lock_stamp()
-    if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
+    if _stamped(stamp_file, LOCK_FILE):
         return "locked dependencies already installed"
     uv = str(VENV / "bin" / "uv")
     py = str(venv_python())
@@ -196,6 +208,22 @@ def step_deps() -> str:
     _run([uv, "pip", "install", "--python", py, "--no-deps", "-e", str(ROOT)], cwd=ROOT)
     stamp_file.write_text(stamp + "\n")
     return f"installed {LOCK_FILE.name} and obslab (editable)"
+
+
+def step_light_deps() -> str:
+    """The light set-up's packages: installed over what is there, never removing anything."""
+    if _stamped(FULL_STAMP, LOCK_FILE):
+        return f"the full set-up ({LOCK_FILE.name}) is installed: it holds every exercise dependency"
+    if _stamped(LIGHT_STAMP, LIGHT_LOCK_FILE):
+        return "exercise dependencies already installed"
+    uv = str(VENV / "bin" / "uv")
+    py = str(venv_python())
+    # `install`, not `sync`: a venv with more in it (an older full set-up) keeps it all; only wheels
+    # are accepted, so nothing is compiled on a participant's laptop.
+    _run([uv, "pip", "install", "--python", py, "--only-binary", ":all:", "-r", str(LIGHT_LOCK_FILE)], cwd=ROOT)
+    _run([uv, "pip", "install", "--python", py, "--no-deps", "-e", str(ROOT)], cwd=ROOT)
+    LIGHT_STAMP.write_text(_lock_stamp(LIGHT_LOCK_FILE) + "\n")
+    return f"installed {LIGHT_LOCK_FILE.name} and obslab (editable); `make setup` adds the rest"
 
 
 def step_kernel() -> str:
@@ -437,20 +465,33 @@ STEPS: list[tuple[str, Callable[[], str]]] = [
     ("data-dirs", step_data_dirs),
 ]
 
+# `--light` (make exercises): what the exercises and the notebooks without a broker need.
+LIGHT_STEPS: list[tuple[str, Callable[[], str]]] = [
+    ("python", step_python),
+    ("venv", step_venv),
+    ("uv", step_uv),
+    ("exercise-deps", step_light_deps),
+    ("kernel", step_kernel),
+    ("data-dirs", step_data_dirs),
+]
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", help="run only this step (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the steps and exit")
+    parser.add_argument("--light", action="store_true",
+                        help="the light set-up for the exercises and the notebooks without a broker (make exercises)")
     args = parser.parse_args(argv)
+    steps = LIGHT_STEPS if args.light else STEPS
     if args.list:
-        print("\n".join(name for name, _ in STEPS))
+        print("\n".join(name for name, _ in steps))
         return 0
-    unknown = set(args.only or []) - {name for name, _ in STEPS}
+    unknown = set(args.only or []) - {name for name, _ in steps}
     if unknown:
-        parser.error(f"unknown step(s) {sorted(unknown)}; known: {[n for n, _ in STEPS]}")
+        parser.error(f"unknown step(s) {sorted(unknown)}; known: {[n for n, _ in steps]}")
     started = time.monotonic()
-    selected = [(n, f) for n, f in STEPS if not args.only or n in args.only]
+    selected = [(n, f) for n, f in steps if not args.only or n in args.only]
     for index, (name, func) in enumerate(selected, 1):
         t0 = time.monotonic()
         print(f"[{index}/{len(selected)}] {name} ...", flush=True)
@@ -460,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{index}/{len(selected)}] {name} FAILED: {err}", file=sys.stderr, flush=True)
             return 1
         print(f"[{index}/{len(selected)}] {name}: {message} ({time.monotonic() - t0:.1f} s)", flush=True)
-    print(f"setup done in {time.monotonic() - started:.1f} s", flush=True)
+    print(f"{'light ' if args.light else ''}setup done in {time.monotonic() - started:.1f} s", flush=True)
     return 0
 
 
