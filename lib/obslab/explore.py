@@ -39,9 +39,10 @@ class Exploration:
 
 
 def explore_run(scenario: str | Path, settings: Settings, seed: int = 42,
-                minutes: float | None = None, spark=None) -> Exploration:
+                minutes: float | None = None, spark=None, aggregator: str = "spark") -> Exploration:
     """Generate, aggregate and detect `scenario` in a scratch store under DATA_DIR/runs/explore-<name>-<seed>,
-    then write its raw events to `raw_events.jsonl` there. The lab's own store is not touched."""
+    then write its raw events to `raw_events.jsonl` there. The lab's own store is not touched.
+    `aggregator`: spark (the stream's own transform) or duckdb (its SQL twin, no JVM)."""
     from obslab.evaluation import EVALUATION_START, evaluate
     from obslab.generator.clock import SimulatedClock
     from obslab.generator.events import EventStream
@@ -53,7 +54,7 @@ def explore_run(scenario: str | Path, settings: Settings, seed: int = 42,
     base = settings
     plan = load_scenario(scenario)
     workdir = base.data_dir / "runs" / f"explore-{plan.name}-{seed}"
-    report = evaluate(plan, base, seed=seed, minutes=minutes, spark=spark, workdir=workdir)
+    report = evaluate(plan, base, seed=seed, minutes=minutes, spark=spark, workdir=workdir, aggregator=aggregator)
     # The evaluation's own generator call, repeated into a file: same scenario, seed, start and length.
     events_file = workdir / "raw_events.jsonl"
     sink = FileSink(events_file)

@@ -51,7 +51,7 @@ from obslab.schema import (
     Table,
 )
 from obslab.settings import Settings
-from obslab.stream.transform import GAMMA
+from obslab.stream.buckets import GAMMA
 
 EXAMPLES = 3  # examples quoted in a failed rule's message
 

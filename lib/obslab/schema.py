@@ -204,6 +204,12 @@ SERVICE_CATALOG = Table(
     doc="The services a scenario declared: SLA, SLO and dependencies the detector and root-cause use.",
 )
 
+# An endpoint is a URL path: "/" then RFC 3986 path characters (unreserved, sub-delims, ":", "@",
+# percent escapes, "/"). No spaces, quotes, control characters or query strings: names become table
+# keys, dashboard labels and narrator facts, so anything else is treated as a client bug.
+ENDPOINT_PATTERN = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$"
+SKIPPED = "skipped:"  # the reason prefix of spans that are no request: counted (stream_batches), not dead letters
+
 DEAD_LETTER_EVENTS = Table(
     "dead_letter_events",
     (
@@ -311,7 +317,7 @@ LATENCY_HISTOGRAMS = Table(
         C("service", "string", False),
         C("endpoint", "string", False),
         C("window_start", "timestamp", False),
-        C("bucket", "int", False, "log bucket: latency in (g^b, g^(b+1)], g = obslab.stream.transform.GAMMA"),
+        C("bucket", "int", False, "log bucket: latency in (g^b, g^(b+1)], g = obslab.stream.buckets.GAMMA"),
         C("count", "long", False),
     ),
     key=("service", "endpoint", "window_start", "bucket"),

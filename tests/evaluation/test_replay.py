@@ -119,3 +119,83 @@ def test_the_replayed_windows_equal_the_stream_sinks_after_every_micro_batch(tmp
     names = {e for (e,) in merged.query("SELECT DISTINCT endpoint FROM endpoint_metrics WHERE service = 'a'")}
     assert names == ({"/x", "/y", "other"} if cap == 2 else {"/x", "/y", "/z"})
     assert merged.query("SELECT bool_and(is_final) FROM service_metrics")[0][0]  # the end of input finalizes all
+
+
+# One run's events file, line by line: (line, the reason the transform gives it; None: counted)
+_LINES = [
+    ('{"event_id":"e1","event_time":"2026-01-05T09:00:01+00:00","service":"a","endpoint":"/x",'
+     '"latency_ms":100.0,"status_code":200}', None),
+    ('{"event_id":"e2","event_time":"2026-01-05T09:00:03+00:00","service":"a","endpoint":"/x",'
+     '"latency_ms":100.0,"status_code":200}', None),
+    ('{"event_id":"e3","event_time":"2026-01-05T09:00:07+00:00","service":"a","endpoint":"/x",'
+     '"latency_ms":250.5,"status_code":503}', None),
+    ('{"event_id":"e4","event_time":"2026-01-05T09:01:00+00:00","service":"a","endpoint":"/x",'
+     '"latency_ms":10,"status_code":200}', None),  # the first event of the next window
+    ("not json", "malformed_json"),
+    ("", "empty_payload"),
+    ('{"event_id":"e5","event_time":"2026-01-05T09:00:02+00:00","service":"a","endpoint":"/x",'
+     '"latency_ms":-1,"status_code":200}', "out_of_range:latency_ms"),
+    ('{"event_id":"e6","event_time":"2026-01-05T09:00:02+00:00","service":"a","endpoint":"/x",'
+     '"latency_ms":1,"status_code":700}', "out_of_range:status_code"),
+    ('{"event_id":"e7","event_time":"2026-01-05T09:00:02+00:00","service":"a","endpoint":"x y",'
+     '"latency_ms":1,"status_code":200}', "invalid:endpoint"),
+    ('{"event_id":"e8","event_time":"yesterday","service":"a","endpoint":"/x",'
+     '"latency_ms":1,"status_code":200}', "wrong_type:event_time"),
+    ('{"event_id":"e9","event_time":"2026-01-05T09:00:02+00:00","endpoint":"/x",'
+     '"latency_ms":1,"status_code":200}', "missing_field:service"),
+]
+
+
+def test_the_duckdb_aggregation_counts_a_known_file_as_the_transform_would(tmp_path):
+    from obslab.evaluation.replay import aggregate_duckdb
+    from obslab.stream.buckets import GAMMA
+
+    settings = load_settings(data_dir=tmp_path, trigger_seconds=5.0, window_seconds=60)
+    (tmp_path / "events" / "run=0").mkdir(parents=True)
+    (tmp_path / "events" / "run=0" / "events.jsonl").write_text("\n".join(line for line, _ in _LINES) + "\n")
+    [(partials, dead)] = aggregate_duckdb(tmp_path / "events", settings, [0])
+    assert dead["reason"].to_pylist() == [r for _, r in _LINES if r]  # in file order
+    assert dead["raw_payload"].to_pylist()[0] == "not json"
+    rows = partials.to_pylist()
+    nine = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+    # e1 and e2 share a 5 s interval (09:00:00-05) and a bucket; e3 is in the next interval, an error
+    assert [(r["window_start"], r["interval"] - rows[0]["interval"], r["count"], r["errors"], r["error_code"])
+            for r in rows] == [(nine, 0, 2, 0, None), (nine, 1, 1, 1, 503), (nine + timedelta(minutes=1), 12, 1, 0, None)]
+    assert rows[0]["interval"] * 5 == nine.timestamp()  # intervals are trigger-long, counted from the epoch
+    assert rows[0]["window_end"] == nine + timedelta(minutes=1)
+    assert rows[0]["latency_sum"] == 200.0 and rows[0]["max_event_time"] == nine + timedelta(seconds=3)
+    for row, latency in zip(rows, (100.0, 250.5, 10.0)):  # bucket b holds latencies in (GAMMA^b, GAMMA^(b+1)]
+        assert GAMMA ** row["bucket"] < latency <= GAMMA ** (row["bucket"] + 1), (row, latency)
+
+
+def test_an_unknown_aggregator_is_named(tmp_path):
+    from obslab.evaluation.replay import aggregate_with
+
+    with pytest.raises(ValueError, match="spark, duckdb"):
+        aggregate_with("pandas", None, tmp_path, load_settings(data_dir=tmp_path), [0])
+
+
+@pytest.mark.spark
+def test_duckdb_and_spark_aggregate_the_same_events_alike(spark, tmp_path):
+    from obslab.evaluation.replay import aggregate, aggregate_duckdb, generate
+    from obslab.evaluation.runs import EvaluationRun, _plan, _run_settings
+
+    settings = load_settings(data_dir=tmp_path)
+    events = tmp_path / "events" / "run=0" / "events.jsonl"
+    generate((0, EvaluationRun(_plan("demo"), 3, None, 3), _run_settings(settings, tmp_path / "run"), events))
+    with events.open("a") as out:  # and every kind of bad line
+        out.write("\n".join(line for line, reason in _LINES if reason) + "\n")
+    [(in_spark, dead_spark)] = aggregate(spark, tmp_path / "events", settings, [0])
+    [(in_duckdb, dead_duckdb)] = aggregate_duckdb(tmp_path / "events", settings, [0])
+    keys = ["interval", "service", "endpoint", "window_start", "bucket", "error_code"]
+
+    def rows(table):
+        return table.select(in_spark.column_names).sort_by([(k, "ascending") for k in keys]).to_pylist()
+
+    assert [(f.name, f.type) for f in in_spark.schema] == [(f.name, f.type) for f in in_duckdb.schema]
+    a, b = rows(in_spark), rows(in_duckdb)
+    assert len(a) == len(b) > 100
+    for x, y in zip(a, b):
+        assert {**x, "latency_sum": pytest.approx(x["latency_sum"], rel=1e-12)} == y
+    assert sorted(dead_spark["reason"].to_pylist()) == sorted(dead_duckdb["reason"].to_pylist())
+    assert [(f.name, f.type) for f in dead_spark.schema] == [(f.name, f.type) for f in dead_duckdb.schema]

@@ -10,7 +10,10 @@ from pathlib import Path
 
 from obslab.detect.walk import SeriesMemory
 from obslab.evaluation.results import EVALUATION_START
+from obslab.schema import ENDPOINT_PATTERN, EVENT
 from obslab.settings import Settings
+
+_EVENT_FIELDS = EVENT.column_names  # event_id, event_time, service, endpoint, latency_ms, status_code
 
 
 def write_arrow(path: Path, table) -> None:
@@ -98,6 +101,95 @@ def aggregate(spark, events_root: Path, s: Settings, runs: list[int]):
         out.append((partials.drop_columns(["kafka_partition"]).sort_by("interval"), dead))
     shutil.rmtree(written)
     return out
+
+
+AGGREGATORS = ("spark", "duckdb")  # who runs the transform on a replay's events (see `aggregate_duckdb`)
+
+
+def aggregate_with(engine: str, spark, events_root: Path, s: Settings, runs: list[int]):
+    """`aggregate` in Spark or `aggregate_duckdb` without it, as `engine` says (one of AGGREGATORS)."""
+    if engine == "spark":
+        return aggregate(spark, events_root, s, runs)
+    if engine == "duckdb":
+        return aggregate_duckdb(events_root, s, runs)
+    raise ValueError(f"aggregator must be one of {', '.join(AGGREGATORS)}, not {engine!r}")
+
+
+def aggregate_duckdb(events_root: Path, s: Settings, runs: list[int]):
+    """As `aggregate`, in DuckDB: no Spark or JVM (the light set-up). The same reasons, windows,
+    log buckets and trigger intervals as the stream's transform; a dead letter's `kafka_offset` is
+    its line number in the run's files (Spark's is an id of its own)."""
+    import duckdb
+
+    from obslab.stream.buckets import bucket_sql
+
+    con = duckdb.connect()
+    out = []
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for n in runs:
+            files = sorted(str(f) for f in (events_root / f"run={n}").glob("*") if f.is_file() and f.stat().st_size)
+            if not files:  # nothing generated (a run of zero seconds): read_text wants at least one file
+                files = [str(_empty_file(events_root / f"run={n}"))]
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE raw AS
+                SELECT (row_number() OVER () - 1)::BIGINT AS kafka_offset, value AS raw_payload
+                FROM (SELECT unnest(string_split(rtrim(content, chr(10)), chr(10))) AS value
+                      FROM read_text(?::VARCHAR[]) WHERE content <> '')""", [files])
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE fields AS
+                SELECT kafka_offset, raw_payload, j,
+                       {", ".join(f"j->>'{f}' AS {f}_text" for f in _EVENT_FIELDS)},
+                       try_cast(j->>'event_time' AS TIMESTAMPTZ) AS event_time,
+                       try_cast(j->>'latency_ms' AS DOUBLE) AS latency_ms,
+                       try_cast(j->>'status_code' AS INTEGER) AS status_code
+                FROM (SELECT *, CASE WHEN json_valid(raw_payload) AND json_type(raw_payload::JSON) = 'OBJECT'
+                                     THEN raw_payload::JSON END AS j FROM raw)""")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE parsed AS SELECT *, {_reason_sql()} AS reason FROM fields",
+                        [s.endpoint_max_length, ENDPOINT_PATTERN])
+            partials = con.sql(f"""
+                SELECT service_text AS service, endpoint_text AS endpoint, to_timestamp(start_s) AS window_start,
+                       to_timestamp(start_s + ?) AS window_end, {bucket_sql("latency_ms")} AS bucket,
+                       CASE WHEN status_code >= 400 THEN status_code END AS error_code,
+                       floor(epoch_us(event_time) / ?)::BIGINT AS interval,
+                       count(*)::BIGINT AS count, count(*) FILTER (WHERE status_code >= 400)::BIGINT AS errors,
+                       sum(latency_ms) AS latency_sum, max(event_time) AS max_event_time
+                FROM (SELECT *, floor(epoch_us(event_time) / (1000000 * ?)) * ? AS start_s
+                      FROM parsed WHERE reason IS NULL)
+                GROUP BY ALL ORDER BY interval, service, endpoint, window_start, bucket, error_code""",
+                               params=[s.window_seconds, int(round(s.trigger_seconds * 1_000_000)), s.window_seconds,
+                                       s.window_seconds]).to_arrow_table()
+            dead = con.sql("""
+                SELECT ? AS topic, ?::INTEGER AS kafka_partition, kafka_offset, raw_payload, reason, 1::BIGINT AS count
+                FROM parsed WHERE reason IS NOT NULL ORDER BY kafka_offset""", params=[s.topic_raw_events, n]
+                           ).to_arrow_table()
+            out.append((partials, dead))
+    finally:
+        con.close()
+    return out
+
+
+def _empty_file(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "empty.jsonl"
+    path.touch()
+    return path
+
+
+def _reason_sql() -> str:
+    """The transform's `reason` (obslab.stream.transform.parse_events) in DuckDB SQL, in the same order;
+    two parameters: ENDPOINT_MAX_LENGTH, ENDPOINT_PATTERN."""
+    def missing(f: str) -> str:
+        return f"{f}_text IS NULL OR trim({f}_text) = ''"
+
+    rules = [("raw_payload IS NULL OR trim(raw_payload) = ''", "empty_payload"),
+             ("j IS NULL OR (" + " AND ".join(f"{f}_text IS NULL" for f in _EVENT_FIELDS) + ")", "malformed_json"),
+             *((missing(f), f"missing_field:{f}") for f in _EVENT_FIELDS),
+             *((f"{f} IS NULL", f"wrong_type:{f}") for f in ("event_time", "latency_ms", "status_code")),
+             ("isnan(latency_ms) OR isinf(latency_ms) OR latency_ms < 0", "out_of_range:latency_ms"),
+             ("status_code < 100 OR status_code > 599", "out_of_range:status_code"),
+             ("length(endpoint_text) > ? OR NOT regexp_full_match(endpoint_text, ?)", "invalid:endpoint")]
+    return "CASE " + " ".join(f"WHEN {test} THEN '{reason}'" for test, reason in rules) + " END"
 
 
 def replay(store, s: Settings, partials, dead, mode: str = "versions") -> dict[datetime, float]:

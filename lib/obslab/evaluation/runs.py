@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from obslab.evaluation.matching import in_time_allowance, match_incidents
-from obslab.evaluation.replay import aggregate, generate, read_arrow, replay, write_arrow
+from obslab.evaluation.replay import aggregate_with, generate, read_arrow, replay, write_arrow
 from obslab.evaluation.results import Evaluation
 from obslab.settings import Settings
 
@@ -34,12 +34,14 @@ class EvaluationRun:
 
 def evaluate(scenario, settings: Settings, seed: int | None = None, events_per_second: float | None = None,
              minutes: float | None = None, spark=None, workdir: Path | None = None, keep_store: bool = True,
-             replay: str = "versions") -> Evaluation:
-    """Evaluate one scenario; its store stays in `workdir` (default DATA_DIR/runs/evaluate-<scenario>-<seed>)."""
+             replay: str = "versions", aggregator: str = "spark") -> Evaluation:
+    """Evaluate one scenario; its store stays in `workdir` (default DATA_DIR/runs/evaluate-<scenario>-<seed>).
+    `aggregator`: spark (the stream's own transform) or duckdb (its SQL twin, no JVM)."""
     seed = settings.seed if seed is None else seed
     run = EvaluationRun(_plan(scenario), seed, events_per_second, minutes)
     workdir = Path(workdir or settings.data_dir / "runs" / f"evaluate-{run.scenario.name}-{seed}")
-    return _evaluate_all([run], settings, spark, [workdir], workdir / "events", 1, replay, keep_store)[0]
+    return _evaluate_all([run], settings, spark, [workdir], workdir / "events", 1, replay, keep_store,
+                         aggregator=aggregator)[0]
 
 
 def evaluate_many(runs: list[EvaluationRun], settings: Settings, spark=None, workers: int = 1,
@@ -55,7 +57,7 @@ def evaluate_many(runs: list[EvaluationRun], settings: Settings, spark=None, wor
 
 
 def _evaluate_all(runs, base: Settings, spark, workdirs: list[Path], events_root: Path, workers: int, replay: str,
-                  keep_store: bool, progress=None) -> list[Evaluation]:
+                  keep_store: bool, progress=None, aggregator: str = "spark") -> list[Evaluation]:
     if replay not in ("versions", "sink"):
         raise ValueError(f"replay must be 'versions' or 'sink', not {replay!r}")
     started = time.monotonic()
@@ -75,7 +77,7 @@ def _evaluate_all(runs, base: Settings, spark, workdirs: list[Path], events_root
     try:
         generated = list(workers_.map(generate, jobs)) if workers_ else [generate(j) for j in jobs]
         for chunk in _chunks([g["events"] for g in generated], CHUNK_EVENTS):
-            for n, (partials, dead) in zip(chunk, aggregate(spark, events_root, base, chunk)):
+            for n, (partials, dead) in zip(chunk, aggregate_with(aggregator, spark, events_root, base, chunk)):
                 s = jobs[n][2]
                 write_arrow(s.data_dir / "partials.arrow", partials)
                 write_arrow(s.data_dir / "dead.arrow", dead)

@@ -43,8 +43,8 @@ import pyarrow as pa
 from obslab.errors import OffsetsMismatchError, StreamError
 from obslab.feeds import Feeds
 from obslab.settings import Settings
-from obslab.stream.spans import SKIPPED
-from obslab.stream.transform import GAMMA, batch_outcome, mark_untimely, split_outcome, unseen, with_window
+from obslab.schema import SKIPPED
+from obslab.stream.buckets import GAMMA
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,9 @@ class StreamSink:
 
     def apply(self, parsed, batch_id: int, finalize_all: bool = False) -> list[dict]:
         """Apply one parsed batch; `finalize_all` marks every window final (end of a static input)."""
+        # Spark's transform only here: merging, and so the offline replay, needs no Spark.
+        from obslab.stream.transform import batch_outcome, mark_untimely, split_outcome, unseen, with_window
+
         progress = self._progress(batch_id)
         if progress.applied:
             self._skipped_replay(batch_id)

@@ -25,10 +25,9 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from obslab.schema import SKIPPED  # the reason prefix of spans that are no request (counted, not dead letters)
 from obslab.stream.transform import (ENDPOINT_PATTERN, PARSED_COLUMNS, invalid_endpoint, kafka_text,
                                      status_out_of_range)
-
-SKIPPED = "skipped:"  # the reason prefix of spans that are no request (counted, not dead letters)
 
 _VALUE = "STRUCT<stringValue: STRING, intValue: STRING>"  # OTLP JSON writes 64-bit integers as strings
 _ATTRIBUTES = f"ARRAY<STRUCT<key: STRING, value: {_VALUE}>>"

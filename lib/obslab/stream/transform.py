@@ -21,24 +21,16 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from obslab.schema import EVENT
+from obslab.schema import ENDPOINT_PATTERN, EVENT  # noqa: F401 - ENDPOINT_PATTERN for spans, too
+# the log buckets (obslab.stream.buckets), here too for the transform's callers
+from obslab.stream.buckets import GAMMA, MIN_LATENCY_MS, RELATIVE_ACCURACY, bucket_value  # noqa: F401
 
-# Bucket b holds latencies in (GAMMA^b, GAMMA^(b+1)]. Reporting 2*GAMMA^(b+1)/(GAMMA+1) for a
-# bucket keeps every percentile within (GAMMA-1)/(GAMMA+1) = 0.99 % of the true sample value
-# (the DDSketch bound), whatever the distribution, and buckets of different batches add up exactly.
-GAMMA = 1.02
-RELATIVE_ACCURACY = (GAMMA - 1) / (GAMMA + 1)
-_MIN_LATENCY_MS = 0.001  # 0 ms is legal; it goes into the lowest bucket
 
 _FIELDS = EVENT.column_names  # event_id, event_time, service, endpoint, latency_ms, status_code
 _TEXT_SCHEMA = ", ".join(f"{name} STRING" for name in _FIELDS) + ", _corrupt STRING"
 
 PARSED_COLUMNS = ["topic", "kafka_partition", "kafka_offset", "raw_payload", *_FIELDS, "reason"]
 
-# An endpoint is a URL path: "/" then RFC 3986 path characters (unreserved, sub-delims, ":", "@",
-# percent escapes, "/"). No spaces, quotes, control characters or query strings: names become table
-# keys, dashboard labels and narrator facts, so anything else is treated as a client bug.
-ENDPOINT_PATTERN = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$"
 
 
 def parse_events(raw: DataFrame, endpoint_max_length: int) -> DataFrame:
@@ -138,7 +130,7 @@ def with_window(events: DataFrame, window_seconds: int) -> DataFrame:
 
 def latency_bucket(latency: Column) -> Column:
     """Log bucket index of a latency in ms (see GAMMA)."""
-    clamped = F.greatest(latency, F.lit(_MIN_LATENCY_MS))
+    clamped = F.greatest(latency, F.lit(MIN_LATENCY_MS))
     return F.ceil(F.log(clamped) / F.lit(math.log(GAMMA))).cast("int") - 1
 
 
@@ -184,8 +176,3 @@ def split_outcome(outcome, extra_keys: tuple[str, ...] = ()):
     dead = outcome.filter(is_dead).select([*(f"dead_{k}" for k in DEAD_KEYS), "count"]).rename_columns(
         [*DEAD_KEYS, "count"])
     return partials, dead
-
-
-def bucket_value(bucket: int) -> float:
-    """The latency a bucket stands for (used in SQL as 2*GAMMA^(b+1)/(GAMMA+1))."""
-    return 2 * GAMMA ** (bucket + 1) / (GAMMA + 1)
