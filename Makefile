@@ -15,6 +15,7 @@ help:
 	@echo "make stop        stop a demo started elsewhere, and the lab's Airflow; make status lists the demo's processes and the container lab's health"
 	@echo "make airflow     Airflow 3 with the project's DAGs on http://127.0.0.1:8080 (prints how to log in)"
 	@echo "make lab         JupyterLab on 127.0.0.1:8888"
+	@echo "make book        the notebooks as a static site to read ahead (offline ones executed) in data/book/html"
 	@echo "make exercises  the light set-up for the workshop: the exercises and notebooks 03-06 (no Java, jars, model or Airflow)"
 	@echo "make check-exercise N   check workshop exercise N (1-4; also N=2; \`all\`: one line per exercise); see docs/workshop.md"
 	@echo "make broker-start / broker-stop"
@@ -61,6 +62,10 @@ LAB_PORT ?= 8888
 lab:  # the project: notebooks/ and the kept runs in data/runs/; root (containers, these machines) needs --allow-root
 	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --no-browser --notebook-dir . \
 	  --ServerApp.port_retries=0 $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: book
+book: setup  # lib/obslab/book.py: offline notebooks executed, the lab's shown unexecuted; docs/book/ has its config
+	$(BIN)/obslab book build
 
 # ---- the workshop's exercises (docs/workshop.md): `make check-exercise 2` or `make check-exercise N=2`
 # `make exercises` is the light set-up (requirements-exercises.lock, a subset of requirements.lock with

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 import typer
 
+from obslab.book import book_app
 from obslab.commands import AS_JSON, ReportingTyper, fail, flag, setting, settings_with
 from obslab.errors import ObslabError
 from obslab.lab import Lab
@@ -33,6 +34,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(airflow_app, name="airflow")
 app.add_typer(shop_app, name="shop")
 app.add_typer(otelcol_app, name="otelcol")
+app.add_typer(book_app, name="book")
 
 
 @contextmanager
