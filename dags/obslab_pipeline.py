@@ -2,7 +2,8 @@
 
 The lab's pipeline as scheduled notebooks, every 5 minutes: **generate** (optional) -> **stream**
 (`02_stream_aggregate`, available-now: what is new in `raw_events` since the last run) ->
-**detect** (`03_detect_anomalies`, one run) -> **narrate** (`04_narrate_incidents`, one pass).
+**detect** (`03_detect_anomalies`, one run) -> **narrate** (`04_narrate_incidents`, one pass), the last
+two on the lab's own store (`source="store"`; run by hand they default to a scratch store made by a replay).
 
 Each task runs its notebook through Papermill with the `obslab` kernel; the executed notebook,
 code and outputs, is kept as `data/runs/obslab_pipeline/<run_id>/<task_id>.ipynb`.
@@ -37,8 +38,9 @@ with DAG(
                                 fixed={"generate_to": "kafka", "generate_start": ""}, skip_unless="generate_seconds",
                                 skip_if={"stream_source": "spans"})
     stream = NotebookOperator(task_id="stream", notebook="02_stream_aggregate",
-                              fixed={"generate_seconds": 0}, trigger_rule="none_failed")
-    detect = NotebookOperator(task_id="detect", notebook="03_detect_anomalies")
-    narrate = NotebookOperator(task_id="narrate", notebook="04_narrate_incidents")
+                              fixed={"generate_seconds": 0, "send_late_event": False}, trigger_rule="none_failed")
+    # the lab's own store, not the scratch store of a replay (the notebooks' default for a bare laptop)
+    detect = NotebookOperator(task_id="detect", notebook="03_detect_anomalies", fixed={"source": "store"})
+    narrate = NotebookOperator(task_id="narrate", notebook="04_narrate_incidents", fixed={"source": "store"})
 
     generate >> stream >> detect >> narrate

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from obslab.charts import (TRACE_COLUMNS, error_trace, late_event, threshold_chart, watermark_chart,
-                           watermark_frame)
+from obslab.charts import (TRACE_COLUMNS, dead_letter_reason, error_trace, late_event, threshold_chart,
+                           watermark_chart, watermark_frame)
 from obslab.detect.run import run_detection
 from obslab.settings import load_settings
 from obslab.store import Store
@@ -80,24 +80,36 @@ def test_the_threshold_chart_carries_the_trace_and_one_layer_of_flagged_windows(
     assert len(spec["layer"]) == 5  # band, baseline, threshold, rate, flagged
 
 
-def test_a_late_event_falls_in_a_window_the_watermark_has_closed():
+def _state(store, watermark):
+    store.upsert("stream_state", [{"query_id": "q", "max_event_time": watermark + 2 * MINUTE,
+                                   "watermark": watermark, "window_seconds": 60, "updated_at": T0}])
+
+
+def test_a_late_event_falls_in_a_window_the_watermark_has_closed(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    store.migrate()
     settings = load_settings(window_seconds=60)
-    watermark = datetime(2026, 11, 28, 8, 3, 20, tzinfo=timezone.utc)
-    batch = late_event(settings, watermark, "pay", "/charge")
-    [line] = batch.json_lines()
+    with pytest.raises(ValueError, match="no watermark yet: run the stream first"):
+        late_event(store, settings)
+    store.upsert("endpoint_metrics", [_window("pay", 0, 10, 0) | {"endpoint": "/charge", "latency_sum_ms": 500.0}])
+    _state(store, datetime(2026, 11, 28, 8, 3, 20, tzinfo=timezone.utc))
+    [line] = late_event(store, settings).json_lines()
     event = json.loads(line)
     at = datetime.fromisoformat(event["event_time"].replace("Z", "+00:00"))
     assert at == datetime(2026, 11, 28, 8, 2, 20, tzinfo=timezone.utc)  # one window before the watermark
     # its window, 08:02-08:03, ended before the watermark (08:03:20): final, so the event is late
     assert (event["service"], event["endpoint"], event["status_code"]) == ("pay", "/charge", 200)
+    assert dead_letter_reason(store, event["event_id"]) is None  # not sent yet
+    store.upsert("dead_letter_events", [{"topic": "raw", "kafka_partition": 0, "kafka_offset": 1, "raw_payload": line,
+                                         "reason": "late", "received_at": T0}])
+    assert dead_letter_reason(store, event["event_id"]) == "late"
 
 
 def test_the_watermark_frame_puts_windows_marks_and_late_events_on_one_axis(tmp_path):
     store = Store(tmp_path / "s.duckdb")
     store.migrate()
     store.upsert("service_metrics", [_window("pay", 0, 10, 0), _window("pay", 1, 10, 0, final=False)])
-    store.upsert("stream_state", [{"query_id": "q", "max_event_time": T0 + 2 * MINUTE,
-                                   "watermark": T0 + MINUTE, "window_seconds": 60, "updated_at": T0}])
+    _state(store, T0 + MINUTE)
     late = {"event_id": "x", "event_time": "2026-11-28T07:59:30.000Z", "service": "pay", "endpoint": "/charge",
             "latency_ms": 1.0, "status_code": 200}
     store.upsert("dead_letter_events", [
@@ -108,6 +120,12 @@ def test_the_watermark_frame_puts_windows_marks_and_late_events_on_one_axis(tmp_
     frame = watermark_frame(store, "raw")
     assert frame.kind.tolist() == ["window", "window", "mark", "mark", "late event"]  # the malformed one is no event
     marks = frame[frame.kind == "mark"].set_index("label").t
-    assert marks["watermark"] == pd.Timestamp(T0 + MINUTE) and marks["newest event"] == pd.Timestamp(T0 + 2 * MINUTE)
+    assert marks["watermark"] == pd.Timestamp(T0 + MINUTE) and marks["newest event"] == pd.Timestamp(T0 + 3 * MINUTE)
     assert frame[frame.kind == "late event"].t.iloc[0] == pd.Timestamp("2026-11-28T07:59:30Z")
     assert len(watermark_chart(frame).to_dict()["layer"]) == 3  # windows, marks, late events
+
+
+def test_the_watermark_frame_of_an_empty_store_is_empty(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    store.migrate()
+    assert watermark_frame(store, "raw").empty

@@ -4,9 +4,10 @@
                                             held it to: baseline, noise band, threshold, and the windows
                                             detection flagged (notebook 03)
     threshold_chart(trace)                  that series as a chart
-    late_event(settings, watermark, ...)    one event dated in a window the watermark has closed (02)
-    watermark_frame(store, topic)           windows on the event-time axis, the watermark, the newest
-                                            event, and the late events set aside (notebook 02)
+    late_event(store, settings)             one event dated in a window the watermark has closed (02)
+    dead_letter_reason(store, event_id)     why the stream set that event aside
+    watermark_frame(store, topic)           the last windows on the event-time axis, the watermark, the
+                                            newest event, and the late events set aside (notebook 02)
     watermark_chart(frame)                  that picture
 
 The charts are Altair objects; they render where Vega's JavaScript is available (Jupyter does).
@@ -15,7 +16,7 @@ The charts are Altair objects; they render where Vega's JavaScript is available 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pandas as pd
 
@@ -95,24 +96,42 @@ def threshold_chart(trace: pd.DataFrame):
     return alt.layer(*layers).properties(width=700, height=260, title=title)
 
 
-def late_event(settings: Settings, watermark: datetime, service: str, endpoint: str):
-    """One request (an EventBatch of one) dated one window before `watermark`: its window ended at or
-    before the watermark, so the stream has made it final and must set the event aside as `late`."""
+def late_event(store, settings: Settings):
+    """One request (an EventBatch of one) of the store's newest endpoint, dated one window before the
+    store's watermark: its window ended at or before the watermark, so the stream has made it final
+    and must set the event aside as `late`."""
     import numpy as np
 
     from obslab.generator.events import EventBatch
 
-    at = watermark - timedelta(seconds=settings.window_seconds)
-    return EventBatch([f"late-{int(at.timestamp() * 1000)}"], np.array([int(at.timestamp() * 1000)], np.int64),
-                      np.array([0]), np.array([42.0]), np.array([200]), endpoints=((service, endpoint),))
+    [(watermark,)] = store.query("SELECT max(watermark) FROM stream_state")
+    newest = store.query("SELECT service, endpoint FROM endpoint_metrics ORDER BY window_start DESC, service, endpoint "
+                         "LIMIT 1")
+    if watermark is None or not newest:
+        raise ValueError("no watermark yet: run the stream first, on some traffic, before sending a late event")
+    millis = int((watermark - timedelta(seconds=settings.window_seconds)).timestamp() * 1000)
+    return EventBatch([f"late-{millis}"], np.array([millis], np.int64), np.array([0]), np.array([42.0]),
+                      np.array([200]), endpoints=(newest[0],))
 
 
-def watermark_frame(store, topic: str) -> pd.DataFrame:
-    """Rows to draw on one event-time axis: each service window (`window`, final or open), the store's
-    watermark and newest event time (`mark`), and each late dead letter of `topic` at its own event time."""
+def dead_letter_reason(store, event_id: str) -> str | None:
+    """Why the stream set the event `event_id` aside (None: it did not)."""
+    rows = store.query("SELECT reason FROM dead_letter_events WHERE raw_payload->>'event_id' = ? AND json_valid(raw_payload)",
+                       [event_id])
+    return rows[0][0] if rows else None
+
+
+def watermark_frame(store, topic: str, minutes: int = 15) -> pd.DataFrame:
+    """Rows to draw on one event-time axis: each service window of the last `minutes` (`window`, final or
+    open), the store's watermark and newest event time (`mark`), and each late dead letter of `topic` in
+    that span, at its own event time (`late event`)."""
+    [(newest,)] = store.query("SELECT max(window_end) FROM service_metrics")
+    if newest is None:
+        return pd.DataFrame(columns=["kind", "label", "t", "t_end", "is_final", "request_count"])
+    since = newest - timedelta(minutes=minutes)
     windows = store.query_df("""
         SELECT 'window' AS kind, service AS label, window_start AS t, window_end AS t_end, is_final, request_count
-        FROM service_metrics ORDER BY window_start, service""")
+        FROM service_metrics WHERE window_end > ? ORDER BY window_start, service""", [since])
     marks = store.query_df("""
         SELECT 'mark' AS kind, unnest(['watermark', 'newest event']) AS label,
                unnest([max(watermark), max(max_event_time)]) AS t FROM stream_state""")
@@ -120,8 +139,8 @@ def watermark_frame(store, topic: str) -> pd.DataFrame:
     events = [json.loads(p) for p in late.raw_payload]
     dead = pd.DataFrame({"kind": "late event", "label": [e["service"] for e in events],
                          "t": pd.to_datetime([e["event_time"] for e in events], utc=True)})
-    frames = [f for f in (windows, marks.dropna(subset=["t"]), dead) if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["kind", "label", "t"])
+    dead = dead[dead.t > pd.Timestamp(since)]
+    return pd.concat([f for f in (windows, marks.dropna(subset=["t"]), dead) if len(f)], ignore_index=True)
 
 
 def watermark_chart(frame: pd.DataFrame):

@@ -111,6 +111,9 @@ def test_pipeline_order_and_optional_generate(bag):
     assert tasks["generate"]["skip_unless"] == "generate_seconds"
     # a skipped generate must not skip the stream
     assert tasks["stream"]["trigger_rule"].lower().endswith("none_failed")
+    # detect and narrate read the lab's store the stream wrote, not a replay's scratch store (their default)
+    assert tasks["detect"]["fixed"]["source"] == tasks["narrate"]["fixed"]["source"] == "store"
+    assert tasks["stream"]["fixed"]["send_late_event"] is False  # no demonstration event in scheduled runs
 
 
 def test_every_parameter_a_dag_passes_is_declared_by_its_notebook_and_is_a_setting(bag):
@@ -120,7 +123,7 @@ def test_every_parameter_a_dag_passes_is_declared_by_its_notebook_and_is_a_setti
         for task_id, task in dag["tasks"].items():
             declared = set(declared_parameters(notebook_path(task["notebook"])))
             assert set(task["fixed"]) <= declared, (dag_id, task_id)
-            assert set(task["fixed"]) <= fields, (dag_id, task_id)
+            assert set(task["fixed"]) <= fields | CONTROLS, (dag_id, task_id)
             used |= declared
         # each DAG param reaches at least one notebook, under a setting's name
         assert set(dag["params"]) <= fields, dag_id
@@ -130,7 +133,9 @@ def test_every_parameter_a_dag_passes_is_declared_by_its_notebook_and_is_a_setti
 # Notebook parameters that are not settings: per-run controls of a notebook (how long to run or to
 # simulate, what to check, where this notebook writes its own file). Anything else is named as its setting.
 CONTROLS = {"check_broker", "store_truth", "output_file", "available_now", "run_for_seconds", "continuous_seconds",
-            "minutes", "service", "fault_id"}  # service, fault_id: what notebook 05 looks at
+            "minutes", "service", "fault_id",  # service, fault_id: what notebook 05 looks at
+            "source", "chart_service",  # 03, 04: which store they read (a replay's or the lab's); 03's chart
+            "send_late_event", "aggregator"}  # 02: the late-event demonstration; 05, 06: Spark or DuckDB
 
 
 @pytest.mark.parametrize("path", sorted(notebook_path("x").parent.glob("*.ipynb")), ids=lambda p: p.name)
