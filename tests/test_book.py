@@ -46,8 +46,10 @@ def test_a_page_needing_the_lab_carries_its_note_and_no_outputs(tmp_path):
     page = tmp_path / source.name
     book._write(source, page, book.LAB_NOTE.format(needs=book.NEEDS["02_stream_aggregate"], name=source.stem))
     cells = nbformat.read(page, as_version=4).cells
-    assert cells[0].source.startswith("# 02")  # the title stays first
+    assert cells[0].source == "# 02 · Stream aggregation"  # the title stays first, alone
     assert "without outputs" in cells[1].source and "the Kafka broker and Spark" in cells[1].source
+    intro = nbformat.read(source, as_version=4).cells[0].source
+    assert len(cells[2].source) > 200 and cells[2].source in intro  # then the notebook's own text
     assert all(not c.get("outputs") for c in cells if c.cell_type == "code")
 
 

@@ -40,7 +40,7 @@ NEEDS = {
     "05_explore_metrics": "",
     "06_evaluate_detection": "",
     "07_monitoring": "the running pipeline (the broker, the stream, the detector and the narrator)",
-    "08_data_quality": "",
+    "08_data_quality": "metric windows in the lab's store (notebook 02 or `make demo` writes them)",
     "09_real_telemetry": "Spark",
 }
 
@@ -48,14 +48,15 @@ NEEDS = {
 SVG_CHARTS = 'import altair as alt\n\nalt.renderers.enable("svg")  # the book: charts drawn at execution, no CDN'
 
 LAB_NOTE = """:::{{note}}
-This page is shown **without outputs**: the notebook needs {needs}, which building the book does
-not start. Run it yourself in the lab: `make lab`, then open `notebooks/{name}.ipynb` (its first
+This page is shown **without outputs**: the notebook needs {needs}, and building the book starts
+no part of the lab. Run it yourself: `make lab`, then open `notebooks/{name}.ipynb` (its first
 cell says what to start first).
 :::"""
 
 EXECUTED_NOTE = """:::{{tip}}
-Executed by `make book` with {parameters}, on a scratch store, without a broker: what you see
-is what Run All shows on your laptop with the same parameters.
+Executed by `make book` with {parameters}, in a scratch data folder and with no broker, on the
+machine that built this site: Run All on your laptop shows the same kind of output (times and run
+ids differ).
 :::"""
 
 
@@ -118,9 +119,12 @@ def build(out: Path, only: Sequence[str] = (), parameters: dict[str, dict] | Non
 
 
 def _write(notebook: Path, page: Path, note: str, first_code: str = "") -> None:
-    """The notebook with a note under its title (and a hidden first code cell), saved as the page."""
+    """The notebook with a note right under its title (and a hidden first code cell), saved as the page."""
     nb = nbformat.read(notebook, as_version=4)
-    cells = [nb.cells[0], nbformat.v4.new_markdown_cell(note)]
+    title, _, intro = nb.cells[0].source.partition("\n")  # the first cell opens with "# NN · title"
+    cells = [nbformat.v4.new_markdown_cell(title), nbformat.v4.new_markdown_cell(note)]
+    if intro.strip():
+        cells.append(nbformat.v4.new_markdown_cell(intro.strip()))
     if first_code:
         cells.append(nbformat.v4.new_code_cell(first_code, metadata={"tags": ["remove-cell"]}))
     nb.cells = cells + nb.cells[1:]
