@@ -111,6 +111,100 @@ def test_a_detector_that_learns_from_the_fault_does_not_pass(tmp_path):
     assert any("learned from faulty windows" in p for p in problems), problems
 
 
+# ---------------------------------------------------------------------------- the cheap wrong answers (issue 24)
+
+
+def _edit(root: Path, number: int, old: str, new: str) -> None:
+    """Replace `old` (which must be there) by `new` in the file the learner edits."""
+    folder, edited = EDITED[number]
+    path = root / "exercises" / folder / edited
+    assert old in path.read_text(), f"{old!r} is no longer in {path.name}: update this test"
+    path.write_text(path.read_text().replace(old, new))
+
+
+def test_an_empty_thresholds_file_does_not_pass(tmp_path):
+    """The library's default shift_z passes: an empty file must not, since nothing was measured."""
+    root = tree(tmp_path, 1, solved=False)
+    (root / "exercises" / "01_tune_threshold" / "thresholds.yaml").write_text("# nothing set\n")
+    problems = exercise_check.run(1, root).problems
+    assert len(problems) == 1 and "does not set shift_z" in problems[0], problems
+
+
+@pytest.mark.slow
+def test_a_passing_value_without_its_range_does_not_pass(tmp_path):
+    root = tree(tmp_path, 1, solved=True)
+    _edit(root, 1, "shift_z_range: [2.5, 10]", "")
+    problems = exercise_check.run(1, root).problems
+    assert len(problems) == 1 and "find the range of values that pass" in problems[0], problems
+
+
+@pytest.mark.slow
+def test_a_range_that_was_not_measured_does_not_pass(tmp_path):
+    """[4, 6] holds only passing values, but 3.5 and 6.5 pass too: its ends were not looked for."""
+    root = tree(tmp_path, 1, solved=True)
+    _edit(root, 1, "shift_z_range: [2.5, 10]", "shift_z_range: [4, 6]")
+    problems = exercise_check.run(1, root).problems
+    assert any("shift_z=3.5 passes too" in p and "lower" in p for p in problems), problems
+    assert any("shift_z=6.5 passes too" in p and "higher" in p for p in problems), problems
+
+
+def test_a_fixed_threshold_with_a_made_up_baseline_does_not_pass(tmp_path):
+    """`error_count >= 6 and error_rate > 0.08` passes the services whose usual rate is about 1 %; it pages all
+    day on one that usually fails 10 % and never sees a surge on one that usually fails 0.2 %."""
+    root = tree(tmp_path, 2, solved=False)
+    _edit(root, 2, "        # TODO: compare", "        if w.error_count >= 6 and w.error_rate > 0.08:\n"
+                                              "            found.append(flag(w, 0.01, 0.08))\n"
+                                              "        # TODO: compare")
+    problems = exercise_check.run(2, root).problems
+    assert any(p.startswith("the error surge on auth") and "was missed" in p and "fixed rate" in p
+               for p in problems), problems
+    assert any("of legacy outside its surge were flagged" in p and "fixed threshold" in p for p in problems), problems
+
+
+def _patched_library(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    """A tree whose lib/ has the solution's patch applied, then `old` replaced by `new` in generator/events.py."""
+    root = _library_tree(tmp_path, name)
+    patch = EXERCISES / "solutions" / "03" / "timeout.patch"
+    done = subprocess.run(["patch", "-p1", "-d", str(root), "-i", str(patch)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = root / "lib" / "obslab" / "generator" / "events.py"
+    assert old in events.read_text(), f"{old!r} is not in the patched events.py: update this test"
+    events.write_text(events.read_text().replace(old, new))
+    return root
+
+
+def test_timeouts_that_end_as_500s_do_not_pass(tmp_path):
+    root = _patched_library(tmp_path, "as-500", "codes = np.where(timed_out, 504, codes)",
+                            "codes = np.where(timed_out, 500, codes)")
+    out = cli(3, root)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "ended with 500" in out.stdout and "not 504" in out.stdout, out.stdout
+
+
+def test_timeouts_drawn_from_the_global_random_state_do_not_pass(tmp_path):
+    root = _patched_library(tmp_path, "global-rng", "hung = hit & (rng.random(n) < f.magnitude)",
+                            "hung = hit & (np.random.random(n) < f.magnitude)")
+    out = cli(3, root)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "changed the global random state of np.random" in out.stdout, out.stdout
+    assert "same seed gave different events" in out.stdout, out.stdout
+
+
+EVERY_REASON = ('    because = (f"it rests on only {facts[\'requests\']} requests, its signal is barely past its '
+                'threshold "\n               "and there is too little history before it to compare with")')
+
+
+def test_one_hedge_listing_every_reason_for_every_unsure_incident_does_not_pass(tmp_path):
+    """The solution's hedge, but naming all three reasons whatever the incident's facts say."""
+    root = tree(tmp_path, 4, solved=True)
+    _edit(root, 4, '    because = ", ".join(reasons[:-1]) + (" and " if len(reasons) > 1 else "") + reasons[-1]',
+          EVERY_REASON)
+    problems = exercise_check.run(4, root).problems
+    assert any(p.startswith("search,") and "gives few requests as a reason" in p for p in problems), problems
+    assert any(p.startswith("ledger,") and "gives a marginal signal as a reason" in p for p in problems), problems
+    assert any("get the same summary" in p for p in problems), problems
+
+
 def _library_tree(tmp_path: Path, name: str) -> Path:
     root = tmp_path / name
     shutil.copytree(ROOT / "lib", root / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

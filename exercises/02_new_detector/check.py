@@ -7,6 +7,14 @@
                                                                     end; nothing outside; one incident
     evidence    every anomaly: its window's rate, a usual rate below the threshold, below the value
     odd input   open and empty windows                          -> no exception, open ones not flagged
+    baselines   (three runs: other seeds, other volumes) legacy   -> each surge flagged in most of its
+                fails 10 % on a good day, auth 0.2 %; a surge on   windows, nothing outside the surges
+                each (auth to 4 %, legacy to 30 %)
+
+The baselines runs are what a detector that learns nothing of the series' own usual rate fails:
+a fixed rate (`error_rate > 0.08`) pages all day on legacy and never sees auth's surge, at any
+volume. They are judged once the detector flags anything in the fault run (before that, the
+fault run's problems say what to do first, and the room's poll of the starting point stays short).
 """
 
 from __future__ import annotations
@@ -38,6 +46,27 @@ faults:
 MINUTES = 55
 MAX_FALSE = 1  # false windows allowed on clean traffic (of about 220)
 SEED = 7
+BASELINES = """
+name: exercise-2-baselines
+services:
+  - name: legacy             # fails about 10 % of its requests on a good day (its clients retry)
+    endpoints: [/api/legacy/sync]
+    latency_ms: 250
+    error_rate: 0.10
+  - name: auth               # busy, and almost never fails
+    endpoints: [/api/auth/token]
+    latency_ms: 30
+    error_rate: 0.002
+traffic:
+  events_per_second: {eps}
+faults:
+  - {{type: error_surge, service: auth, start_seconds: 1200, duration_seconds: 600, magnitude: 0.04}}
+  - {{type: error_surge, service: legacy, start_seconds: 2100, duration_seconds: 600, magnitude: 0.3}}
+"""
+BASELINE_RUNS = ((21, 12), (22, 40), (23, 12))  # (seed, events per second): about 360 or 1,200 requests a window
+BASELINE_MINUTES = 45
+BASELINE_LEAST = 0.7  # share of each surge's windows to flag
+USUAL = {"legacy": 0.10, "auth": 0.002}  # the services' clean error rates, for the messages
 
 
 def check(folder: Path, scratch: Path) -> harness.Result:
@@ -124,7 +153,51 @@ def check(folder: Path, scratch: Path) -> harness.Result:
     flagged_open = [a for a in run(odd) if a.window_start >= last.window_end]
     result.need(not flagged_open, "an open (not final) window was flagged: judge final windows only, as the "
                                   "starting point's loop does")
+
+    if not any(run(harness.series(rows, f.service)) for f in faults if f.cause_fault_id is None):
+        result.notes.append("services with other usual error rates (legacy 10 %, auth 0.2 %): judged once your "
+                            "detector flags the surges above")
+        return result
+    _baselines(run, result)
     return result
+
+
+def _baselines(run, result: harness.Result) -> None:
+    """Surges on a service that usually fails 10 % and on one that usually fails 0.2 %, at two volumes
+    and three seeds: flagged in most of their windows, nothing flagged outside them."""
+    missed: dict[str, list[str]] = {}  # service -> "k of n (seed s)" of the runs where too few were flagged
+    false: dict[str, list] = {}  # service -> anomalies outside its surge, every run
+    for seed, eps in BASELINE_RUNS:
+        batches, faults = harness.generate(harness.scenario(BASELINES.format(eps=eps)), seed, BASELINE_MINUTES)
+        rows = harness.aggregate(batches)["service_metrics"]
+        for service in USUAL:
+            fault = _fault(faults, service)
+            series = harness.series(rows, service)
+            found = run(series)
+            inside = [w for w in series if w.window_start >= fault.start and w.window_end <= fault.end]
+            flagged = {a.window_start for a in found}
+            hit = sum(w.window_start in flagged for w in inside)
+            outside = [a for a in found if not fault.start <= a.window_start < fault.end]
+            requests = sum(w.request_count for w in series) / max(len(series), 1)
+            result.notes.append(f"{service} (usually {USUAL[service]:.1%} errors, about {requests:.0f} requests a "
+                                f"window, seed {seed}): {hit} of the {len(inside)} surge windows flagged, "
+                                f"{len(outside)} outside it")
+            if hit < BASELINE_LEAST * len(inside):
+                missed.setdefault(service, []).append(f"{hit} of {len(inside)} (seed {seed})")
+            false.setdefault(service, []).extend(outside)
+    for service, runs in missed.items():
+        result.problems.append(
+            f"the error surge on {service}, which usually fails {USUAL[service]:.1%} of its requests, was missed: "
+            f"{', '.join(runs)} of its windows flagged, at least {BASELINE_LEAST:.0%} should be. A surge is judged "
+            "against the series' own usual rate (learned from its clean windows), not a fixed rate or count")
+    for service, outside in false.items():
+        if outside:
+            a = outside[0]
+            result.problems.append(
+                f"{len(outside)} window(s) of {service} outside its surge were flagged, the first at "
+                f"{a.window_start:%H:%M} (error rate {getattr(a, 'value', float('nan')):.3f}): {service} usually "
+                f"fails {USUAL[service]:.1%} of its requests, and that is normal for it. Learn each series' usual "
+                "rate from its own clean windows instead of a fixed threshold")
 
 
 def _fault(faults, service):

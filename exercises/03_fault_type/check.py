@@ -8,6 +8,12 @@
     truth       the fault is in the run's ground truth; the evaluation knows which incident kinds
                 it causes (FAULT_KINDS)
     detection   the lab's own detectors, on the run's windows, raise an anomaly of such a kind during it
+    seed        the same scenario and seed give the same events whatever the global random state
+                (`random`, `np.random` seeded differently before each run), and generating leaves
+                that global state as it was: every draw comes from the stream's own `rng`
+
+A timeout, as README.md defines it: a hit request takes TIMEOUT_MS and fails with 504. A 500, or
+a 504 that comes back fast, is another fault (the client did not wait out its timeout).
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ def check(folder: Path, scratch: Path) -> harness.Result:
         batches, faults = harness.generate(plan, SEED, MINUTES)
     except Exception as err:  # noqa: BLE001 - the learner's generator code
         raise harness.LearnerError(f"generating the scenario raised {harness.innermost(err, root)}") from None
+    _reproducible(plan, result)
     started = {(f.service, f.type) for f in faults}
     result.need(("payments", "timeout") in started and ("checkout", "timeout") in started,
                 f"the run's ground truth lacks the timeout faults (it has {sorted(started)})")
@@ -72,7 +79,8 @@ def check(folder: Path, scratch: Path) -> harness.Result:
     latency = np.concatenate([b.latency_ms for b in batches])
     codes = np.concatenate([b.status_code for b in batches])
     start_ms = int(batches[0].times_ms[0]) // 60_000 * 60_000
-    timeouts = (codes == 504) & (np.abs(latency - TIMEOUT_MS) < 1)
+    waited = np.abs(latency - TIMEOUT_MS) < 1  # took the client's whole timeout
+    timeouts = (codes == 504) & waited
 
     def window(fault_start_s, duration_s):
         t0 = start_ms + fault_start_s * 1000
@@ -91,7 +99,10 @@ def check(folder: Path, scratch: Path) -> harness.Result:
                     f"during the {share:.0%} timeout on {where}, {got:.1%} of its {n} requests took {TIMEOUT_MS:g} ms "
                     f"and failed with 504; about {share:.0%} should (a request the fault hits times out with "
                     "probability `magnitude`: its latency is TIMEOUT_MS and its status 504)")
-        rest = hit & ~timeouts
+        unlike = _unlike_a_timeout(hit, waited, codes, latency)
+        if unlike:
+            result.problems.append(f"during the timeout on {where}, {unlike}")
+        rest = hit & ~waited & (codes != 504)  # neither waited out the timeout nor failed like one
         if rest.any():
             result.need(float(np.median(latency[rest])) < TIMEOUT_MS / 4,
                         f"the requests of {where} that did not time out are slow too: leave them as they were")
@@ -126,3 +137,73 @@ def check(folder: Path, scratch: Path) -> harness.Result:
     result.need(any(a.kind in (kinds or set()) for a in found),
                 "the lab's detectors raised no anomaly of the kinds FAULT_KINDS names during the payments timeout")
     return result
+
+
+def _unlike_a_timeout(hit, waited, codes, latency) -> str:
+    """What the hit requests that look half like a timeout did instead ('' when none did)."""
+    import numpy as np
+
+    wrong_code = hit & waited & (codes != 504)
+    if wrong_code.any():
+        shown = ", ".join(f"{c} ({n})" for c, n in zip(*np.unique(codes[wrong_code], return_counts=True)))
+        return (f"{int(wrong_code.sum())} requests took {TIMEOUT_MS:g} ms but ended with {shown}, not 504: a request "
+                "that waited out the client's timeout gets the gateway's 504 (Gateway Timeout), whatever its error "
+                "would have been")
+    fast = hit & ~waited & (codes == 504)
+    if fast.sum() > 0.5 * hit.sum():  # a few ordinary 504s are part of a service's usual errors
+        median = float(np.median(latency[fast]))
+        return (f"{int(fast.sum())} requests failed with 504 after a median of {median:.0f} ms, "
+                f"not {TIMEOUT_MS:g} ms: a timed-out request takes the whole TIMEOUT_MS before it fails")
+    return ""
+
+
+GLOBAL_SEEDS = (101, 202)  # the global generators are seeded differently before each of two runs
+RNG_HINT = ("draw the timeout's chance with the stream's `rng` (the argument of EventStream._shape), never with "
+            "`random` or `np.random`")
+
+
+def _reproducible(plan, result: harness.Result) -> None:
+    """The same seed, the same events, whatever `random` and `np.random` hold; and neither is touched."""
+    import random
+
+    import numpy as np
+
+    runs = []
+    for global_seed in GLOBAL_SEEDS:
+        random.seed(global_seed)
+        np.random.seed(global_seed)
+        before = (random.getstate(), _np_state())
+        batches, _ = harness.generate(plan, SEED, MINUTES)
+        after = (random.getstate(), _np_state())
+        runs.append(_events(batches))
+        touched = [name for name, b, a in (("random", before[0], after[0]), ("np.random", before[1], after[1]))
+                   if b != a]
+        if touched and len(runs) == 1:
+            result.problems.append(f"generating the scenario changed the global random state of "
+                                   f"{' and '.join(touched)}: {RNG_HINT}, so a run leaves other code's draws alone")
+    first, second = runs[0], runs[-1]
+    same = all(np.array_equal(a, b) for a, b in zip(first, second))
+    if not same:
+        differ = (int(np.sum(first[2] != second[2]) + np.sum(first[3] != second[3]))
+                  if len(first[0]) == len(second[0]) else "the number of")
+        result.problems.append(f"the same scenario with the same seed gave different events when the global random "
+                               f"generators were seeded differently ({differ} latencies or statuses differ): "
+                               f"{RNG_HINT}, so a run is reproducible from its seed")
+    result.notes.append("same seed, global random state seeded differently: "
+                        + ("the same events" if same else "DIFFERENT events"))
+
+
+def _np_state() -> tuple:
+    """numpy's global generator state, comparable with ==."""
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return name, keys.tobytes(), pos, has_gauss, gauss
+
+
+def _events(batches):
+    """(times, endpoints, latencies, statuses) of all the batches' events."""
+    import numpy as np
+
+    return (np.concatenate([b.times_ms for b in batches]), np.concatenate([b.endpoint_index for b in batches]),
+            np.concatenate([b.latency_ms for b in batches]), np.concatenate([b.status_code for b in batches]))

@@ -10,7 +10,11 @@ incidents a detector would raise for them (written here, with their evidence):
 
 For each unsure one the narrative must pass the real grounding check, still say what and when,
 say that it is unsure and why (with the fact behind it), and leave out what thin evidence does
-not support: the endpoint, the causes, the other services.
+not support: the endpoint, the causes, the other services. It must also claim no reason that
+this incident's facts do not support (few requests where there were 1,586; too little history
+where the history is long): a hedge that lists every reason for every incident says nothing
+about any of them. And two unsure incidents, unsure for different reasons, must not get the
+same summary once their names and numbers are taken out.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ MINUTES = 52
 SEED = 11
 HEDGES = re.compile(r"\b(may|might|possibly|perhaps|uncertain|unsure|not (?:yet )?(?:sure|certain|confirmed)|"
                     r"unconfirmed|tentative|preliminary|too (?:few|little))\b", re.IGNORECASE)
+MIN_REQUESTS = 100  # README.md: fewer requests than this is thin evidence
 # Why each unsure incident is unsure, and the words (with its fact) that say so.
 REASONS = {
     "ledger": ("it rests on few requests", lambda f: rf"\b{f['requests']}\s+requests\b",
@@ -54,6 +59,24 @@ REASONS = {
     "checkout": ("there is too little history before it", lambda f: r"\bhistory\b",
                  "that there is too little history before it"),
 }
+
+
+# reason -> (words that claim it, the fact that decides it); a narrative may claim a reason only
+# when the incident's facts support it
+CLAIMS = {
+    "few requests": (r"\b(?:only|just|mere(?:ly)?)\s+\d[\d,]*\s+requests\b|\b(?:too\s+)?few(?:er)?\s+requests\b"
+                     r"|\blittle traffic\b|\bsmall sample\b",
+                     lambda f: f["requests"] < MIN_REQUESTS,
+                     lambda f: f"it rests on {f['requests']} requests (fewer than {MIN_REQUESTS} would be few)"),
+    "a marginal signal": (r"\bthreshold\b|\bbarely\b|\bmarginal(?:ly)?\b|\bweak\s+signal\b"
+                          r"|\bjust (?:past|above|over)\b",
+                          lambda f: f["severity"] == "medium",
+                          lambda f: f"its severity is {f['severity']}, not medium"),
+    "too little history": (r"\bhistory\b|\bno baseline\b|\btoo little data\b",
+                           lambda f: f["before"]["trend"] == "too little history to tell",
+                           lambda f: f"its history before it is {f['before']['trend']!r}, long enough to compare"),
+}
+FIELDS = ("title", "summary", "likely_causes", "impact", "suggested_actions")
 
 
 def check(folder: Path, scratch: Path) -> harness.Result:
@@ -68,6 +91,7 @@ def check(folder: Path, scratch: Path) -> harness.Result:
                        "narrator.py has no function `narrative(facts)`"):
         return result
     store, incidents = _store(scratch)
+    summaries = {}  # service -> (its summary without names and numbers, its reasons) of each unsure incident
     for service, incident_id in incidents.items():
         facts = build_facts(store, incident_id, 60)
         kept = copy.deepcopy(facts)
@@ -88,7 +112,47 @@ def check(folder: Path, scratch: Path) -> harness.Result:
         problem = _unsure_problem(service, out, kept, narrative_problems)
         if problem:
             result.problems.append(f"{service}, unsure because {REASONS[service][0]}: {problem}")
+        if isinstance(out["summary"], str):
+            summaries[service] = (_shape(out["summary"], kept), _reasons(kept))
+    same = _same_text(summaries)
+    if same:
+        result.problems.append(same)
     return result
+
+
+def _reasons(facts: dict) -> frozenset[str]:
+    """The reasons the facts give to be unsure."""
+    return frozenset(reason for reason, (_, holds, _) in CLAIMS.items() if holds(facts))
+
+
+def _unsupported(out: dict, facts: dict) -> str:
+    """The first reason the narrative claims that the facts do not support ('' when none)."""
+    text = " ".join(x if isinstance(x, str) else " ".join(x) for x in (out[k] for k in FIELDS))
+    for reason, (words, holds, fact) in CLAIMS.items():
+        said = re.search(words, text, re.IGNORECASE)
+        if said and not holds(facts):
+            return (f"it gives {reason} as a reason ({said.group(0)!r}), but {fact(facts)}: name only what is "
+                    "uncertain about this incident, from its own facts")
+    return ""
+
+
+def _shape(summary: str, facts: dict) -> str:
+    """A summary without the incident's names and numbers: what it says of any incident."""
+    text = re.sub(re.escape(facts["service"]), "<service>", summary, flags=re.IGNORECASE)
+    return re.sub(r"\d[\d,.:]*", "#", text).strip().lower()
+
+
+def _same_text(summaries: dict) -> str:
+    """A problem when two incidents unsure for different reasons get the same summary ('' when none do)."""
+    seen: dict[str, tuple[str, frozenset]] = {}
+    for service, (shape, reasons) in summaries.items():
+        for other, (other_shape, other_reasons) in seen.items():
+            if shape == other_shape and reasons != other_reasons:
+                return (f"{other} and {service} get the same summary, apart from names and numbers, though "
+                        f"{other} is unsure because of {', '.join(sorted(other_reasons))} and {service} because of "
+                        f"{', '.join(sorted(reasons))}: say for each incident what is uncertain about it")
+        seen[service] = (shape, reasons)
+    return ""
 
 
 def _unsure_problem(service: str, out: dict, facts: dict, narrative_problems) -> str:
@@ -108,6 +172,9 @@ def _unsure_problem(service: str, out: dict, facts: dict, narrative_problems) ->
     _, pattern, what = REASONS[service]
     if not re.search(pattern(facts), summary, re.IGNORECASE):
         return f"the summary should say why it is unsure: {what}"
+    unsupported = _unsupported(out, facts)
+    if unsupported:
+        return unsupported
     endpoints = [e["endpoint"] for e in facts["top_endpoints"]]
     said = [e for e in endpoints if e in summary]
     if said:
