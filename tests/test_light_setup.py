@@ -8,7 +8,9 @@ cache is the usual one (warm on CI); bench/bench_exercises_setup.py times it wit
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,27 @@ def test_offline_notebook_runs_on_the_light_setup(light_clone, notebook):
     ran = _run([str(clone / ".venv" / "bin" / "python"), "-m", "pytest", "--nbval-lax", "--noconftest", "-q",
                 "-p", "no:cacheprovider", f"notebooks/{notebook}.ipynb"], clone, env)
     assert ran.returncode == 0, f"{notebook} failed on the light set-up:\n{ran.stdout[-4000:]}\n{ran.stderr[-2000:]}"
+
+
+def test_check_all_says_one_line_per_exercise(tmp_path):
+    # A tree with exercise 2 solved (its reference solution), 4 at its starting point, 1 and 3 absent.
+    (tmp_path / "lib").symlink_to(ROOT / "lib")
+    for folder in ("02_new_detector", "04_say_less"):
+        shutil.copytree(ROOT / "exercises" / folder, tmp_path / "exercises" / folder)
+    shutil.copy(ROOT / "exercises" / "solutions" / "02" / "detector.py", tmp_path / "exercises" / "02_new_detector")
+    polled = subprocess.run([sys.executable, str(ROOT / "exercises" / "check.py"), "all", "--root", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert polled.returncode == 1, polled.stdout + polled.stderr  # not all solved
+    lines = polled.stdout.splitlines()
+    assert lines[0].startswith("exercise 1: missing")
+    assert lines[1] == "exercise 2: PASSED"
+    assert lines[2].startswith("exercise 3: missing")
+    assert lines[3].startswith("exercise 4: not yet, ") and lines[3].endswith(" thing(s) to fix")
+    assert lines[4].startswith("1 of 4 solved")
+    assert "Traceback" not in polled.stderr
+
+
+def test_check_all_on_a_folder_that_is_no_checkout_says_so(tmp_path):
+    polled = subprocess.run([sys.executable, str(ROOT / "exercises" / "check.py"), "all", "--root", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert polled.returncode == 2 and "not an obslab checkout" in polled.stderr
