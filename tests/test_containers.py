@@ -228,3 +228,84 @@ def test_container_lab_runs_and_leaves_nothing(tools):
         remove_everything()
     assert down.returncode == 0, f"make down failed:\n{down.stdout[-3000:]}\n{down.stderr[-3000:]}"
     assert not left, f"left after `make down`: {left}"
+
+
+# ----------------------------------------------------------------- the dev container (.devcontainer/)
+
+DEVCONTAINER = ROOT / ".devcontainer" / "devcontainer.json"
+PROJECT_IMAGE = "localhost/obslab:latest"  # what `make image` (containers/build-image.sh) builds
+
+
+def devcontainer() -> dict:
+    """.devcontainer/devcontainer.json, read as VS Code reads it (JSON with whole-line // comments)."""
+    lines = [line for line in DEVCONTAINER.read_text().splitlines() if not line.lstrip().startswith("//")]
+    return json.loads("\n".join(lines))
+
+
+def devcontainer_run_options(config: dict, workspace: Path, volume_prefix: str) -> list[str]:
+    """`podman run` options for what devcontainer.json declares: workspace mount, mounts, folder, env.
+    Named volumes get volume_prefix, so a test never touches the volumes a participant's editor made."""
+    folder = config["workspaceFolder"]
+
+    def substitute(text: str) -> str:
+        return text.replace("${localWorkspaceFolder}", str(workspace)).replace("${containerWorkspaceFolder}", folder)
+
+    options = ["--mount", substitute(config["workspaceMount"]), "-w", folder]
+    for mount in config.get("mounts", []):
+        fields = dict(field.split("=", 1) for field in substitute(mount).split(","))
+        if fields["type"] == "volume":
+            fields["source"] = volume_prefix + fields["source"]
+        options += ["--mount", ",".join(f"{key}={value}" for key, value in fields.items())]
+    for name, value in config.get("containerEnv", {}).items():
+        options += ["-e", f"{name}={substitute(value)}"]
+    return options
+
+
+def test_devcontainer_mounts_the_checkout_over_the_images_project_folder():
+    config = devcontainer()
+    workdir = re.search(r"^WORKDIR\s+(\S+)", (ROOT / "Containerfile").read_text(), re.M).group(1)
+    # The image's .venv has obslab installed editable from its WORKDIR: the checkout must be mounted
+    # there for the participant's edits to be the code that runs, and its .venv kept under a volume.
+    assert config["workspaceFolder"] == workdir and f"target={workdir}," in config["workspaceMount"]
+    targets = {dict(f.split("=", 1) for f in m.split(","))["target"] for m in config["mounts"]}
+    assert f"{workdir}/.venv" in targets, "a laptop's own .venv would hide the image's"
+
+
+def checkout_copy(target: Path) -> Path:
+    """The files a clone of this working tree holds (tracked or not ignored), copied to target: the
+    container writes into the folder it is given, and must never write into this tree's own .venv."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, names):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+@pytest.mark.slow
+def test_devcontainer_runs_check_exercise_on_the_project_image(tools, tmp_path):
+    config = devcontainer()
+    assert config["image"] == PROJECT_IMAGE, "the dev container must run the image `make image` builds"
+    assert sorted(config["forwardPorts"]) == [8501, 8888]  # the dashboard and JupyterLab
+    build_began = time.monotonic()
+    make("image", clean_env(), BUILD_TIMEOUT_S)
+    print(f"image built (or reused) in {time.monotonic() - build_began:.0f} s")
+    prefix = f"{PROJECT}-"
+    volumes = [prefix + dict(f.split("=", 1) for f in m.split(","))["source"] for m in config.get("mounts", [])
+               if "type=volume" in m]
+    for volume in volumes:  # filled afresh from the image, as on a participant's first start
+        podman("volume", "rm", "-f", volume, check=False)
+    try:
+        workspace = checkout_copy(tmp_path / "obslab")
+        done = podman("run", "--rm", *devcontainer_run_options(config, workspace, prefix), config["image"],
+                      "make", "check-exercise", "2", check=False, timeout=900)
+    finally:
+        for volume in volumes:
+            podman("volume", "rm", "-f", volume, check=False)
+    output = done.stdout + done.stderr
+    # The starting point of exercise 2: the check runs and lists what is left to do (so make fails).
+    assert "Not yet: exercise 2 has" in output, f"make check-exercise 2 in the dev container:\n{output[-4000:]}"
+    # The light set-up found the image's full .venv through the volume: it installed nothing.
+    assert "the full set-up" in output and "installed requirements" not in output, output[-4000:]
