@@ -4,6 +4,7 @@ with the network shut to everything but the local server, so a chart on the page
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import time
@@ -63,6 +64,15 @@ def test_an_executed_page_draws_charts_to_svg_in_a_hidden_first_cell(tmp_path):
     assert "parameters" in code[1].metadata.get("tags", [])  # papermill still finds the parameters cell
 
 
+def test_the_scratch_environment_is_undone(monkeypatch):
+    monkeypatch.setenv("DATA_DIR", "/the/lab")
+    monkeypatch.delenv("DUCKDB_PATH", raising=False)
+    with book._environment(DATA_DIR="/scratch", DUCKDB_PATH="/scratch/o.duckdb"):
+        assert (os.environ["DATA_DIR"], os.environ["DUCKDB_PATH"]) == ("/scratch", "/scratch/o.duckdb")
+    assert os.environ["DATA_DIR"] == "/the/lab"  # as it was
+    assert "DUCKDB_PATH" not in os.environ  # unset again
+
+
 def _serve(directory, port):
     proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "-b", "127.0.0.1", "-d", str(directory)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -95,6 +105,7 @@ def test_the_built_book_draws_its_chart_in_chromium_with_no_network(tmp_path):
     built = book.build(tmp_path / "book", only=["01", "02"],
                        parameters={"01_generate_events": {"generate_seconds": 120.0}})
     assert built.executed == ["01_generate_events"] and built.unexecuted == ["02_stream_aggregate"]
+    assert (tmp_path / "book" / "data" / "runs" / "01_events.jsonl").exists()  # ran in the book's scratch folder
     port = free_port()
     local = f"http://127.0.0.1:{port}/"
     server = _serve(built.site, port)

@@ -83,8 +83,11 @@ def chapters(only: Sequence[str] = ()) -> list[Path]:
                           "needs that the book build does not start (\"\" if it runs offline)")
     if not only:
         return found
-    picked = [p for p in found if any(p.stem == o or p.stem.split("_")[0] == o for o in only)]
-    missing = [o for o in only if not any(p.stem == o or p.stem.split("_")[0] == o for p in picked)]
+    def named(p: Path, o: str) -> bool:
+        return o in (p.stem, p.stem.split("_")[0])
+
+    picked = [p for p in found if any(named(p, o) for o in only)]
+    missing = [o for o in only if not any(named(p, o) for p in picked)]
     if missing:
         raise ConfigError(f"no notebook {missing} in {NOTEBOOKS}: give a name or its number, one of "
                           f"{[p.stem for p in found]}")
@@ -111,7 +114,7 @@ def build(out: Path, only: Sequence[str] = (), parameters: dict[str, dict] | Non
             given = (parameters or {}).get(notebook.stem, {})
             shown = ", ".join(f"`{k}={v!r}`" for k, v in given.items()) or "its default parameters"
             _write(notebook, page, EXECUTED_NOTE.format(parameters=shown), first_code=SVG_CHARTS)
-            with _environment(DATA_DIR=str(scratch)):
+            with _environment(DATA_DIR=str(scratch), DUCKDB_PATH=str(scratch / "observability.duckdb")):
                 _execute(page, given)
             executed.append(notebook.stem)
     _render(source, site)
