@@ -122,6 +122,7 @@ def test_the_watermark_frame_puts_windows_marks_and_late_events_on_one_axis(tmp_
     marks = frame[frame.kind == "mark"].set_index("label").t
     assert marks["watermark"] == pd.Timestamp(T0 + MINUTE) and marks["newest event"] == pd.Timestamp(T0 + 3 * MINUTE)
     assert frame[frame.kind == "late event"].t.iloc[0] == pd.Timestamp("2026-11-28T07:59:30Z")
+    assert str(frame.t.dtype).startswith("datetime64") and str(frame.t_end.dtype).startswith("datetime64")
     assert len(watermark_chart(frame).to_dict()["layer"]) == 3  # windows, marks, late events
 
 

@@ -140,7 +140,9 @@ def watermark_frame(store, topic: str, minutes: int = 15) -> pd.DataFrame:
     dead = pd.DataFrame({"kind": "late event", "label": [e["service"] for e in events],
                          "t": pd.to_datetime([e["event_time"] for e in events], utc=True)})
     dead = dead[dead.t > pd.Timestamp(since)]
-    return pd.concat([f for f in (windows, marks.dropna(subset=["t"]), dead) if len(f)], ignore_index=True)
+    frame = pd.concat([f for f in (windows, marks.dropna(subset=["t"]), dead) if len(f)], ignore_index=True)
+    # one time type for the chart (the store's and pandas' UTC zones and units may differ: object columns)
+    return frame.assign(t=pd.to_datetime(frame.t, utc=True), t_end=pd.to_datetime(frame.t_end, utc=True))
 
 
 def watermark_chart(frame: pd.DataFrame):

@@ -206,3 +206,14 @@ def test_a_total_outage_of_one_service_is_detected_within_two_windows_and_the_wa
              + settings.trigger_seconds + settings.detect_poll_seconds + max(report.detect_run_seconds))
     assert 0 < fault.ttd_seconds <= bound
     assert [(i.service, i.kind, i.matched) for i in report.incidents] == [("search", "traffic", True)]
+
+
+def test_without_spark_the_duckdb_aggregator_gives_the_demos_first_fault_in_time(tmp_path):
+    # the light set-up's path (notebooks 05, 06): no JVM; the demo's first fault starts at 75 s
+    settings = load_settings(data_dir=tmp_path)
+    report = evaluate("demo", settings, minutes=3, aggregator="duckdb")
+    assert report.events > 1000  # three minutes of the demo's traffic
+    assert [(f.service, f.outcome) for f in report.faults] == [("payments", "in_time")], report.faults
+    assert Store(report.store_path).query("SELECT count(*) FROM service_metrics")[0][0] >= 9  # 3 services x 3+ min
+    with pytest.raises(ValueError, match="aggregator must be one of spark, duckdb"):
+        evaluate("demo", settings, minutes=1, aggregator="pandas")
