@@ -130,3 +130,33 @@ def test_the_watermark_frame_of_an_empty_store_is_empty(tmp_path):
     store = Store(tmp_path / "s.duckdb")
     store.migrate()
     assert watermark_frame(store, "raw").empty
+
+
+def test_the_watermark_frame_has_one_time_type_whatever_the_local_zone(tmp_path):
+    # DuckDB returns times in the local zone (TZ), pandas parses the dead letters' as UTC: mixed, the
+    # column would hold objects, which Altair cannot serialise (as a kernel outside UTC found)
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import json
+from datetime import datetime, timedelta, timezone
+from obslab.charts import watermark_chart, watermark_frame
+from obslab.store import Store
+t0 = datetime(2026, 11, 28, 8, 0, tzinfo=timezone.utc)
+store = Store({str(tmp_path / "s.duckdb")!r})
+store.migrate()
+store.upsert("service_metrics", [dict(service="pay", window_start=t0, window_end=t0 + timedelta(minutes=1),
+    request_count=1, error_count=0, error_rate=0.0, avg_latency_ms=1.0, p50_latency_ms=1.0, p95_latency_ms=1.0,
+    p99_latency_ms=1.0, is_final=True, updated_at=t0)])
+store.upsert("stream_state", [dict(query_id="q", max_event_time=t0, watermark=t0, window_seconds=60, updated_at=t0)])
+late = dict(event_id="x", event_time="2026-11-28T07:59:30.000Z", service="pay", endpoint="/a", latency_ms=1.0,
+            status_code=200)
+store.upsert("dead_letter_events", [dict(topic="raw", kafka_partition=0, kafka_offset=1, raw_payload=json.dumps(late),
+                                         reason="late", received_at=t0)])
+frame = watermark_frame(store, "raw")
+assert str(frame.t.dtype).endswith(", UTC]"), frame.t.dtype
+json.dumps(watermark_chart(frame).to_dict())
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env={**os.environ, "TZ": "Europe/Paris"})
