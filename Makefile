@@ -71,12 +71,19 @@ book: setup  # lib/obslab/book.py: offline notebooks executed, the lab's shown u
 # `make exercises` is the light set-up (requirements-exercises.lock, a subset of requirements.lock with
 # the same versions): enough for the exercises and the notebooks that need no broker. `make setup`
 # afterwards completes it; after `make setup` it changes nothing.
-.PHONY: exercises exercises-lock check-exercise
+.PHONY: exercises exercises-lock lock check-exercise
 exercises:
 	$(PYTHON) lib/obslab/bootstrap.py --light
 
+# Both locks are universal (Linux, macOS on Intel and Apple silicon, Windows markers), so a laptop that is not
+# Linux resolves the same pins. argon2-cffi-bindings stays at 25.1.0: the newest with an Intel macOS wheel.
+lock:  # after a change to pyproject.toml's dependencies; then make exercises-lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	  -P argon2-cffi-bindings==25.1.0 -o requirements.lock
+
 exercises-lock:  # after a change to requirements-exercises.in or requirements.lock
-	$(BIN)/uv pip compile requirements-exercises.in -c requirements.lock --python-version 3.11 -o requirements-exercises.lock
+	$(BIN)/uv pip compile requirements-exercises.in -c requirements.lock --universal --python-version 3.11 \
+	  -o requirements-exercises.lock
 
 EXERCISE = $(or $(N),$(word 2,$(MAKECMDGOALS)))
 check-exercise: exercises
