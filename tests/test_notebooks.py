@@ -159,6 +159,8 @@ def _fails_at_its_check(name: str, tmp_path: Path, parameters: dict, check: str,
 
 # notebook -> (parameters on an empty pipeline, the checking cell's line, the message it fails with)
 EMPTY = {
+    "01_generate_events": ({"generate_seconds": 0.0}, "assert report.events_sent > 0",
+                           "no events generated: raise generate_seconds"),
     "03_detect_anomalies": ({"source": "store"}, "assert report.windows", "no windows: run the stream first"),
     "04_narrate_incidents": ({"source": "store", "narrator_backend": "template"}, "assert stored",
                              "no narratives: no incident to narrate"),
@@ -216,3 +218,10 @@ def test_07_announces_and_raises_its_alarm_on_an_empty_lab(tmp_path, empty_topic
         _execute("07_monitoring", tmp_path, {})
     assert failed.value.source.strip() == "assert_healthy(checks)", failed.value.source
     assert failed.value.ename == HealthCheckFailed.__name__ and "freshness" in failed.value.evalue, failed.value.evalue
+
+
+@pytest.mark.spark
+@pytest.mark.slow  # Spark starts in the kernel (~20 s)
+def test_09_fails_at_its_count_check_when_the_shop_made_no_requests(tmp_path, empty_lab):
+    _fails_at_its_check("09_real_telemetry", tmp_path, {"minutes": 0.0}, "assert len(stored)",
+                        "no windows: the shop made no requests")

@@ -157,6 +157,8 @@ def per_minute(events_file: Path):
     import pandas as pd
 
     df = pd.read_json(events_file, lines=True, convert_dates=["event_time"])
+    if df.empty:  # a run of no events: no minutes, the same columns
+        return pd.DataFrame(columns=["service", "minute", "requests", "error_rate", "avg_latency_ms"])
     df["minute"] = df["event_time"].dt.floor("min")
     df["error"] = df["status_code"] >= 400
     return (df.groupby(["service", "minute"])
