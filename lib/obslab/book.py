@@ -23,7 +23,7 @@ import nbformat
 import typer
 
 from obslab.commands import ReportingTyper, settings_with
-from obslab.errors import ConfigError, NotebookTaskError, ObslabError
+from obslab.errors import BookError, ConfigError, NotebookTaskError
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -58,10 +58,6 @@ Executed by `make book` with {parameters}, in a scratch data folder and with no 
 machine that built this site: Run All on your laptop shows the same kind of output (times and run
 ids differ).
 :::"""
-
-
-class BookError(ObslabError):
-    """Sphinx could not render the book's pages."""
 
 
 @dataclass(frozen=True)

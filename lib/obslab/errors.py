@@ -155,3 +155,7 @@ class HealthCheckFailed(ObslabError):
         lines = "\n".join(f"  - {c.message}" for c in failed)
         super().__init__(f"{len(failed)} health check(s) failed: {summary}\n{lines}\nFix the cause each "
                          "check names, then check again with `obslab health` (or re-run notebook 07).")
+
+
+class BookError(ObslabError):
+    """Sphinx could not render the book's pages (`make book`); the message holds its output."""
