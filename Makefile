@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: setup test test-fast demo stop status airflow broker-start broker-stop lab clean-data help
 .PHONY: otelcol demo-otel
-.PHONY: container-tools image up down  # the container lab (compose.yaml; see README "Containers")
+.PHONY: container-tools image up down  # the container lab (compose.yaml; see docs/containers.md)
 
 help:
 	@echo "make setup       create .venv from requirements.lock (builds llama-cpp-python once), register the kernel, fetch Kafka/Spark jars, assemble the model"
@@ -21,7 +21,7 @@ help:
 	@echo "make broker-start / broker-stop"
 	@echo "make demo-otel   the demo on real spans: Collector, broker, the shop under Locust's load, stream, detector, narrator, dashboard"
 	@echo "make otelcol     build the lab's OpenTelemetry Collector from Go modules into .cache/otelcol (once per manifest; needs Go)"
-	@echo "make up / down   the whole lab in containers with Podman (make image builds; README \"Containers\")"
+	@echo "make up / down   the whole lab in containers with Podman (make image builds; docs/containers.md)"
 
 setup:
 	$(PYTHON) lib/obslab/bootstrap.py
