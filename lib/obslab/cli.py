@@ -526,11 +526,13 @@ def health_cmd(
 @app.command("doctor")
 def doctor(broker: bool = flag("also check that the Kafka brokers answer", "--broker")) -> None:
     """Check Python, Java, the cached jars, the data folder (and the broker). Exit 1 on a failure."""
-    from obslab.environment import check_environment
+    from obslab.environment import blocking, check_environment, verdict
 
     checks = check_environment(settings_with(), broker=broker)
     _checks(checks, lambda c: f"{c.name:<24} {c.detail}")
-    raise typer.Exit(code=0 if all(c.ok for c in checks) else 1)
+    if not blocking(checks):
+        typer.echo(verdict(checks))
+    raise typer.Exit(code=1 if blocking(checks) else 0)
 
 
 # ------------------------------------------------------------------ settings
