@@ -1,7 +1,9 @@
 """Reading a series from a CSV file (obslab.detect.series_io): validation naming the row or column, and
 the time stamp policy (sorting, combining, offsets, a repeated daylight-saving hour)."""
 
+import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -121,3 +123,15 @@ def test_strict_refuses_the_same_file_naming_the_row(tmp_path):
     repeat = next(i for i in range(1, len(times)) if times[i] == times[i - 1]) + 1
     code, out = cli("--csv", path, "--time-col", "time", "--value-col", "value", "--timestamps", "strict")
     assert code == 1 and f"row {repeat}: duplicate timestamp" in out.output
+
+
+def test_a_real_hourly_series_with_gaps_runs_to_the_end():
+    # Regression input: ad-click prices, hourly, with 4 gaps (numenta/NAB, data/realAdExchange/
+    # exchange-4_cpc_results.csv, MIT; see tests/detect/data/README.md). Before the period search kept
+    # its refined lag among the lags it measured, this file ended in an IndexError from _refined.
+    path = Path(__file__).parent / "data" / "nab_exchange-4_cpc_results.csv"
+    code, out = cli("--csv", path, "--time-col", "timestamp", "--value-col", "value", "--json")
+    assert code == 0 and out.exception is None, out.output
+    series = json.loads(out.stdout)["series"]
+    assert (series["rows"], series["gaps"]) == (1643, 4)  # every row read (1,644 lines less the header)
+    assert series["period"] == 24 and series["step_seconds"] == 3600  # prices follow the day, hour by hour
