@@ -35,6 +35,7 @@ class Settings(BaseSettings):
         case_sensitive=False,
         validate_default=True,
         env_ignore_empty=True,  # `NAME=` in .env means "use the default", not an empty value
+        allow_inf_nan=False,  # no setting means "forever" by infinity: a rate or a period of inf is refused
     )
 
     # --- paths
