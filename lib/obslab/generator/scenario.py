@@ -65,6 +65,9 @@ FAULT_TYPES: dict[str, tuple[float, float, float, str]] = {
 
 BLIP_LATENCY_FACTOR = 1.2  # a deploy blip's latency multiplier
 BLIP_MAX_SECONDS = 120.0  # longer than this it is not a blip: use an error_surge fault
+# Any time in a scenario (a start, a duration, a period) is at most a year: a lab run is hours, and
+# beyond that event times run past the calendar's end (Python's datetime) instead of failing here.
+MAX_SCENARIO_SECONDS = 366 * 86_400.0
 
 BENIGN_TYPES: dict[str, tuple[float, float, float, str]] = {
     "flash_crowd": (2.5, 1.0, 10.0, "traffic multiplier while it lasts; errors and latency stay normal"),
@@ -119,12 +122,12 @@ class ServiceSpec(_Strict):
 class Seasonality(_Strict):
     """A daily (and optionally weekly) rhythm multiplying the rate, phased on absolute event time."""
 
-    period_seconds: float = Field(86_400.0, ge=60)  # a "day"; 3600 compresses one into an hour
+    period_seconds: float = Field(86_400.0, ge=60, le=MAX_SCENARIO_SECONDS)  # a "day"; 3600 compresses one into an hour
     amplitude: float = Field(0.3, ge=0, lt=1)  # rate between (1 - a) and (1 + a) times the mean
     # Seconds into each cycle at which traffic peaks; cycles are counted from the Unix epoch
     # (00:00 UTC), so a rhythm does not depend on when a run starts. Default: 7/12 of the
     # period, i.e. 14:00 UTC of a real day.
-    peak_at_seconds: float | None = Field(None, ge=0)
+    peak_at_seconds: float | None = Field(None, ge=0, le=MAX_SCENARIO_SECONDS)
     weekly_amplitude: float = Field(0.0, ge=0, lt=1)  # a second rhythm over 7 periods
     weekly_peak_day: float = Field(2.5, ge=0, lt=7)  # periods after Monday 00:00 UTC (2.5: Wednesday noon)
 
@@ -161,8 +164,8 @@ class FaultSpec(_Strict):
     type: FaultType
     service: str
     endpoint: str | None = None
-    start_seconds: float = Field(ge=0)
-    duration_seconds: float = Field(gt=0)
+    start_seconds: float = Field(ge=0, le=MAX_SCENARIO_SECONDS)
+    duration_seconds: float = Field(gt=0, le=MAX_SCENARIO_SECONDS)
     magnitude: float | None = None
     _first_endpoint: str | None = PrivateAttr(None)  # of the scenario's service, set when the scenario is read
 
@@ -191,8 +194,8 @@ class FaultSpec(_Strict):
 class BenignSpec(_Strict):
     type: BenignType
     service: str
-    start_seconds: float = Field(ge=0)
-    duration_seconds: float = Field(gt=0)
+    start_seconds: float = Field(ge=0, le=MAX_SCENARIO_SECONDS)
+    duration_seconds: float = Field(gt=0, le=MAX_SCENARIO_SECONDS)
     magnitude: float | None = None
 
     @model_validator(mode="after")
@@ -213,9 +216,9 @@ class BenignSpec(_Strict):
 
 class RandomFaults(_Strict):
     anomaly_probability: float = Field(0.0, ge=0, le=1)
-    min_quiet_seconds: float = Field(120.0, ge=0)
-    min_duration_seconds: float = Field(60.0, gt=0)
-    max_duration_seconds: float = Field(240.0, gt=0)
+    min_quiet_seconds: float = Field(120.0, ge=0, le=MAX_SCENARIO_SECONDS)
+    min_duration_seconds: float = Field(60.0, gt=0, le=MAX_SCENARIO_SECONDS)
+    max_duration_seconds: float = Field(240.0, gt=0, le=MAX_SCENARIO_SECONDS)
     types: list[FaultType] = Field(default_factory=lambda: list(FAULT_TYPES))
 
     @model_validator(mode="after")
@@ -228,7 +231,7 @@ class RandomFaults(_Strict):
 class Scenario(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    duration_seconds: float = Field(600.0, gt=0)
+    duration_seconds: float = Field(600.0, gt=0, le=MAX_SCENARIO_SECONDS)
     services: list[ServiceSpec] | None = Field(None, min_length=1)
     traffic: Traffic = Field(default_factory=Traffic)
     faults: list[FaultSpec] = Field(default_factory=list)
