@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup test test-fast demo stop status airflow broker-start broker-stop lab clean-data help
+.PHONY: setup test test-fast fuzz demo stop status airflow broker-start broker-stop lab clean-data help
 .PHONY: otelcol demo-otel
 .PHONY: container-tools image up down  # the container lab (compose.yaml; see docs/containers.md)
 
@@ -11,6 +11,7 @@ help:
 	@echo "make setup       create .venv from requirements.lock (builds llama-cpp-python once), register the kernel, fetch Kafka/Spark jars, assemble the model"
 	@echo "make test        every test, against a real Kafka broker, Spark and DuckDB (what CI runs)"
 	@echo "make test-fast   the tests that need no broker, Spark or notebook run (under a minute)"
+	@echo "make fuzz        the property-based tests of hostile input (settings, scenarios, payloads, CSVs) with 20x the examples"
 	@echo "make demo        broker, generator, stream, detector, narrator and dashboard (http://127.0.0.1:8501); Ctrl-C stops"
 	@echo "make stop        stop a demo started elsewhere, and the lab's Airflow; make status lists the demo's processes and the container lab's health"
 	@echo "make airflow     Airflow 3 with the project's DAGs on http://127.0.0.1:8080 (prints how to log in)"
@@ -42,6 +43,9 @@ airflow:  # scheduled notebooks: Airflow on 127.0.0.1, AIRFLOW_HOME in data/airf
 status:  # the demo's processes, then the container lab's health checked now (podman ps alone shows "(starting)" without systemd)
 	@if [ -x $(BIN)/obslab ]; then $(BIN)/obslab status; fi
 	@containers/status.sh $(COMPOSE_PROJECT)
+
+fuzz:  # the property-based tests of hostile input, with 20x the examples `make test` gives them
+	FUZZ_SCALE=20 $(BIN)/python -m pytest tests -m fuzz -p no:cacheprovider
 
 test-fast:
 	$(BIN)/python -m pytest tests -m "not kafka and not spark and not slow" -n auto  # one worker per core

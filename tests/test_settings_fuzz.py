@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from obslab.errors import ConfigError
 from obslab.settings import Settings, load_settings
+from tests.fuzzing import examples
 
 NAMES = sorted(Settings.model_fields)
 
@@ -20,7 +21,8 @@ HOSTILE = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.fuzz
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(NAMES), value=HOSTILE)
 def test_a_hostile_value_loads_or_is_refused_naming_its_variable(monkeypatch, tmp_path, name, value):
     monkeypatch.chdir(tmp_path)  # no project .env in the way

@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from obslab.cli import app
+from tests.fuzzing import examples
 from obslab.detect import series
 from obslab.detect.series import detect_csv, detect_period
 
 runner = CliRunner()
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
-EXAMPLES = 120  # bounded: the property runs in the default `make test` in well under a minute
+EXAMPLES = examples(120)  # bounded: the property runs in the default `make test` in well under a minute
 
 # Cell texts for a value: ordinary, degenerate and hostile.
 VALUE_CELLS = st.one_of(
@@ -57,6 +58,7 @@ def series_csvs(draw) -> str:
     return "time,value\n" + "".join(rows)
 
 
+@pytest.mark.fuzz
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 @given(text=series_csvs(), period=st.sampled_from([None, None, "0", "24", "3"]))

@@ -5,11 +5,13 @@ refused with a ScenarioError naming the field, or accepted and then generates ev
 
 from datetime import datetime, timezone
 
+import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
 from obslab.generator.events import EventStream
 from obslab.generator.scenario import ScenarioError, _package_dir, parse_scenario
+from tests.fuzzing import examples
 
 DEMO = yaml.safe_load((_package_dir() / "demo.yaml").read_text())
 START = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -44,7 +46,8 @@ def _replaced(path, value):
     return doc
 
 
-@settings(max_examples=250, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=examples(250), deadline=None)
 @given(path=st.sampled_from(PATHS), value=HOSTILE)
 def test_a_hostile_value_is_refused_naming_the_field_or_generates(path, value):
     text = yaml.safe_dump(_replaced(path, value), allow_unicode=True)

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from obslab.schema import ENDPOINT_PATTERN
 from obslab.stream.transform import parse_events
+from tests.fuzzing import examples
 
 MAX_ENDPOINT = 128
 GOOD = st.fixed_dictionaries({
@@ -54,7 +55,8 @@ def hostile(draw) -> tuple[str, bool]:
 
 
 @pytest.mark.spark
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@pytest.mark.fuzz
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(batch=st.lists(hostile(), min_size=1, max_size=250))
 def test_every_payload_is_counted_or_set_aside_with_a_reason(spark, batch):
