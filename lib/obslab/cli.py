@@ -530,9 +530,10 @@ def doctor(broker: bool = flag("also check that the Kafka brokers answer", "--br
 
     checks = check_environment(settings_with(), broker=broker)
     _checks(checks, lambda c: f"{c.name:<24} {c.detail}")
-    if not blocking(checks):
+    failed = blocking(checks)
+    if not failed:
         typer.echo(verdict(checks))
-    raise typer.Exit(code=1 if blocking(checks) else 0)
+    raise typer.Exit(code=1 if failed else 0)
 
 
 # ------------------------------------------------------------------ settings
