@@ -69,7 +69,7 @@ def init_spark_session(app_name: str = "ObservabilityStreaming") -> SparkSession
     os.makedirs(checkpoint_dir, exist_ok=True)
     os.makedirs(event_log_dir, exist_ok=True)
     
-    # bench: changes 3 and 4, the next three lines (master, driver memory, connector jars)
+    # bench: changes 3 and 4, the three lines after `SparkSession.builder` (master, driver memory, jars)
     spark = SparkSession.builder \
         .master("local[2]") \
         .config("spark.driver.memory", "1g") \
