@@ -1,6 +1,11 @@
 """The lab's Airflow configuration, built from settings (no Airflow started)."""
 
 import configparser
+import os
+import subprocess
+import sys
+
+import pytest
 
 from obslab.schedule import server
 from obslab.settings import load_settings
@@ -35,3 +40,30 @@ def test_airflow_commands_see_the_lab_s_settings_and_its_own_home(tmp_path):
     assert env["AIRFLOW_HOME"] == str(tmp_path / "airflow")
     assert env["AIRFLOW_CONFIG"] == str(tmp_path / "airflow" / "airflow.cfg")
     assert isinstance(server.config(settings), configparser.ConfigParser)
+
+
+def test_the_scheduler_and_dag_processor_start_with_what_their_forked_tasks_import():
+    commands = server.commands()
+    assert commands["airflow-api"][-1] == "api-server"
+    for name, airflow_args in (("airflow-scheduler", ["scheduler", "--skip-serve-logs"]),
+                               ("airflow-dag-processor", ["dag-processor"])):
+        assert commands[name] == [sys.executable, "-m", "obslab.schedule.server", *airflow_args]
+    # what a task process imports to parse the pipeline DAG and run a notebook
+    assert {"papermill", "airflow.providers.papermill.operators.papermill", "obslab.lab"} <= set(server.PRELOAD)
+
+
+@pytest.mark.slow  # starts Airflow's CLI in a process of its own
+def test_the_preloaded_entry_runs_the_airflow_command_it_is_given(tmp_path):
+    env = server.environment(load_settings(data_dir=tmp_path))
+    done = subprocess.run([sys.executable, "-m", "obslab.schedule.server", "version"], capture_output=True,
+                          text=True, env={**os.environ, **env}, cwd=server.ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1][:1].isdigit()  # Airflow's version, e.g. 3.3.2
+
+
+@pytest.mark.slow  # starts Airflow's CLI in a process of its own
+def test_an_unknown_airflow_command_fails_through_the_preloaded_entry(tmp_path):
+    env = server.environment(load_settings(data_dir=tmp_path))
+    done = subprocess.run([sys.executable, "-m", "obslab.schedule.server", "no-such-command"], capture_output=True,
+                          text=True, env={**os.environ, **env}, cwd=server.ROOT, timeout=300)
+    assert done.returncode != 0 and "no-such-command" in done.stderr

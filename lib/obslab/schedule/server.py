@@ -7,6 +7,8 @@
     start(settings)      api-server, scheduler and dag-processor as lab processes (see obslab.demo),
                          then waits until the API answers on 127.0.0.1:AIRFLOW_PORT
     stop(settings)       stops them (what `make stop` also does)
+    python -m obslab.schedule.server scheduler|dag-processor ...
+                         that Airflow command with PRELOAD imported first (see below)
 
 Choices, each to keep Airflow on the loopback interface and out of other users' reach:
 - the API server binds [api] host = 127.0.0.1 (Airflow's default is 0.0.0.0);
@@ -14,6 +16,15 @@ Choices, each to keep Airflow on the loopback interface and out of other users' 
   API server reads task logs from the local files anyway; no triggerer (no deferrable tasks here);
 - the simple auth manager has one user, admin, whose password Airflow generates at first start into
   AIRFLOW_HOME/simple_auth_manager_passwords.json.generated; never all-admins mode.
+
+Choices that make a scheduled run start fast:
+- the scheduler and the DAG processor import PRELOAD before Airflow starts. Every task process is a
+  fork of one of the scheduler's LocalExecutor workers (themselves forks of the scheduler), and every
+  DAG parse a fork of the DAG processor, so they start with papermill, the papermill provider and
+  obslab already loaded instead of importing them each time (the provider pulls papermill's cloud
+  readers, gcsfs, boto3, azure: seconds per task, and per parse every 30 s);
+- the scheduler's loop sleeps at most [scheduler] scheduler_idle_sleep_time between passes when it
+  has nothing to do, so a task is queued well within a second of the one before it ending.
 """
 
 from __future__ import annotations
@@ -37,6 +48,9 @@ from obslab.settings import Settings
 ROOT = Path(__file__).resolve().parents[3]
 PROCESSES = ("airflow-api", "airflow-scheduler", "airflow-dag-processor")
 USER = "admin"
+# What a task process and a DAG parse import, loaded once by the processes they are forked from.
+PRELOAD = ("airflow.sdk.execution_time.task_runner", "airflow.providers.papermill.operators.papermill",
+           "papermill", "nbclient", "obslab.lab", "obslab.schedule.tasks")
 
 
 def home(settings: Settings) -> Path:
@@ -128,12 +142,8 @@ def start(settings: Settings, timeout_s: float = 240.0) -> str:
     if not port_is_free("127.0.0.1", settings.airflow_port):
         raise ObslabError(f"port {settings.airflow_port} on 127.0.0.1 is in use: stop what holds it or set AIRFLOW_PORT")
     prepare(settings)
-    exe = str(Path(sys.executable).with_name("airflow"))
     env = environment(settings)
-    commands = {"airflow-api": [exe, "api-server"],
-                "airflow-scheduler": [exe, "scheduler", "--skip-serve-logs"],
-                "airflow-dag-processor": [exe, "dag-processor"]}
-    for name, cmd in commands.items():
+    for name, cmd in commands().items():
         demo.spawn(settings, name, cmd, env)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -146,6 +156,14 @@ def start(settings: Settings, timeout_s: float = 240.0) -> str:
     stop(settings)
     raise ObslabError(f"Airflow did not answer at {url(settings)} within {timeout_s:.0f} s; "
                       f"see {settings.logs_dir}/airflow-api.log")
+
+
+def commands() -> dict[str, list[str]]:
+    """The command of each Airflow process of the lab; the scheduler and DAG processor preloaded."""
+    preloaded = [sys.executable, "-m", "obslab.schedule.server"]
+    return {"airflow-api": [str(Path(sys.executable).with_name("airflow")), "api-server"],
+            "airflow-scheduler": [*preloaded, "scheduler", "--skip-serve-logs"],
+            "airflow-dag-processor": [*preloaded, "dag-processor"]}
 
 
 def answers(settings: Settings) -> bool:
@@ -175,3 +193,19 @@ def status(settings: Settings) -> list[demo.ProcessInfo]:
 def stop(settings: Settings) -> list[str]:
     """Stop the lab's Airflow processes (not the broker)."""
     return demo.stop(settings, grace_s=30.0, broker=False, names=PROCESSES)
+
+
+def run_preloaded(args: list[str]) -> int:
+    """`airflow ARGS` in this process, with PRELOAD imported first (for the scheduler and DAG processor)."""
+    import importlib
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    from airflow.__main__ import main
+
+    sys.argv = ["airflow", *args]
+    return main() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_preloaded(sys.argv[1:]))
