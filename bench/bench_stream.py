@@ -22,7 +22,9 @@ ports) and measures, in this order:
                            time give the same events), aggregated by ONE DuckDB query over read_json_auto:
                            per service and 60-s window count, errors, avg and quantile_cont p50/p95/p99.
               Then, once, where the stream's time goes: the same Kafka read, parse and aggregation as static
-              Spark jobs, step by step (`--no-breakdown` skips this).
+              Spark jobs, step by step; and the same batch shipped to Python as Arrow and parsed, validated and
+              aggregated by DuckDB instead (`--no-breakdown` skips this).
+              With --spark-server the stream is a client of that Spark Connect server (started beforehand).
 
 CPU seconds of this process, the Spark JVM or stream subprocess, the generator, the broker and everything
 else on the machine are recorded per run, so a run that shared the cores with another workload shows it.
@@ -30,6 +32,7 @@ Results go to BENCHMARKS.md.
 
     .venv/bin/python bench/bench_stream.py [--events N] [--runs R] [--warmup W]
                                            [--only throughput|freshness|memory] [--json]
+                                           [--spark-server sc://127.0.0.1:PORT]
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 42
 START = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)  # event time of the first preloaded event
 THROUGHPUT_SCENARIO, THROUGHPUT_RATE = "mixed", 1000.0
-TARGET_EVENTS_PER_S = 100_000
+TARGET_EVENTS_PER_S = 300_000  # issue 25 (issue 4 asked for 100,000)
 TARGET_RSS_MIB = 1536  # 1.5 GB, read as 1.5 GiB
 LIVE = {
     # name: scenario, events/s (None = the scenario's), generator seconds, stream seconds
@@ -389,7 +392,8 @@ class ProgressLog:
         return [p for p in self.progress if p["name"] == name]
 
 
-def run_stream_once(spark, s: Settings, n: int, run_no: int, progress: ProgressLog, broker_pid: int | None) -> dict:
+def run_stream_once(spark, s: Settings, n: int, run_no: int, progress: ProgressLog, broker_pid: int | None,
+                    spark_group=None) -> dict:
     """run_stream_job(available_now) over the whole topic with a fresh checkpoint and store."""
     from obslab.stream.job import run_stream_job
 
@@ -398,7 +402,7 @@ def run_stream_once(spark, s: Settings, n: int, run_no: int, progress: ProgressL
     store = Lab(rs).store  # created and migrated, as a Lab gives it to the stream
     own = os.getpid()
     sampler = Sampler({"bench": only(own), "broker": tree_of(broker_pid),
-                       "spark": children_of(own, but=broker_pid)}, rss_group="spark")
+                       "spark": spark_group or children_of(own, but=broker_pid)}, rss_group="spark")
     sampler.start()
     t0 = time.perf_counter()
     report = run_stream_job(rs, available_now=True, spark=spark, store=store)
@@ -440,34 +444,107 @@ def compare(store_path: Path, rows: list[tuple]) -> dict:
             "max_relative_difference": {k: float(f"{v:.2g}") for k, v in worst.items()}}
 
 
+# The Kafka source options of `obslab.stream.job.kafka_source`, for the static reads of the breakdown.
+KAFKA_READ_OPTIONS = {"kafka.max.partition.fetch.bytes": str(16 * 2**20), "kafka.fetch.max.bytes": str(64 * 2**20),
+                      "kafka.receive.buffer.bytes": "-1"}
+
+
 def breakdown(spark, s: Settings, n: int) -> dict:
-    """Where the stream's time goes: the same Kafka read, parse and aggregation as static Spark jobs."""
+    """Where the stream's time goes: the same Kafka read, parse and aggregation as static Spark jobs.
+
+    Then the same batch another way, for comparison: the Kafka records shipped to Python as Arrow, parsed,
+    validated (the same reasons, as the evaluation's DuckDB twin writes them) and aggregated to the same
+    partials by one DuckDB query."""
     from pyspark.sql import functions as F
 
     from obslab.stream.job import aggregate_static
-    from obslab.stream.transform import batch_outcome, parse_events, with_window
+    from obslab.stream.transform import batch_outcome, kafka_text, parse_events, with_window
 
-    raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", s.kafka_bootstrap_servers)
-           .option("subscribe", s.topic_raw_events).option("startingOffsets", "earliest")
-           .option("endingOffsets", "latest")
-           .option("minPartitions", str(2 * spark.sparkContext.defaultParallelism)).load())
+    reader = (spark.read.format("kafka").option("kafka.bootstrap.servers", s.kafka_bootstrap_servers)
+              .option("subscribe", s.topic_raw_events).option("startingOffsets", "earliest")
+              .option("endingOffsets", "latest").option("minPartitions", str(2 * _cores(s))))
+    for key, value in KAFKA_READ_OPTIONS.items():
+        reader = reader.option(key, value)
+    raw = reader.load()
     store = Store(s.data_dir / "static.duckdb")
     store.migrate()
+    shipped: dict = {}
     steps = {
         "kafka_read": lambda: raw.select(F.sum(F.length("value"))).collect(),
         "kafka_read_parse": lambda: parse_events(raw, s.endpoint_max_length).groupBy("reason").count().collect(),
         "kafka_read_parse_aggregate": lambda: batch_outcome(with_window(parse_events(raw, s.endpoint_max_length), s.window_seconds)).toArrow(),
         "whole_batch_with_duckdb_merge": lambda: aggregate_static(spark, raw, s, store),
+        "kafka_read_to_arrow": lambda: shipped.update(table=kafka_text(raw, "raw_payload").toArrow()),
+        "duckdb_parse_validate_aggregate": lambda: shipped.update(outcome=duckdb_outcome(shipped["table"], s)),
     }
     out = {}
     for name, step in steps.items():
         t0 = time.perf_counter()
         step()
         out[f"{name}_s"] = round(time.perf_counter() - t0, 2)
+    partials, dead = shipped["outcome"]
+    if sum(partials["count"]) != n or dead:
+        raise BenchError(f"breakdown: DuckDB counted {sum(partials['count'])} events and {dead} dead letters; "
+                         f"expected {n} and none")
     return out
 
 
-def throughput(s: Settings, n: int, runs: int, warmup: int, broker: LocalBroker, with_breakdown: bool) -> dict:
+def _cores(s: Settings) -> int:
+    """N of a local[N] master (2 otherwise), as the stream's minPartitions reads it."""
+    import re
+
+    found = re.fullmatch(r"local\[(\d+)\]", s.spark_master)
+    return int(found.group(1)) if found else 2
+
+
+def duckdb_outcome(table, s: Settings) -> tuple:
+    """Kafka records as Arrow (topic, kafka_partition, kafka_offset, raw_payload) -> (partial rows'
+    `count` column as a list, dead letters), parsed and validated with the evaluation's DuckDB twin of
+    the transform's reasons, aggregated to the stream's partial keys."""
+    import duckdb
+
+    from obslab.evaluation.replay import _EVENT_FIELDS, _reason_sql
+    from obslab.schema import ENDPOINT_PATTERN
+    from obslab.stream.buckets import bucket_sql
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("records", table)
+        con.execute(f"""
+            CREATE TEMP TABLE fields AS
+            SELECT topic, kafka_partition, kafka_offset, raw_payload, j,
+                   {", ".join(f"j->>'{f}' AS {f}_text" for f in _EVENT_FIELDS)},
+                   try_cast(j->>'event_time' AS TIMESTAMPTZ) AS event_time,
+                   try_cast(j->>'latency_ms' AS DOUBLE) AS latency_ms,
+                   try_cast(j->>'status_code' AS INTEGER) AS status_code
+            FROM (SELECT *, CASE WHEN json_valid(raw_payload) AND json_type(raw_payload::JSON) = 'OBJECT'
+                                 THEN raw_payload::JSON END AS j FROM records)""")
+        con.execute(f"CREATE TEMP TABLE parsed AS SELECT *, {_reason_sql()} AS reason FROM fields",
+                    [s.endpoint_max_length, ENDPOINT_PATTERN])
+        w = int(s.window_seconds)
+        counts = [r[0] for r in con.execute(f"""
+            SELECT count(*) FROM (SELECT *, floor(epoch_us(event_time) / {1_000_000 * w}) * {w} AS start_s
+                                  FROM parsed WHERE reason IS NULL)
+            GROUP BY service_text, endpoint_text, start_s, {bucket_sql("latency_ms")},
+                     CASE WHEN status_code >= 400 THEN status_code END""").fetchall()]
+        dead = con.execute("SELECT count(*) FROM parsed WHERE reason IS NOT NULL").fetchall()[0][0]
+    finally:
+        con.close()
+    return {"count": counts}, dead
+
+
+def connect_server_pid(url: str) -> int | None:
+    """The pid of the Spark Connect server on this machine that listens on the port of `url` (sc://host:port)."""
+    port = url.rsplit(":", 1)[-1].split("/")[0]
+    for pid, (_, _, _) in processes().items():
+        if f"spark.connect.grpc.binding.port={port}" in (cmdline(pid) or ""):
+            return pid
+    return None
+
+
+def throughput(s: Settings, n: int, runs: int, warmup: int, broker: LocalBroker, with_breakdown: bool,
+               spark_server: str | None = None) -> dict:
     from obslab.stream.session import build_session
 
     events_file = s.data_dir / "events.jsonl"
@@ -476,7 +553,17 @@ def throughput(s: Settings, n: int, runs: int, warmup: int, broker: LocalBroker,
           f"{loaded['file_mib']} MiB of JSONL; {loaded['event_time_span_s'] / 60:.1f} min of event time)",
           file=sys.stderr)
     t0 = time.perf_counter()
-    spark = build_session(s, app_name="obslab-bench-stream")
+    spark_group = None
+    if spark_server:  # a Spark Connect server started beforehand: the stream is its client
+        from pyspark.sql import SparkSession
+
+        server_pid = connect_server_pid(spark_server)
+        if server_pid is None:
+            raise BenchError(f"no Spark Connect server process found for {spark_server} on this machine")
+        spark = SparkSession.builder.remote(spark_server).getOrCreate()
+        spark_group = tree_of(server_pid)
+    else:
+        spark = build_session(s, app_name="obslab-bench-stream")
     session_s = time.perf_counter() - t0
     progress = ProgressLog(spark)
     stream_runs, ref_runs, check = [], [], None
@@ -486,7 +573,7 @@ def throughput(s: Settings, n: int, runs: int, warmup: int, broker: LocalBroker,
         # interpreted and compiles it meanwhile (about twice as slow), as a one-shot `--available-now` would.
         for run_no in range(1, warmup + runs + 1):
             label = f"warm-up {run_no}/{warmup}" if run_no <= warmup else f"round {run_no - warmup}/{runs}"
-            r = run_stream_once(spark, s, n, run_no, progress, broker.pid())
+            r = run_stream_once(spark, s, n, run_no, progress, broker.pid(), spark_group)
             r["warmup"] = run_no <= warmup
             stream_runs.append(r)
             print(f"{label} stream   : {r['events_per_s']:>12,.0f} events/s ({r['seconds']:.1f} s; "
@@ -515,6 +602,7 @@ def throughput(s: Settings, n: int, runs: int, warmup: int, broker: LocalBroker,
                 **{f"median_{k}": round(median_of([r[k] for r in rs]), 2) for k in keys}, "runs": all_runs}
 
     return {"preload": loaded, "scenario": THROUGHPUT_SCENARIO, "event_rate": THROUGHPUT_RATE,
+            "spark": spark_server or f"in-process {s.spark_master}",
             "spark_session_start_s": round(session_s, 1), "stream": stats(stream_runs), "reference": stats(ref_runs),
             "ratio_stream_to_reference": round(med_stream / med_ref, 3),
             "meets_target": med_stream >= TARGET_EVENTS_PER_S,
@@ -540,7 +628,8 @@ def text_report(out: dict) -> str:
     lines = [f"{out['date_utc']}  {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM"]
     if "throughput" in out:
         t = out["throughput"]
-        lines += [f"throughput: {t['preload']['events']:,} events, Spark session start {t['spark_session_start_s']} s",
+        lines += [f"throughput: {t['preload']['events']:,} events, Spark ({t['spark']}) session start "
+                  f"{t['spark_session_start_s']} s",
                   "| variant | median events/s | min | max | median s | ratio to DuckDB | warm-up events/s |",
                   "|---|---:|---:|---:|---:|---:|---|"]
         for name, key in (("stream (available_now)", "stream"), ("reference: DuckDB over JSONL", "reference")):
@@ -569,9 +658,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=PHASES, help="run one benchmark (default: all three)")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the static jobs that show where time goes")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a summary")
+    parser.add_argument("--spark-server", metavar="sc://127.0.0.1:PORT",
+                        help="throughput: run the stream as a client of this Spark Connect server (started beforehand, "
+                             "with the Kafka connector jars) instead of a Spark inside this process")
     args = parser.parse_args(argv)
     if args.events < 1 or args.runs < 1 or args.warmup < 0:
         parser.error("--events and --runs must be positive")
+    if args.spark_server and not args.spark_server.startswith("sc://"):
+        parser.error(f"--spark-server must be a Spark Connect address sc://HOST:PORT, not {args.spark_server!r}")
 
     started = datetime.now(timezone.utc)
     out: dict = {"benchmark": "stream (issue 4)", "date_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -582,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{phase} ...", file=sys.stderr)
             if phase == "throughput":
                 out[phase] = throughput(settings, args.events, args.runs, args.warmup, broker,
-                                        not args.no_breakdown)
+                                        not args.no_breakdown, args.spark_server)
             else:
                 out[phase] = live_run(settings, phase, broker)
                 r = out[phase]
