@@ -21,6 +21,7 @@ from obslab.lab import Lab
 from obslab.otel.cli import otelcol_app
 from obslab.settings import Settings, settings_table
 from obslab.shop.cli import shop_app
+from obslab.stream.cli import spark_app
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(airflow_app, name="airflow")
 app.add_typer(shop_app, name="shop")
 app.add_typer(otelcol_app, name="otelcol")
+app.add_typer(spark_app, name="spark")
 app.add_typer(book_app, name="book")
 
 

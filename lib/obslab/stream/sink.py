@@ -71,6 +71,23 @@ class SinkCounters:
     published: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def save(self, path: Path) -> None:
+        """Write the counters to `path` at once (a reader never sees half a file)."""
+        data = {**self.__dict__, "last_watermark": self.last_watermark.isoformat() if self.last_watermark else None}
+        part = path.with_name(path.name + ".part")
+        part.write_text(json.dumps(data))
+        part.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "SinkCounters":
+        """The counters `save` wrote; all zero when there is no file (no batch ran)."""
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls()
+        mark = data.pop("last_watermark", None)
+        return cls(**data, last_watermark=datetime.fromisoformat(mark) if mark else None)
+
 
 @dataclass
 class OffsetAdvance:
@@ -129,7 +146,8 @@ class StreamSink:
     (`stream_offsets`) and skips records below it; without, as for static input, it keeps no position."""
 
     def __init__(self, store, settings: Settings, query_id: str, feeds: Feeds | None = None,
-                 offset_log: Path | None = None, topic_id: str | None = None, topic: str | None = None):
+                 offset_log: Path | None = None, topic_id: str | None = None, topic: str | None = None,
+                 counters_file: Path | None = None):
         self.store = store
         self.topic = topic or settings.stream_topic  # the topic whose position it keeps
         self.settings = settings
@@ -138,12 +156,17 @@ class StreamSink:
         self.offset_log = offset_log
         self.topic_id = topic_id
         self.counters = SinkCounters()
+        # Where the counters go after every batch: on a Spark Connect server this sink runs in the
+        # server's Python worker, so the stream's client reads what it did from there.
+        self.counters_file = counters_file
         self._kept: set[tuple[str, str]] = set()  # (service, endpoint) names known to be in stream_endpoints
 
     # ------------------------------------------------------------------ the batch
 
     def __call__(self, parsed, batch_id: int) -> None:
         self.apply(parsed, int(batch_id))
+        if self.counters_file is not None:
+            self.counters.save(self.counters_file)
 
     def apply(self, parsed, batch_id: int, finalize_all: bool = False) -> list[dict]:
         """Apply one parsed batch; `finalize_all` marks every window final (end of a static input)."""

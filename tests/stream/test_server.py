@@ -1,0 +1,132 @@
+"""The lab's Spark Connect server (`obslab spark start|stop|status`) and the stream run through it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+
+from conftest import free_port
+from obslab.errors import ConfigError, PortInUseError
+from obslab.settings import load_settings
+from obslab.store import Store
+from obslab.stream.job import cores
+from obslab.stream.server import SparkServer, server_url
+from obslab.stream.sink import SinkCounters
+from tests.stream.helpers import event_lines, lab_for, publish, same_counts
+
+
+def test_spark_server_says_which_spark_the_steps_use(tmp_path):
+    assert server_url(load_settings(data_dir=tmp_path, spark_server="local")) is None
+    assert server_url(load_settings(data_dir=tmp_path, spark_server="sc://127.0.0.1:1234")) == "sc://127.0.0.1:1234"
+    # auto without a server of this lab: a Spark of the step's own
+    assert server_url(load_settings(data_dir=tmp_path, spark_server="auto")) is None
+
+
+def test_auto_ignores_a_pid_file_whose_process_is_no_server(tmp_path):
+    settings = load_settings(data_dir=tmp_path)
+    server = SparkServer(settings)
+    server.dir.mkdir(parents=True)
+    server.pid_file.write_text(f"{os.getpid()}\n")  # alive, but pytest is no Spark Connect server
+    server.address_file.write_text(json.dumps({"url": "sc://127.0.0.1:1", "pid": os.getpid()}))
+    assert server_url(settings) is None
+    assert not server.status().running
+
+
+def test_a_spark_server_setting_that_is_no_choice_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match="SPARK_SERVER"):
+        load_settings(data_dir=tmp_path, spark_server="spark://127.0.0.1:7077")
+
+
+def test_the_server_listens_on_loopback_only_on_its_port_with_the_kafka_connector(tmp_path):
+    settings = load_settings(data_dir=tmp_path, spark_connect_port=15999, spark_master="local[3]")
+    cmd = SparkServer(settings).command()
+    conf = [cmd[i + 1] for i, part in enumerate(cmd) if part == "--conf"]
+    assert "spark.connect.grpc.binding.address=127.0.0.1" in conf
+    assert "spark.connect.grpc.binding.port=15999" in conf
+    assert cmd[cmd.index("--master") + 1] == "local[3]"
+    assert "spark-sql-kafka" in cmd[cmd.index("--jars") + 1]
+
+
+def test_a_taken_port_is_refused_naming_the_setting(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"{port}.*SPARK_CONNECT_PORT"):
+            SparkServer(load_settings(data_dir=tmp_path, spark_connect_port=port)).start()
+
+
+def test_sink_counters_come_back_from_their_file_as_they_were(tmp_path):
+    path = tmp_path / "counters.json"
+    assert SinkCounters.load(path) == SinkCounters()  # no batch ran: zeros
+    counters = SinkCounters(batches=3, events=1200, dead_letters=2, late=1,
+                            last_watermark=datetime(2026, 3, 1, 9, 5, tzinfo=timezone.utc), errors=["x"])
+    counters.save(path)
+    assert SinkCounters.load(path) == counters
+    assert not path.with_name(path.name + ".part").exists()
+
+
+class _Conf:
+    def __init__(self, values):
+        self.values = values
+
+    def get(self, key, default=None):
+        return self.values.get(key, default)
+
+
+class _Session:
+    def __init__(self, **values):
+        self.conf = _Conf({k.replace("_", "."): v for k, v in values.items()})
+
+
+@pytest.mark.parametrize("master, default_parallelism, expected", [
+    ("local[3]", None, 3), ("local[4,2]", None, 4), ("local", None, 1), ("local[*]", None, os.cpu_count()),
+    ("spark://10.0.0.1:7077", "8", 8), ("spark://10.0.0.1:7077", None, 2)])
+def test_cores_reads_the_master_of_the_session(master, default_parallelism, expected):
+    values = {"spark_master": master}
+    if default_parallelism:
+        values["spark_default_parallelism"] = default_parallelism
+    assert cores(_Session(**values)) == expected
+
+
+@pytest.mark.kafka
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_stream_client_uses_the_labs_spark_server_and_counts_every_event_once(broker, lab_settings, tmp_path):
+    settings = lab_for(lab_settings, tmp_path, spark_connect_port=free_port())
+    lines = event_lines(seconds=600)
+    publish(settings, lines)
+    server = SparkServer(settings)
+    server.start()
+    try:
+        assert server.status().running
+        assert server_url(settings) == server.url
+        env = {**os.environ, "DATA_DIR": str(settings.data_dir), "DUCKDB_PATH": str(settings.duckdb_path),
+               "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+               "TOPIC_RAW_EVENTS": settings.topic_raw_events,
+               "TOPIC_AGGREGATED_METRICS": settings.topic_aggregated_metrics,
+               # A Spark of the client's own would fail on this master: only the server's Spark can run it.
+               "SPARK_MASTER": "no-such-master://", "SPARK_SERVER": "auto"}
+
+        def stream() -> dict:
+            out = subprocess.run([sys.executable, "-m", "obslab.cli", "stream", "--available-now", "--json"],
+                                 env=env, capture_output=True, text=True, timeout=300)
+            assert out.returncode == 0, out.stderr[-3000:]
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
+        first = stream()
+        assert first["events"] == len(lines) and first["batches"] >= 1
+        assert same_counts(Store(settings.duckdb_path), lines)
+        again = stream()  # the same checkpoint: nothing new, nothing counted twice
+        assert again["events"] == 0
+        assert same_counts(Store(settings.duckdb_path), lines)
+    finally:
+        message = server.stop()
+    assert "stopped" in message or "killed" in message
+    assert server.pid() is None and server_url(settings) is None
