@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: setup test test-fast fuzz demo stop status airflow broker-start broker-stop lab clean-data help
-.PHONY: otelcol demo-otel
+.PHONY: otelcol demo-otel spark-start spark-stop
 .PHONY: container-tools image up down  # the container lab (compose.yaml; see docs/containers.md)
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make exercises  the light set-up for the workshop: the exercises and notebooks 03-06 (no Java, jars, model or Airflow)"
 	@echo "make check-exercise N   check workshop exercise N (1-4; also N=2; \`all\`: one line per exercise); see docs/workshop.md"
 	@echo "make broker-start / broker-stop"
+	@echo "make spark-start / spark-stop   the lab's one Spark (Spark Connect, 127.0.0.1:15002): steps then start no JVM of their own"
 	@echo "make demo-otel   the demo on real spans: Collector, broker, the shop under Locust's load, stream, detector, narrator, dashboard"
 	@echo "make otelcol     build the lab's OpenTelemetry Collector from Go modules into .cache/otelcol (once per manifest; needs Go)"
 	@echo "make up / down   the whole lab in containers with Podman (make image builds; docs/containers.md)"
@@ -36,9 +37,17 @@ demo: setup  # the whole pipeline on this machine; Ctrl-C stops it
 stop:
 	$(BIN)/obslab demo-stop
 	$(BIN)/obslab airflow stop
+	$(BIN)/obslab spark stop
 
-airflow:  # scheduled notebooks: Airflow on 127.0.0.1, AIRFLOW_HOME in data/airflow; `make stop` stops it
+airflow:  # scheduled notebooks: Airflow on 127.0.0.1, AIRFLOW_HOME in data/airflow; its tasks use the lab's Spark; `make stop` stops both
+	$(BIN)/obslab spark start
 	$(BIN)/obslab airflow start
+
+spark-start:  # the lab's one Spark (Spark Connect on 127.0.0.1): the stream, notebooks and DAG tasks then start no JVM
+	$(BIN)/obslab spark start
+
+spark-stop:
+	$(BIN)/obslab spark stop
 
 status:  # the demo's processes, then the container lab's health checked now (podman ps alone shows "(starting)" without systemd)
 	@if [ -x $(BIN)/obslab ]; then $(BIN)/obslab status; fi

@@ -10,13 +10,16 @@ import sys
 import time
 from datetime import datetime, timezone
 
+import psutil
 import pytest
 
 from conftest import free_port
 from obslab import demo
+from obslab.broker import process_alive
 from obslab.health import last_beat
 from obslab.lab import Lab
 from obslab.settings import load_settings
+from obslab.stream.server import SparkServer
 
 
 SCENARIO = """\
@@ -41,11 +44,12 @@ def _count(store, sql):
 def test_make_demo_runs_the_pipeline_and_stops_cleanly(tmp_path, record_property):
     scenario = tmp_path / "demo-smoke.yaml"
     scenario.write_text(SCENARIO)
-    port, controller, web = free_port(), free_port(), free_port()
+    port, controller, web, spark_port = free_port(), free_port(), free_port(), free_port()
     env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "KAFKA_PORT": str(port),
-           "KAFKA_CONTROLLER_PORT": str(controller), "KAFKA_BOOTSTRAP_SERVERS": "", "DUCKDB_PATH": ""}
+           "KAFKA_CONTROLLER_PORT": str(controller), "KAFKA_BOOTSTRAP_SERVERS": "", "DUCKDB_PATH": "",
+           "SPARK_CONNECT_PORT": str(spark_port), "SPARK_SERVER": "auto"}
     settings = load_settings(data_dir=tmp_path / "data", kafka_port=port, kafka_controller_port=controller,
-                             kafka_bootstrap_servers="")
+                             kafka_bootstrap_servers="", spark_connect_port=spark_port)
     store = Lab(settings).store
     began = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "obslab.cli", "demo", "--scenario", str(scenario),
@@ -64,6 +68,9 @@ def test_make_demo_runs_the_pipeline_and_stops_cleanly(tmp_path, record_property
             time.sleep(1)
         running = {p.name for p in demo.status(settings) if p.running}
         groups = [p.pid for p in demo.status(settings)]
+        spark = SparkServer(settings).pid()  # the lab's one Spark, which the stream uses
+        stream = next(p.pid for p in demo.status(settings) if p.name == "stream")
+        jvms_of_stream = [c.pid for c in psutil.Process(stream).children(recursive=True) if c.name() == "java"]
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -73,6 +80,8 @@ def test_make_demo_runs_the_pipeline_and_stops_cleanly(tmp_path, record_property
                      if p.log.exists())
     assert set(seen) == {"metrics", "incident", "narrative"}, (seen, out[-2000:], logs)
     assert running == set(demo.PROCESSES), (running, logs)
+    assert spark is not None, logs
+    assert jvms_of_stream == [], logs  # it is a client of the lab's Spark: no JVM of its own
     assert "dashboard: http://127.0.0.1:" in out and "first incident narrated" in out, out[-2000:]
     record_property("demo_seconds_to_first_narrative", seen["narrative"])
     print(f"\ndemo: metrics after {seen['metrics']} s, incident after {seen['incident']} s, narrative after "
@@ -83,7 +92,7 @@ def test_make_demo_runs_the_pipeline_and_stops_cleanly(tmp_path, record_property
         found = [m for pgid in groups for m in
                  subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.split()]
         broker = subprocess.run(["pgrep", "-f", str(tmp_path / "data" / "kafka")], capture_output=True, text=True)
-        return found + broker.stdout.split()
+        return found + broker.stdout.split() + ([str(spark)] if process_alive(spark) else [])
 
     deadline = time.monotonic() + 30
     while leftovers() and time.monotonic() < deadline:

@@ -5,7 +5,8 @@ The generator starts DEMO_LEAD_IN_SECONDS into its scenario (GENERATE_LEAD_IN_SE
 first seconds go out at once after the history, so the scenario's first fault comes that much
 sooner after launch, while its event times and ground truth stay the scenario's.
 
-    start(settings)   broker up; each process started in its own session (a process group), its
+    start(settings)   the lab's Spark server starting (`obslab spark start`, when SPARK_SERVER=auto) and
+                      the broker up; each process started in its own session (a process group), its
                       output in DATA_DIR/logs/<name>.log, its pid in DATA_DIR/run/<name>.json
     status(settings)  each recorded process: running or not, restarts, how it last ended
     Supervisor        restarts a stage that died (killed, or exited with an error), at most
@@ -13,7 +14,7 @@ sooner after launch, while its event times and ground truth stay the scenario's.
                       new run would publish its history and faults again); a process that exits
                       with code 0 has finished (the generator at the end of its scenario), and
                       one ended by SIGTERM or SIGINT was stopped on purpose: neither is restarted
-    stop(settings)    SIGTERM to every group, SIGKILL after a grace period, then the broker
+    stop(settings)    SIGTERM to every group, SIGKILL after a grace period, then the broker and Spark
 
 `obslab demo` runs start, prints the dashboard's URL and the seconds until the first incident is
 narrated, says when a process died and whether it was restarted, then waits for Ctrl-C (or SIGTERM,
@@ -101,7 +102,12 @@ def commands(settings: Settings, dashboard_port: int) -> dict[str, list[str]]:
 def start(settings: Settings, env: dict[str, str] | None = None, dashboard_port: int = 8501) -> list[ProcessInfo]:
     """Start the broker and every process of the demo; returns what was started."""
     from obslab.broker import LocalBroker
+    from obslab.stream.server import SparkServer
 
+    if settings.spark_server == "auto":
+        # The lab's one Spark starts while the broker does; the stream connects to it and waits if need be.
+        spark = SparkServer(settings).start(wait=False)
+        env = {**(env or {}), "SPARK_SERVER": spark.url}
     LocalBroker(settings).start()
     Lab(settings).store  # created and migrated before any stage opens it
     return [spawn(settings, name, cmd, process_env(settings, name, env))
@@ -345,6 +351,9 @@ def stop(settings: Settings, grace_s: float = 30.0, broker: bool = True,
 
             stopped += stop_services(settings)
         LocalBroker(settings).stop()
+        from obslab.stream.server import SparkServer
+
+        SparkServer(settings).stop()
     return stopped
 
 

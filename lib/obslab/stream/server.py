@@ -68,8 +68,9 @@ class SparkServer:
         except (OSError, ValueError, KeyError):
             return None
 
-    def start(self) -> ServerStatus:
-        """Start the server and wait until a client session works; a running server is left as it is."""
+    def start(self, wait: bool = True) -> ServerStatus:
+        """Start the server and (`wait`) wait until a client session works; a running server is left as
+        it is. Without waiting, a client that connects meanwhile waits for it (Spark Connect's retries)."""
         pid = self.pid()
         if pid is not None:
             return ServerStatus(True, pid, self.running_url() or self.url,
@@ -91,6 +92,8 @@ class SparkServer:
                                     start_new_session=True, cwd=self.dir)
         self.pid_file.write_text(f"{proc.pid}\n")
         self.address_file.write_text(json.dumps({"url": self.url, "pid": proc.pid}))
+        if not wait:
+            return ServerStatus(True, proc.pid, self.url, f"Spark starting (PID {proc.pid}) at {self.url}")
         try:
             self._wait_until_ready(proc)
         except BaseException:
