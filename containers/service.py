@@ -8,12 +8,16 @@ Services:
                                     store; kept in the foreground, stopped cleanly on SIGTERM
     generate stream detect narrate  the processes of `make demo`, run with the very commands
     dashboard                       obslab.demo.commands gives it, so the two labs cannot drift; each
-                                    waits for the broker (and so for the migrated store) first
+                                    waits for the broker (and so for the migrated store) first. The
+                                    stream container also runs the lab's one Spark (`obslab spark
+                                    start`, on its service name): the stream, Airflow's tasks and
+                                    JupyterLab's notebooks are its clients (SPARK_SERVER), no JVM each
     airflow                         `obslab airflow start` (API server, scheduler, DAG processor)
     lab                             JupyterLab with a token (printed in its log)
 
 Only what a container publishes listens on every interface inside it (dashboard, airflow, lab); the
-compose file publishes those on 127.0.0.1 of the host. The broker listens on its service name.
+compose file publishes those on 127.0.0.1 of the host. The broker and Spark listen on their service's
+name on the project network, which nothing publishes.
 Health means more than "the process runs": the broker answers with the lab topics; the generator has
 published events; the stream has committed a micro-batch, the detector and the narrator have
 finished a pass since this container started; the web services answer HTTP.
@@ -96,6 +100,30 @@ def run_broker(settings: Settings) -> int:
     return 0
 
 
+def run_stream(settings: Settings) -> int:
+    """The lab's Spark server, then the demo's stream as its client; both stopped on SIGTERM."""
+    import subprocess
+
+    from obslab.stream.server import SparkServer
+
+    stop = stop_event()
+    server = SparkServer(settings)
+    server.pid_file.unlink(missing_ok=True)  # a record of an earlier container: another pid namespace
+    print(server.start().message, flush=True)
+    stream = subprocess.Popen(demo_command(settings, "stream"))
+    code = None
+    while code is None and not stop.wait(2.0):
+        code = stream.poll()
+        if code is None and server.pid() is None:
+            print(f"error: the Spark server exited; see {server.log_file}", flush=True)
+            code = 1
+    if stream.poll() is None:
+        stream.terminate()
+        code = stream.wait(timeout=60)
+    print(server.stop(), flush=True)
+    return code or 0
+
+
 def run_airflow(settings: Settings) -> int:
     from obslab import demo
     from obslab.schedule import server
@@ -144,6 +172,8 @@ def run(name: str) -> int:
         return 1
     if name == "airflow":
         return run_airflow(settings)
+    if name == "stream":
+        return run_stream(settings)
     cmd = lab_command() if name == "lab" else demo_command(settings, name)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.execv(cmd[0], cmd)  # the service becomes this process: tini hands it SIGTERM

@@ -198,6 +198,11 @@ def test_container_lab_runs_and_leaves_nothing(tools):
         healthy_s = wait_until(f"every service healthy (still waiting: {pending})", HEALTHY_TIMEOUT_S,
                                all_healthy, sample)
         print(f"all {len(SERVICES)} services healthy {healthy_s:.0f} s after `make up`")
+
+        # One Spark for the lab: only the broker and the stream container (the Spark server) run a JVM.
+        jvms = {service for service in SERVICES
+                if podman("exec", container(service), "pgrep", "-x", "java", check=False).returncode == 0}
+        assert jvms == {"broker", "stream"}, f"JVMs run in {sorted(jvms)}"
         # `make status` shows that health as it is, and podman ps then agrees (no systemd runs the checks here).
         status = make("status", env, 600).stdout  # exit status 0: every container healthy
         lines = {line.split()[0]: line for line in status.splitlines() if line.startswith("  ")}

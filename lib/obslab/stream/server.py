@@ -25,8 +25,8 @@ from obslab.broker import port_is_free, recorded_pid, stop_recorded, tail
 from obslab.errors import MissingDependencyError, PortInUseError, StreamError
 from obslab.settings import Settings
 
-# Runs on 127.0.0.1 only: Spark Connect has no authentication of its own.
-HOST = "127.0.0.1"
+# Spark Connect has no authentication of its own: the server listens on SPARK_CONNECT_HOST, 127.0.0.1
+# unless a container lab names its service on the project network (never published to the host).
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
@@ -52,7 +52,7 @@ class SparkServer:
 
     @property
     def url(self) -> str:
-        return f"sc://{HOST}:{self.settings.spark_connect_port}"
+        return f"sc://{self.settings.spark_connect_host}:{self.settings.spark_connect_port}"
 
     def pid(self) -> int | None:
         """PID of this lab's running server, or None (a stale pid file is ignored)."""
@@ -76,12 +76,12 @@ class SparkServer:
             return ServerStatus(True, pid, self.running_url() or self.url,
                                 f"Spark already running (PID {pid}) at {self.running_url()}; nothing to do")
         s = self.settings
-        if not port_is_free(HOST, s.spark_connect_port):
+        if not port_is_free(s.spark_connect_host, s.spark_connect_port):
             raise PortInUseError(s.spark_connect_port, "SPARK_CONNECT_PORT")
         cmd = self.command()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": HOST,
+        env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
                # the foreachBatch sink runs in a Python worker of the server: the lab's own Python
                "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
         env.pop("SPARK_REMOTE", None)
@@ -106,8 +106,9 @@ class SparkServer:
         from obslab.stream.session import RUNTIME_CONF, kafka_connector_jars
 
         s = self.settings
-        conf = {"spark.connect.grpc.binding.address": HOST, "spark.connect.grpc.binding.port": s.spark_connect_port,
-                "spark.driver.bindAddress": HOST, "spark.driver.host": HOST, "spark.ui.enabled": "false",
+        conf = {"spark.connect.grpc.binding.address": s.spark_connect_host,
+                "spark.connect.grpc.binding.port": s.spark_connect_port,
+                "spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1", "spark.ui.enabled": "false",
                 **RUNTIME_CONF}
         cmd = [str(spark_home() / "bin" / "spark-submit"), "--class", SERVER_CLASS, "--name", "obslab-spark",
                "--master", s.spark_master, "--driver-memory", s.spark_driver_memory,
@@ -137,7 +138,8 @@ class SparkServer:
             if proc.poll() is not None:
                 raise StreamError(f"the Spark server exited with code {proc.returncode} while starting. "
                                   f"Last lines of {self.log_file}:\n{tail(self.log_file)}")
-            if not port_is_free(HOST, self.settings.spark_connect_port) and _answers(self.url):
+            if not port_is_free(self.settings.spark_connect_host, self.settings.spark_connect_port) and \
+                    _answers(self.url):
                 return
             time.sleep(0.5)
         raise StreamError(f"the Spark server did not answer at {self.url} within "
