@@ -551,10 +551,12 @@ def duckdb_outcome(table, s: Settings) -> tuple:
 
 def connect_server_pid(url: str) -> int | None:
     """The pid of the Spark Connect server on this machine that listens on the port of `url` (sc://host:port)."""
-    port = url.rsplit(":", 1)[-1].split("/")[0]
-    for pid, (_, _, _) in processes().items():
-        if f"spark.connect.grpc.binding.port={port}" in (cmdline(pid) or ""):
-            return pid
+    import psutil
+
+    port = int(url.rsplit(":", 1)[-1].split("/")[0].split(";")[0])
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            return conn.pid
     return None
 
 
