@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
 import typer
 
 from obslab.commands import ReportingTyper, settings_with
@@ -119,6 +118,8 @@ def build(out: Path, only: Sequence[str] = (), parameters: dict[str, dict] | Non
 
 def _write(notebook: Path, page: Path, note: str, first_code: str = "") -> None:
     """The notebook with a note right under its title (and a hidden first code cell), saved as the page."""
+    import nbformat  # here: every `obslab` command imports this module, and nbformat takes ~1.5 s to import
+
     nb = nbformat.read(notebook, as_version=4)
     title, _, intro = nb.cells[0].source.partition("\n")  # the first cell opens with "# NN · title"
     cells = [nbformat.v4.new_markdown_cell(title), nbformat.v4.new_markdown_cell(note)]
