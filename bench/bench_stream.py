@@ -449,6 +449,9 @@ KAFKA_READ_OPTIONS = {"kafka.max.partition.fetch.bytes": str(16 * 2**20), "kafka
                       "kafka.receive.buffer.bytes": "-1"}
 
 
+ARROW_SLICE = 250_000  # records per toArrow in the breakdown's DuckDB comparison
+
+
 def breakdown(spark, s: Settings, n: int) -> dict:
     """Where the stream's time goes: the same Kafka read, parse and aggregation as static Spark jobs.
 
@@ -470,10 +473,18 @@ def breakdown(spark, s: Settings, n: int) -> dict:
     store.migrate()
     shipped: dict = {"tables": [], "counted": 0, "dead": 0}
 
-    def to_arrow():  # one Kafka partition at a time: 2M records at once are more than a 1g driver takes back
-        partitions = sorted(r[0] for r in raw.select("partition").distinct().collect())
-        for p in partitions:
-            shipped["tables"].append(kafka_text(raw.filter(F.col("partition") == p), "raw_payload").toArrow())
+    def to_arrow():
+        # In offset ranges of at most ARROW_SLICE records: 2M records at once, or one partition's 670k, are
+        # more than a 1g driver keeps for the client (TaskResultLost).
+        topic = s.topic_raw_events
+        for p, end in sorted(end_offsets(s, [topic])[topic].items()):
+            for start in range(0, end, ARROW_SLICE):
+                part = (spark.read.format("kafka").option("kafka.bootstrap.servers", s.kafka_bootstrap_servers)
+                        .option("assign", json.dumps({topic: [p]}))
+                        .option("startingOffsets", json.dumps({topic: {str(p): start}}))
+                        .option("endingOffsets", json.dumps({topic: {str(p): min(end, start + ARROW_SLICE)}}))
+                        .options(**KAFKA_READ_OPTIONS).load())
+                shipped["tables"].append(kafka_text(part, "raw_payload").toArrow())
 
     def in_duckdb():
         for table in shipped["tables"]:
