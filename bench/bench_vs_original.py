@@ -311,7 +311,7 @@ def benchmark(s: Settings, n: int, rounds: int, warmup: int, variants: tuple[str
 
 def text_report(out: dict) -> str:
     m, b = out["machine"], out["result"]
-    lines = [f"{out['date_utc']}  commit {m['git_head']}  {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM",
+    lines = [f"{out['date_utc']}  commit {m['git_head']} (at the end {m['git_head_at_end']})  {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM",
              f"{b['preload']['events']:,} events; Spark server start {b['spark_server']['start_s']} s",
              "| variant | median s | min s | max s | per run s | ratio to original | median CPU s (process + server) "
              "| CPU ratio | median peak RSS MiB (process) | load avg before |",
@@ -357,10 +357,13 @@ def main(argv: list[str] | None = None) -> int:
                               "commit": "8922f15e706077c0edb11b4f0cd10fc235c33250", "adapted": "bench/original"},
                  "date_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
                  "command": " ".join([".venv/bin/python", "bench/bench_vs_original.py", *(argv or sys.argv[1:])])}
+    at_start = versions()  # the code measured is the working tree while the runs ran: its commit then
     with bench_broker(bench_settings) as (settings, broker):
         out["result"] = benchmark(settings, args.events, args.runs, args.warmup, variants, broker.pid())
     out["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    out["machine"] = {**machine(), **versions()}
+    at_end = versions()
+    out["machine"] = {**machine(), **at_start, "git_head_at_end": at_end["git_head"],
+                      "uncommitted_in_measured_code_at_end": at_end["uncommitted_in_measured_code"]}
     out["settings"] = {k: getattr(settings, k) for k in ("scenario", "events_per_second", "seed", "spark_master",
                                                           "spark_driver_memory", "window_seconds", "watermark_seconds",
                                                           "kafka_partitions", "kafka_heap", "kafka_client")}
