@@ -25,11 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -140,6 +144,61 @@ def wait_idle(api: Api, timeout_s: float = 900) -> None:
     raise TimeoutError("a pipeline run did not finish")
 
 
+def notebook_times(path: str, began: datetime, finished: datetime) -> dict:
+    """From an executed notebook's papermill metadata, given papermill's start and end around it:
+    reading and parameterizing the notebook, the kernel's start (to the first cell), the cells (the
+    slowest three by their position), the kernel's shutdown (papermill's end time comes after it) and
+    writing the executed notebook, in seconds."""
+    parse = datetime.fromisoformat
+    nb = json.loads(Path(path).read_text())
+    cells = [c["metadata"]["papermill"] for c in nb["cells"]
+             if c["cell_type"] == "code" and c["metadata"].get("papermill", {}).get("start_time")]
+    if not cells:
+        return {}
+    meta = nb["metadata"]["papermill"]
+    start, end = parse(meta["start_time"]), parse(meta["end_time"])
+    seconds = lambda a, b: round((b - a).total_seconds(), 1)  # noqa: E731
+    slowest = sorted(range(len(cells)), key=lambda i: cells[i]["duration"] or 0, reverse=True)[:3]
+    return {"prepare_s": seconds(began, start), "kernel_s": seconds(start, parse(cells[0]["start_time"])),
+            "cells_s": round(sum(c["duration"] or 0 for c in cells), 1),
+            "slowest_cells_s": {f"cell {i + 1}": round(cells[i]["duration"] or 0, 1) for i in slowest},
+            "shutdown_s": seconds(parse(cells[-1]["end_time"]), end), "write_s": seconds(end, finished)}
+
+
+def timeline(api: Api, settings, run_id: str) -> dict:
+    """Where one DAG run's time went, task by task: the wait before Airflow queued it (after the task
+    before it ended), queued to started (executor, supervisor), started to papermill's start (the task
+    process: DAG parse, imports, the store), papermill (kernel start and cells), and papermill's end to
+    the task's end."""
+    parse = datetime.fromisoformat
+    tis = {t["task_id"]: t for t in api.call("GET", f"/dags/obslab_pipeline/dagRuns/{run_id}/taskInstances")[
+        "task_instances"]}
+    rows = Store.from_settings(settings).query(
+        "SELECT stage, started_at, finished_at, output_notebook FROM pipeline_runs WHERE dag_run_id = ?", [run_id])
+    utc = lambda t: t if t.tzinfo else t.replace(tzinfo=timezone.utc)  # noqa: E731 (the store keeps UTC)
+    papermill = {stage: (utc(began), utc(ended), out) for stage, began, ended, out in rows if ended}
+    out, previous_end = {}, None
+    for task in ("generate", "stream", "detect", "narrate"):
+        ti = tis.get(task)
+        if not ti or not ti.get("start_date"):
+            continue
+        queued, started, ended = (parse(ti[k]) if ti.get(k) else None for k in ("queued_when", "start_date", "end_date"))
+        part = {"state": ti["state"], "try_number": ti.get("try_number")}
+        if previous_end and queued:
+            part["wait_to_queued_s"] = round((queued - previous_end).total_seconds(), 1)
+        if queued:
+            part["queued_to_start_s"] = round((started - queued).total_seconds(), 1)
+        if task in papermill:
+            began, finished, notebook = papermill[task]
+            part["start_to_papermill_s"] = round((began - started).total_seconds(), 1)
+            part["papermill_s"] = round((finished - began).total_seconds(), 1)
+            part["papermill_to_end_s"] = round((ended - finished).total_seconds(), 1)
+            part |= notebook_times(notebook, began, finished)
+        out[task] = part
+        previous_end = ended
+    return out
+
+
 def airflow_run(api: Api, settings, roots: list[int]) -> dict:
     """Trigger one pipeline run with 5 minutes of traffic; its times, parts and memory."""
     run = api.call("POST", "/dags/obslab_pipeline/dagRuns",
@@ -160,7 +219,7 @@ def airflow_run(api: Api, settings, roots: list[int]) -> dict:
             "queued_s": round((parse(state["start_date"]) - parse(state["queued_at"])).total_seconds(), 1),
             "parts_s": parts, "stream_detect_narrate_s": round(sum(parts.get(t, 0) for t in
                                                                    ("stream", "detect", "narrate")), 1),
-            **memory.peak()}
+            "timeline": timeline(api, settings, run_id), **memory.peak()}
 
 
 def reference_run(settings, out_dir: Path) -> dict:
@@ -181,17 +240,86 @@ def reference_run(settings, out_dir: Path) -> dict:
     return {"parts_s": parts, "stream_detect_narrate_s": round(sum(parts.values()), 1)}
 
 
+def median_timeline(timelines: list[dict]) -> dict:
+    """Each task's parts, the median over runs (numbers only)."""
+    out = {}
+    for task in ("generate", "stream", "detect", "narrate"):
+        parts = [t[task] for t in timelines if task in t]
+        keys = {k for p in parts for k, v in p.items() if isinstance(v, (int, float))}
+        if parts:
+            out[task] = {k: round(statistics.median(p[k] for p in parts if k in p), 1) for k in sorted(keys)}
+    return out
+
+
+@contextmanager
+def spark_connect(settings):
+    """The lab's Spark Connect server on SPARK_SERVER's port, started once before the runs as the lab
+    does, and stopped after; yields its start time (None when SPARK_SERVER is not a server address)."""
+    if not settings.spark_server.startswith("sc://"):
+        yield None
+        return
+    port = int(settings.spark_server.rsplit(":", 1)[1])
+    began = time.monotonic()
+    proc = start_connect_server(settings, port)
+    try:
+        from pyspark.sql import SparkSession
+
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                SparkSession.builder.remote(settings.spark_server).getOrCreate().range(1).collect()
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the Spark Connect server did not answer on {settings.spark_server}; "
+                                       f"see {settings.logs_dir}/bench-spark-connect.log") from None
+                time.sleep(1)
+        yield round(time.monotonic() - began, 1)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # its own session: spark-submit and the JVM it runs
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def start_connect_server(settings, port: int) -> subprocess.Popen:
+    """spark-submit of Spark's Connect server on 127.0.0.1:port with the Kafka connector (as common.md
+    starts it by hand until `obslab spark start` lands)."""
+    import pyspark
+
+    from obslab.stream.session import kafka_connector_jars
+
+    home = os.path.dirname(pyspark.__file__)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log = open(settings.logs_dir / "bench-spark-connect.log", "w")
+    cmd = [f"{home}/bin/spark-submit", "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
+           "--master", settings.spark_master, "--jars", ",".join(kafka_connector_jars(settings)),
+           "--conf", "spark.connect.grpc.binding.address=127.0.0.1", "--conf", f"spark.connect.grpc.binding.port={port}",
+           "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.session.timeZone=UTC",
+           "--driver-memory", settings.spark_driver_memory, "spark-internal"]
+    env = {**os.environ, "SPARK_HOME": home, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON only")
+    parser.add_argument("--spark", choices=("connect", "local"), default="connect",
+                        help="connect: the lab's Spark Connect server, started once before the runs (SPARK_SERVER "
+                             "in Airflow's environment); local: every stream task starts a Spark of its own")
+    parser.add_argument("--no-reference", action="store_true", help="skip the papermill-alone reference runs")
+    parser.add_argument("--keep-runs", type=Path, help="copy the executed notebooks (DATA_DIR/runs) here at the end")
+    parser.add_argument("--idle-seconds", type=float, default=60.0, help="how long Airflow's idle memory is sampled")
     args = parser.parse_args()
 
     def make_settings(folder: Path):
+        spark = {"spark_server": f"sc://127.0.0.1:{free_port()}"} if args.spark == "connect" else {"spark_server": "local"}
         return isolated_settings(folder / "lab", scenario="demo", seed=42, events_per_second=10.0,
-                                 backfill_minutes=0.0, airflow_port=free_port())
+                                 backfill_minutes=0.0, airflow_port=free_port(), **spark)
 
-    with bench_broker(make_settings) as (settings, _broker):
+    with bench_broker(make_settings) as (settings, _broker), spark_connect(settings) as spark_start_s:
         reference = settings.model_copy(update={"data_dir": settings.data_dir.parent / "reference",
                                                 "duckdb_path": settings.data_dir.parent / "reference" / "observability.duckdb",
                                                 "topic_raw_events": "reference_raw"})
@@ -206,8 +334,13 @@ def main() -> None:
         while len(api.call("GET", "/dags")["dags"]) < 3:
             time.sleep(2)
         with Memory(roots) as idle:
-            time.sleep(60)
+            time.sleep(args.idle_seconds)
         api.call("PATCH", "/dags/obslab_pipeline", {"is_paused": False})
+        # Unpausing starts a cron run (the latest interval) within a scheduler loop or two: let it
+        # appear and end first, so no measured run waits behind it.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not api.call("GET", "/dags/obslab_pipeline/dagRuns")["dag_runs"]:
+            time.sleep(1)
         runs, refs = [], []
         try:
             for i in range(args.runs):
@@ -215,6 +348,8 @@ def main() -> None:
                 runs.append(airflow_run(api, settings, roots))
                 print(json.dumps({"airflow": runs[-1]}), file=sys.stderr, flush=True)
                 wait_idle(api)
+                if args.no_reference:
+                    continue
                 out = reference.data_dir / "runs" / f"ref{i}"
                 out.mkdir(parents=True, exist_ok=True)
                 refs.append(reference_run(reference, out))
@@ -223,17 +358,19 @@ def main() -> None:
                     if r["run_type"] == "scheduled" and r["end_date"]]
         finally:
             server.stop(settings)
+            if args.keep_runs:
+                shutil.copytree(settings.data_dir / "runs", args.keep_runs, dirs_exist_ok=True)
     med = statistics.median
     ok = [r for r in runs if r["state"] == "success"]
     summary = {
         "date": datetime.now(timezone.utc).isoformat(timespec="minutes"), "machine": machine(),
-        "runs": len(runs), "succeeded": len(ok), "airflow_start_s": started_s,
+        "runs": len(runs), "succeeded": len(ok), "airflow_start_s": started_s, "spark": args.spark,
+        "spark_server": settings.spark_server, "spark_connect_start_s": spark_start_s,
         "median_wall_s": med(r["wall_s"] for r in ok), "min_wall_s": min(r["wall_s"] for r in ok),
         "max_wall_s": max(r["wall_s"] for r in ok), "median_queued_s": med(r["queued_s"] for r in ok),
         "median_parts_s": {t: med(r["parts_s"].get(t, 0) for r in ok) for t in ("generate", "stream", "detect", "narrate")},
         "median_stream_detect_narrate_s": med(r["stream_detect_narrate_s"] for r in ok),
-        "reference_median_stream_detect_narrate_s": med(r["stream_detect_narrate_s"] for r in refs),
-        "reference_median_parts_s": {t: med(r["parts_s"][t] for r in refs) for t in refs[0]["parts_s"]},
+        "median_timeline_s": median_timeline([r["timeline"] for r in ok]),
         "idle_memory": idle.peak(),
         "run_memory_peak_mib": {key: max(r[key] for r in runs) for key in
                                 ("airflow_rss_peak_mib", "airflow_pss_peak_mib", "with_tasks_rss_peak_mib",
@@ -242,8 +379,11 @@ def main() -> None:
                                                        datetime.fromisoformat(r["start_date"])).total_seconds(), 1),
                                       "state": r["state"]} for r in cron],
     }
-    summary["ratio_stream_detect_narrate_to_reference"] = round(
-        summary["median_stream_detect_narrate_s"] / summary["reference_median_stream_detect_narrate_s"], 2)
+    if refs:
+        summary |= {"reference_median_stream_detect_narrate_s": med(r["stream_detect_narrate_s"] for r in refs),
+                    "reference_median_parts_s": {t: med(r["parts_s"][t] for r in refs) for t in refs[0]["parts_s"]}}
+        summary["ratio_stream_detect_narrate_to_reference"] = round(
+            summary["median_stream_detect_narrate_s"] / summary["reference_median_stream_detect_narrate_s"], 2)
     print(json.dumps(summary, indent=None if args.json else 1))
 
 

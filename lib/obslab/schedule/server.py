@@ -50,7 +50,7 @@ PROCESSES = ("airflow-api", "airflow-scheduler", "airflow-dag-processor")
 USER = "admin"
 # What a task process and a DAG parse import, loaded once by the processes they are forked from.
 PRELOAD = ("airflow.sdk.execution_time.task_runner", "airflow.providers.papermill.operators.papermill",
-           "papermill", "nbclient", "obslab.lab", "obslab.schedule.tasks")
+           "papermill", "nbclient", "black", "obslab.lab", "obslab.schedule.tasks")
 
 
 def home(settings: Settings) -> Path:
@@ -201,6 +201,9 @@ def run_preloaded(args: list[str]) -> int:
 
     for module in PRELOAD:
         importlib.import_module(module)
+    import nbformat
+
+    nbformat.validate(nbformat.v4.new_notebook())  # compiles the notebook schema papermill validates with
     from airflow.__main__ import main
 
     sys.argv = ["airflow", *args]
