@@ -16,8 +16,9 @@ Services:
     lab                             JupyterLab with a token (printed in its log)
 
 Only what a container publishes listens on every interface inside it (dashboard, airflow, lab); the
-compose file publishes those on 127.0.0.1 of the host. The broker and Spark listen on their service's
-name on the project network, which nothing publishes.
+compose file publishes those on 127.0.0.1 of the host. The broker listens on its service's name on
+the project network; Spark on every interface of the stream container (its sink's worker connects
+back on localhost), published by nothing.
 Health means more than "the process runs": the broker answers with the lab topics; the generator has
 published events; the stream has committed a micro-batch, the detector and the narrator have
 finished a pass since this container started; the web services answer HTTP.
