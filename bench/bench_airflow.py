@@ -2,12 +2,19 @@
 (scheduler, LocalExecutor, Papermill), with its parts, and the memory of Airflow's processes.
 
 The lab: its own broker, data folder and Airflow on free ports (`obslab.schedule.server.start`, what
-`make airflow` runs). Each measured run is a DAG run triggered over the REST API with
+`make airflow` runs), and (`--spark connect`, the default) the lab's one Spark: a Spark Connect server
+on a free port, started once before the runs as the lab starts it (here by spark-submit, as `obslab
+spark start` does), with SPARK_SERVER=sc://127.0.0.1:PORT in Airflow's environment so the stream task
+is a client and starts no JVM; `--spark local` measures the old way (a Spark per stream task). Each measured run is a DAG run triggered over the REST API with
 `generate_seconds=300`: its `generate` task publishes the last 5 minutes of the `demo` scenario at
 the demo's 10 events/s (3,000 events, what a 5-minute schedule finds), then `stream`, `detect` and
 `narrate` process them (narrator `auto`: the embedded model). Reported per run: the DAG run's wall
 time (start to end, from Airflow), the time it waited in the queue, and each task's time (from
-`pipeline_runs`: papermill start to end, kernel start included).
+`pipeline_runs`: papermill start to end, kernel start included), and each task's timeline: the wait
+before Airflow queued it after the task before it ended, queued to running, the task process's start
+(running to papermill's start), then inside papermill: preparing the notebook, the kernel's start
+(to the first cell), the cells (the slowest three, numbered among the code cells), the kernel's
+shutdown and writing the executed notebook (the notebook's papermill metadata).
 
 Reference, measured in the same run and interleaved: the same three notebooks with the same
 parameters, run by papermill directly (no Airflow), on a second lab folder and topic with the same
@@ -17,7 +24,8 @@ Memory: every 0.5 s, RSS and PSS of Airflow's processes and all they started (se
 into Airflow's own processes and what the tasks run (notebook kernels, Spark's JVM); idle for 60 s
 after the DAGs are parsed, and during each run.
 
-    .venv/bin/python bench/bench_airflow.py [--runs 5] [--json]
+    .venv/bin/python bench/bench_airflow.py [--runs 5] [--spark connect|local] [--no-reference]
+                                            [--keep-runs DIR] [--idle-seconds 60] [--json]
 """
 
 from __future__ import annotations
