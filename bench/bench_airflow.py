@@ -275,7 +275,9 @@ def spark_connect(settings):
         deadline = time.monotonic() + 180
         while True:
             try:
-                SparkSession.builder.remote(settings.spark_server).getOrCreate().range(1).collect()
+                probe = SparkSession.builder.remote(settings.spark_server).getOrCreate()
+                probe.range(1).collect()
+                probe.stop()  # else its client threads keep retrying the stopped server at exit
                 break
             except Exception:
                 if proc.poll() is not None or time.monotonic() > deadline:
