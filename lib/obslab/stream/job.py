@@ -312,7 +312,7 @@ def cores(spark) -> int:
     master = spark.conf.get("spark.master", "")
     found = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]", master or "")
     if found:
-        return os.cpu_count() or 2 if found.group(1) == "*" else int(found.group(1))
+        return (os.cpu_count() or 2) if found.group(1) == "*" else int(found.group(1))
     if master == "local":
         return 1
     return int(spark.conf.get("spark.default.parallelism", None) or 2)
