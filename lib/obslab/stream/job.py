@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 import uuid
@@ -27,6 +26,7 @@ from obslab.errors import (CheckpointBusyError, CheckpointMismatchError, Offsets
 from obslab.feeds import Feeds
 from obslab.jsonform import plain
 from obslab.settings import Settings
+from obslab.stream.session import cores, start_query
 from obslab.stream.sink import SinkCounters, StreamSink, spark_batch_offsets
 from obslab.stream.spans import parse_spans
 from obslab.stream.transform import parse_events
@@ -304,20 +304,6 @@ def plan_start(topic: str, store_path: str, checkpoint_dir: str, stored: StorePo
     return StartPlan("earliest", "topic start")
 
 
-def cores(spark) -> int:
-    """How many tasks the session's Spark runs at once: N of a `local[N]` master (the machine's cores
-    for `local[*]`), else spark.default.parallelism, else 2. Works on a Spark Connect session too."""
-    import os
-
-    master = spark.conf.get("spark.master", "")
-    found = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]", master or "")
-    if found:
-        return (os.cpu_count() or 2) if found.group(1) == "*" else int(found.group(1))
-    if master == "local":
-        return 1
-    return int(spark.conf.get("spark.default.parallelism", None) or 2)
-
-
 def kafka_source(spark, settings: Settings, starting_offsets: str = "earliest"):
     """The stream's topic (STREAM_SOURCE) as a streaming DataFrame; `starting_offsets` applies to a new checkpoint only."""
     reader = (
@@ -388,7 +374,7 @@ def _run_locked(s: Settings, available_now: bool, run_for_seconds: float | None,
         processingTime=f"{s.trigger_seconds} seconds")
     stop = stop or threading.Event()
     started = time.monotonic()
-    query = _start(writer)
+    query = start_query(writer)
     stopped_by = "caught up" if available_now else "stopped"
     try:
         while query.isActive:
@@ -409,25 +395,6 @@ def _run_locked(s: Settings, available_now: bool, run_for_seconds: float | None,
     # The sink ran here, or in the Python worker of a Spark Connect server: its file says what it did either way.
     return StreamReport(query_id, str(checkpoint_path(s)), time.monotonic() - started,
                         SinkCounters.load(counters_file), stopped_by, plan.started_from)
-
-
-# On a Spark Connect server the sink runs in a Python worker that must connect back to the server
-# within Spark's fixed 10 s of its start; on a loaded machine its imports alone can take longer.
-_WORKER_LATE = "failed to connect back"
-START_ATTEMPTS = 3
-
-
-def _start(writer):
-    """Start the query; a sink worker that connected back too late is started again (nothing ran yet)."""
-    for attempt in range(1, START_ATTEMPTS):
-        try:
-            return writer.start()
-        except Exception as err:  # noqa: BLE001 - only the one known start failure is retried
-            if _WORKER_LATE not in str(err):
-                raise
-            log.warning("the sink's Python worker did not connect back to Spark in time (attempt %d of %d, "
-                        "the machine is busy); starting the query again", attempt, START_ATTEMPTS)
-    return writer.start()
 
 
 def _topic_now(s: Settings, needed: bool) -> TopicState | None:

@@ -4,13 +4,17 @@ the local jar cache."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
 from pathlib import Path
 
 from obslab import bootstrap
 from obslab.errors import MissingDependencyError
 from obslab.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Settings of every query the lab runs, on a session of its own or on the lab's server.
 RUNTIME_CONF = {
@@ -77,3 +81,34 @@ def local_session(settings: Settings, app_name: str = "obslab"):
 def is_connect(spark) -> bool:
     """True for a Spark Connect client session (its work runs on a server, not in this process)."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def cores(spark) -> int:
+    """How many tasks the session's Spark runs at once: N of a `local[N]` master (the machine's cores
+    for `local[*]`), else spark.default.parallelism, else 2. Works on a Spark Connect session too."""
+    master = spark.conf.get("spark.master", "")
+    found = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]", master or "")
+    if found:
+        return (os.cpu_count() or 2) if found.group(1) == "*" else int(found.group(1))
+    if master == "local":
+        return 1
+    return int(spark.conf.get("spark.default.parallelism", None) or 2)
+
+
+# On a Spark Connect server the sink runs in a Python worker that must connect back to the server
+# within Spark's fixed 10 s of its start; on a loaded machine its imports alone can take longer.
+WORKER_LATE = "failed to connect back"
+START_ATTEMPTS = 3
+
+
+def start_query(writer):
+    """Start the query; a sink worker that connected back too late is started again (nothing ran yet)."""
+    for attempt in range(1, START_ATTEMPTS):
+        try:
+            return writer.start()
+        except Exception as err:  # noqa: BLE001 - only the one known start failure is retried
+            if WORKER_LATE not in str(err):
+                raise
+            log.warning("the sink's Python worker did not connect back to Spark in time (attempt %d of %d, "
+                        "the machine is busy); starting the query again", attempt, START_ATTEMPTS)
+    return writer.start()
