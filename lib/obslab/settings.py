@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     spark_driver_memory: str = Field("1g", description="Spark driver memory")
     spark_server: str = Field("auto", pattern=r"^(auto|local|sc://[^\s]+)$", description="which Spark the lab's steps use: auto (the lab's Spark Connect server when `obslab spark start` runs it for this DATA_DIR, else a Spark inside the process), local (always a Spark inside the process, 15-20 s to start), or sc://HOST:PORT (that Spark Connect server)")
     spark_connect_host: str = Field("127.0.0.1", description="address the lab's Spark Connect server listens on (the container lab: every interface of the stream container, which nothing publishes)")
-    spark_connect_port: int = Field(15002, ge=1, le=65535, description="port of the lab's Spark Connect server (`obslab spark start`, on 127.0.0.1)")
+    spark_connect_port: int = Field(15002, ge=1, le=65535, description="port of the lab's Spark Connect server (`obslab spark start`, on SPARK_CONNECT_HOST)")
     spark_start_timeout_seconds: float = Field(120.0, gt=0, description="how long `spark start` waits for the server to answer")
 
     # --- generator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import typer
 
@@ -35,8 +36,7 @@ def status_cmd(as_json: bool = AS_JSON) -> None:
 
     status = SparkServer(settings_with()).status()
     if as_json:
-        typer.echo(json.dumps({"running": status.running, "pid": status.pid, "url": status.url,
-                               "message": status.message}))
+        typer.echo(json.dumps(asdict(status)))
     else:
         typer.echo(status.message)
     raise typer.Exit(code=0 if status.running else 1)

@@ -26,7 +26,7 @@ from obslab.errors import MissingDependencyError, PortInUseError, StreamError
 from obslab.settings import Settings
 
 # Spark Connect has no authentication of its own: the server listens on SPARK_CONNECT_HOST, 127.0.0.1
-# unless a container lab names its service on the project network (never published to the host).
+# by default (the container lab: every interface of the stream container, which nothing publishes).
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
@@ -47,7 +47,7 @@ class SparkServer:
         self.settings = settings
         self.dir = settings.data_dir / "spark"
         self.pid_file = self.dir / "server.pid"
-        self.address_file = self.dir / "server.json"  # where clients find it: {"url": ..., "pid": ...}
+        self.address_file = self.dir / "server.json"  # where clients find it: {"url": ...}
         self.log_file = settings.logs_dir / "spark-connect.log"
 
     @property
@@ -61,8 +61,9 @@ class SparkServer:
     def running_url(self) -> str | None:
         """The address of this lab's server while it runs (it may run on another port than the
         setting says now: the one it was started with counts)."""
-        if self.pid() is None:
-            return None
+        return None if self.pid() is None else self._recorded_url()
+
+    def _recorded_url(self) -> str | None:
         try:
             return json.loads(self.address_file.read_text())["url"]
         except (OSError, ValueError, KeyError):
@@ -71,10 +72,10 @@ class SparkServer:
     def start(self, wait: bool = True) -> ServerStatus:
         """Start the server and (`wait`) wait until a client session works; a running server is left as
         it is. Without waiting, a client that connects meanwhile waits for it (Spark Connect's retries)."""
-        pid = self.pid()
-        if pid is not None:
-            return ServerStatus(True, pid, self.running_url() or self.url,
-                                f"Spark already running (PID {pid}) at {self.running_url()}; nothing to do")
+        running = self.status()
+        if running.running:
+            return ServerStatus(True, running.pid, running.url,
+                                f"Spark already running (PID {running.pid}) at {running.url}; nothing to do")
         s = self.settings
         if not port_is_free(s.spark_connect_host, s.spark_connect_port):
             raise PortInUseError(s.spark_connect_port, "SPARK_CONNECT_PORT")
@@ -91,7 +92,7 @@ class SparkServer:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True, cwd=self.dir)
         self.pid_file.write_text(f"{proc.pid}\n")
-        self.address_file.write_text(json.dumps({"url": self.url, "pid": proc.pid}))
+        self.address_file.write_text(json.dumps({"url": self.url}))
         if not wait:
             return ServerStatus(True, proc.pid, self.url, f"Spark starting (PID {proc.pid}) at {self.url}")
         try:
@@ -129,7 +130,7 @@ class SparkServer:
         if pid is None:
             return ServerStatus(False, None, self.url, "Spark is not running (`obslab spark start` starts it); "
                                                        "until then every step starts a Spark of its own")
-        url = self.running_url() or self.url
+        url = self._recorded_url() or self.url
         return ServerStatus(True, pid, url, f"Spark running (PID {pid}) at {url}; log {self.log_file}")
 
     def _wait_until_ready(self, proc: subprocess.Popen) -> None:
