@@ -68,22 +68,15 @@ class LocalBroker:
         for port, setting in ((s.kafka_port, "KAFKA_PORT"), (s.kafka_controller_port, "KAFKA_CONTROLLER_PORT")):
             if not port_is_free(s.kafka_host, port):
                 raise PortInUseError(port, setting)
-        classpath = self._classpath()
+        classpath = kafka_classpath(s)
         java = bootstrap.find_java()
-        self._write_config()
+        node = self.node()
+        write_node_config(node, server_properties(node, voters(node), s.kafka_partitions))
         if not (self.storage_dir / "meta.properties").exists():
-            self._format_storage(java, classpath)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            java, f"-Xmx{s.kafka_heap}", f"-Xms{s.kafka_heap}", "-XX:+UseG1GC",
-            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self.log4j_file}",
-            "-cp", classpath, "kafka.Kafka", str(self.config_file),
-        ]
-        with self.log_file.open("ab") as out:
-            # A new session: Ctrl-C in the terminal that started it does not kill the broker;
-            # `obslab broker stop` does.
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=self.dir)
+            format_storage(java, classpath, node, self._cluster_id())
+        # A new session: Ctrl-C in the terminal that started it does not kill the broker;
+        # `obslab broker stop` does.
+        proc = launch_node(java, classpath, s.kafka_heap, node, self.log_file)
         self.pid_file.write_text(f"{proc.pid}\n")
         try:
             self._wait_until_ready(proc)
@@ -114,110 +107,200 @@ class LocalBroker:
             return BrokerStatus(True, pid, s.kafka_bootstrap_servers, message=f"running but not answering: {err}")
         return BrokerStatus(True, pid, s.kafka_bootstrap_servers, topics, message=f"broker running (PID {pid})")
 
+    def node(self) -> KafkaNode:
+        """Where the single broker lives: node 1 on KAFKA_HOST, its ports and DATA_DIR/kafka."""
+        s = self.settings
+        return KafkaNode(1, s.kafka_host, s.kafka_port, s.kafka_controller_port, self.dir)
+
     def ensure_topics(self) -> list[str]:
         """Create the lab topics that do not exist yet; returns the ones created."""
-        from kafka.admin import NewTopic
-        from kafka.errors import TopicAlreadyExistsError
-
-        admin = admin_client(self.settings)
-        try:
-            existing = set(admin.list_topics())
-            wanted = [t for t in self.settings.topics if t not in existing]
-            if wanted:
-                try:
-                    admin.create_topics(
-                        [NewTopic(t, self.settings.kafka_partitions, 1) for t in wanted], timeout_ms=30_000
-                    )
-                except TopicAlreadyExistsError:
-                    pass
-            return wanted
-        finally:
-            admin.close()
+        return ensure_topics(self.settings)
 
     # ------------------------------------------------------------------ internals
 
-    def _classpath(self) -> str:
-        try:
-            jars = bootstrap.jar_classpath(bootstrap.kafka_broker_jars(), self.settings.cache_dir)
-        except bootstrap.SetupError as err:
-            raise MissingDependencyError(str(err)) from None
-        return os.pathsep.join(str(j) for j in jars)
-
-    def _write_config(self) -> None:
-        s = self.settings
-        self.dir.mkdir(parents=True, exist_ok=True)
-        host = s.kafka_host
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{host}:{s.kafka_controller_port}",
-            "listeners": f"PLAINTEXT://{host}:{s.kafka_port},CONTROLLER://{host}:{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{s.kafka_port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": str(self.storage_dir),
-            "num.partitions": str(s.kafka_partitions),
-            # One node: every internal topic has a single replica.
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            "auto.create.topics.enable": "false",
-            "log.retention.hours": "168",
-        }
-        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        self.log4j_file.write_text(
-            "status = warn\n"
-            "appender.out.type = Console\n"
-            "appender.out.name = out\n"
-            "appender.out.layout.type = PatternLayout\n"
-            "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
-            "rootLogger.level = info\n"
-            "rootLogger.appenderRef.out.ref = out\n"
-        )
-
-    def _format_storage(self, java: str, classpath: str) -> None:
+    def _cluster_id(self) -> str:
         if self.cluster_id_file.exists():
-            cluster_id = self.cluster_id_file.read_text().strip()
-        else:
-            cluster_id = new_cluster_id()
-            self.cluster_id_file.write_text(cluster_id + "\n")
-        result = subprocess.run(
-            [java, "-cp", classpath, f"-Dlog4j2.configurationFile={self.log4j_file}",
-             "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_file), "--ignore-formatted"],
-            capture_output=True, text=True, timeout=120,
-        )
-        if result.returncode != 0:
-            raise BrokerError(
-                f"formatting Kafka storage in {self.storage_dir} failed: {result.stdout[-800:]}{result.stderr[-800:]}"
-            )
+            return self.cluster_id_file.read_text().strip()
+        cluster_id = new_cluster_id()
+        self.cluster_id_file.write_text(cluster_id + "\n")
+        return cluster_id
 
     def _wait_until_ready(self, proc: subprocess.Popen) -> None:
-        deadline = time.monotonic() + self.settings.kafka_start_timeout_seconds
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BrokerError(
-                    f"the broker exited with code {proc.returncode} while starting. "
-                    f"Last lines of {self.log_file}:\n{tail(self.log_file)}"
-                )
-            if not port_is_free(self.settings.kafka_host, self.settings.kafka_port):
-                try:
-                    admin = admin_client(self.settings, timeout_ms=5_000)
-                    admin.list_topics()
-                    admin.close()
-                    return
-                except Exception as err:  # noqa: BLE001 - not ready yet; keep polling
-                    last_error = str(err)
-            time.sleep(0.5)
+        wait_until_ready(proc, self.node(), self.settings, self.log_file, what="the broker")
+
+
+# ---------------------------------------------------------------------- one Kafka server
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One Kafka server in combined broker+controller (KRaft) mode: its id, address and folder."""
+
+    node_id: int
+    host: str
+    port: int  # clients and other brokers
+    controller_port: int  # the KRaft quorum
+    dir: Path  # server.properties, log4j2.properties, storage/, its pid file
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def log4j_file(self) -> Path:
+        return self.dir / "log4j2.properties"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.dir / "storage"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def voters(*nodes: KafkaNode) -> str:
+    """controller.quorum.voters of these nodes: `id@host:controller_port,...`."""
+    return ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in nodes)
+
+
+def server_properties(node: KafkaNode, quorum: str, partitions: int, replicas: int = 1,
+                      min_isr: int = 1) -> dict[str, str]:
+    """server.properties of one node of a cluster of `replicas` brokers (1: the lab's single broker);
+    topics and Kafka's internal topics get `replicas` copies, a write needs `min_isr` of them."""
+    host = node.host
+    return {
+        "process.roles": "broker,controller",
+        "node.id": str(node.node_id),
+        "controller.quorum.voters": quorum,
+        "listeners": f"PLAINTEXT://{host}:{node.port},CONTROLLER://{host}:{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{node.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(node.storage_dir),
+        "num.partitions": str(partitions),
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(min_isr),
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": str(min_isr),
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "false",
+        "log.retention.hours": "168",
+    }
+
+
+LOG4J = (
+    "status = warn\n"
+    "appender.out.type = Console\n"
+    "appender.out.name = out\n"
+    "appender.out.layout.type = PatternLayout\n"
+    "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+    "rootLogger.level = info\n"
+    "rootLogger.appenderRef.out.ref = out\n"
+)
+
+
+def write_node_config(node: KafkaNode, props: dict[str, str]) -> None:
+    """Write the node's server.properties and its log4j2 configuration (to the console, i.e. its log)."""
+    node.dir.mkdir(parents=True, exist_ok=True)
+    node.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    node.log4j_file.write_text(LOG4J)
+
+
+def kafka_classpath(settings: Settings) -> str:
+    """Classpath of the Kafka server jars `make setup` resolved into CACHE_DIR."""
+    try:
+        jars = bootstrap.jar_classpath(bootstrap.kafka_broker_jars(), settings.cache_dir)
+    except bootstrap.SetupError as err:
+        raise MissingDependencyError(str(err)) from None
+    return os.pathsep.join(str(j) for j in jars)
+
+
+def format_storage(java: str, classpath: str, node: KafkaNode, cluster_id: str) -> None:
+    """Format the node's storage for `cluster_id` (every node of a cluster gets the same id); a
+    formatted storage is left as it is."""
+    result = subprocess.run(
+        [java, "-cp", classpath, f"-Dlog4j2.configurationFile={node.log4j_file}",
+         "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.config_file), "--ignore-formatted"],
+        capture_output=True, text=True, timeout=120,
+    )
+    if result.returncode != 0:
         raise BrokerError(
-            f"the broker did not answer on {self.settings.kafka_bootstrap_servers} within "
-            f"{self.settings.kafka_start_timeout_seconds:.0f} s ({last_error}). "
-            f"See {self.log_file}; raise KAFKA_START_TIMEOUT_SECONDS on a slow machine."
+            f"formatting Kafka storage in {node.storage_dir} failed: {result.stdout[-800:]}{result.stderr[-800:]}"
         )
+
+
+def launch_node(java: str, classpath: str, heap: str, node: KafkaNode, log_file: Path) -> subprocess.Popen:
+    """Start `kafka.Kafka` on the node's config, in a session of its own, logging to `log_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        java, f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC",
+        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={node.log4j_file}",
+        "-cp", classpath, "kafka.Kafka", str(node.config_file),
+    ]
+    with log_file.open("ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=node.dir)
+
+
+def wait_until_ready(proc: subprocess.Popen, node: KafkaNode, settings: Settings, log_file: Path,
+                     what: str) -> None:
+    """Wait until the node answers an admin request on its client port; a BrokerError when it exits
+    first or takes longer than KAFKA_START_TIMEOUT_SECONDS."""
+    deadline = time.monotonic() + settings.kafka_start_timeout_seconds
+    alone = settings.model_copy(update={"kafka_bootstrap_servers": node.address})
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BrokerError(
+                f"{what} exited with code {proc.returncode} while starting. "
+                f"Last lines of {log_file}:\n{tail(log_file)}"
+            )
+        if not port_is_free(node.host, node.port):
+            try:
+                admin = admin_client(alone, timeout_ms=5_000)
+                admin.list_topics()
+                admin.close()
+                return
+            except Exception as err:  # noqa: BLE001 - not ready yet; keep polling
+                last_error = str(err)
+        time.sleep(0.5)
+    raise BrokerError(
+        f"{what} did not answer on {node.address} within {settings.kafka_start_timeout_seconds:.0f} s "
+        f"({last_error}). See {log_file}; raise KAFKA_START_TIMEOUT_SECONDS on a slow machine."
+    )
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the lab topics that do not exist yet on KAFKA_BOOTSTRAP_SERVERS, with KAFKA_PARTITIONS
+    partitions and KAFKA_REPLICATION_FACTOR replicas; returns the ones created."""
+    from kafka.admin import NewTopic
+    from kafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError
+
+    s = settings
+    admin = admin_client(s)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [t for t in s.topics if t not in existing]
+        if wanted:
+            try:
+                admin.create_topics([NewTopic(t, s.kafka_partitions, s.kafka_replication_factor) for t in wanted],
+                                    timeout_ms=30_000)
+            except TopicAlreadyExistsError:
+                pass
+            except InvalidReplicationFactorError:
+                raise BrokerError(
+                    f"KAFKA_REPLICATION_FACTOR={s.kafka_replication_factor} is more than the brokers at "
+                    f"{s.kafka_bootstrap_servers} hold: set it to at most their number (1 for the single local "
+                    "broker), or run the three-broker cluster (`obslab cluster start`)."
+                ) from None
+        return wanted
+    finally:
+        admin.close()
 
 
 # ---------------------------------------------------------------------- helpers

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port of the local broker")
     kafka_bootstrap_servers: str = Field("", description="brokers clients use; default KAFKA_HOST:KAFKA_PORT")
     kafka_partitions: int = Field(3, ge=1, le=64, description="partitions of each lab topic")
+    kafka_replication_factor: int = Field(1, ge=1, le=16, description="replicas of each lab topic the lab creates: 1 for the single local broker, 3 on `obslab cluster start`'s three brokers (a write is acknowledged once 2 hold it)")
     kafka_heap: str = Field("512m", description="JVM heap of the local broker (-Xmx)")
     kafka_client: Literal["kafka-python", "confluent-kafka"] = Field(
         "confluent-kafka", description="client the generator publishes with: confluent-kafka (librdkafka; ~7x the events/s) or kafka-python (pure Python)")
@@ -71,6 +72,12 @@ class Settings(BaseSettings):
     spark_connect_host: str = Field("127.0.0.1", description="address the lab's Spark Connect server listens on (the container lab: every interface of the stream container, which nothing publishes)")
     spark_connect_port: int = Field(15002, ge=1, le=65535, description="port of the lab's Spark Connect server (`obslab spark start`, on SPARK_CONNECT_HOST)")
     spark_start_timeout_seconds: float = Field(120.0, gt=0, description="how long `spark start` waits for the server to answer")
+
+    # --- local cluster (`obslab cluster start`: a Spark master with two workers, three Kafka brokers)
+    cluster_spark_port: int = Field(0, ge=0, le=65535, description="port of the cluster's Spark master on 127.0.0.1; 0: a free port, chosen at start")
+    cluster_spark_webui_port: int = Field(0, ge=0, le=65535, description="port of the Spark master's web UI on 127.0.0.1; 0: a free port, chosen at start")
+    cluster_kafka_ports: str = Field("", description="client ports of the cluster's three brokers on 127.0.0.1, comma-separated (e.g. 19092,19093,19094); blank: free ports, chosen at start")
+    cluster_kafka_controller_ports: str = Field("", description="KRaft controller ports of the cluster's three brokers, comma-separated; blank: free ports, chosen at start")
 
     # --- generator
     scenario: str = Field("demo", description="generator scenario: a shipped name or a path to a YAML file")
@@ -142,6 +149,17 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    @field_validator("cluster_kafka_ports", "cluster_kafka_controller_ports")
+    @classmethod
+    def _three_ports(cls, value: str) -> str:
+        if not value.strip():
+            return ""
+        parts = [p.strip() for p in value.split(",")]
+        if len(parts) != 3 or not all(p.isdigit() and 1 <= int(p) <= 65535 for p in parts) or len(set(parts)) != 3:
+            raise ValueError(f"needs three different ports from 1 to 65535, comma-separated (e.g. 19092,19093,19094), "
+                             f"or blank for free ones; got {value!r}")
+        return ",".join(str(int(p)) for p in parts)
 
     @field_validator("latency_sla_ms")
     @classmethod
