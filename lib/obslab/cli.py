@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 import typer
 
 from obslab.book import book_app
+from obslab.cluster import cluster_app
 from obslab.commands import AS_JSON, ReportingTyper, fail, flag, setting, settings_with
 from obslab.errors import ObslabError
 from obslab.lab import Lab
@@ -37,6 +38,7 @@ app.add_typer(shop_app, name="shop")
 app.add_typer(otelcol_app, name="otelcol")
 app.add_typer(spark_app, name="spark")
 app.add_typer(book_app, name="book")
+app.add_typer(cluster_app, name="cluster")
 
 
 @contextmanager
