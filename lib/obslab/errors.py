@@ -131,6 +131,18 @@ class NotebookTaskError(ObslabError):
                          f"error under the failing cell, is kept at {output} (open it with `jupyter lab`).")
 
 
+class NotebookParameterError(ConfigError):
+    """A notebook was given a parameter value it cannot use; names the parameter, the value and what to pass."""
+
+    def __init__(self, notebook: str, name: str, value: object, expected: str, default: object):
+        self.notebook, self.name, self.value, self.expected = notebook, name, value, expected
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        super().__init__(f"notebook {notebook}: parameter {name}={shown} ({type(value).__name__}) cannot be used: "
+                         f"{name} must be {expected}. Pass another value (papermill -p {name} <value>) or leave it "
+                         f"out for its default {default!r}.")
+
+
 class DataQualityError(ObslabError):
     """The store breaks data-quality rules; names each failed rule, its violations and what to do."""
 
