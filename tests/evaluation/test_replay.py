@@ -121,6 +121,8 @@ def test_the_replayed_windows_equal_the_stream_sinks_after_every_micro_batch(tmp
     assert merged.query("SELECT bool_and(is_final) FROM service_metrics")[0][0]  # the end of input finalizes all
 
 
+_E10 = '{"event_id":"e10","event_time":"2026-01-05T09:00:02+00:00","service":"a","endpoint":"/x","latency_ms":1,"status_code":200}'
+
 # One run's events file, line by line: (line, the reason the transform gives it; None: counted)
 _LINES = [
     ('{"event_id":"e1","event_time":"2026-01-05T09:00:01+00:00","service":"a","endpoint":"/x",'
@@ -143,6 +145,12 @@ _LINES = [
      '"latency_ms":1,"status_code":200}', "wrong_type:event_time"),
     ('{"event_id":"e9","event_time":"2026-01-05T09:00:02+00:00","endpoint":"/x",'
      '"latency_ms":1,"status_code":200}', "missing_field:service"),
+    # two good events in one record: set aside whole, not counted as one (issue 26)
+    (_E10 + " " + _E10.replace("e10", "e11"), "malformed_json"),
+    (_E10 + " trailing", "malformed_json"),
+    (_E10 + "}", "malformed_json"),
+    (_E10.replace('"latency_ms":1', '"latency_ms":NaN'), "out_of_range:latency_ms"),  # not JSON, but read as a number
+    (_E10.replace('"latency_ms":1', '"latency_ms":-Infinity'), "out_of_range:latency_ms"),
 ]
 
 

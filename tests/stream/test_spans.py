@@ -86,7 +86,8 @@ def test_server_spans_become_requests_and_the_rest_is_skipped_or_dead_lettered(s
     with_empty_scope = json.loads(otlp_json(cart[:1]))
     with_empty_scope["resourceSpans"][0]["scopeSpans"].append({"spans": []})  # legal, and nothing to count
     values = [otlp_json(cart[1:]), otlp_json(payment), otlp_json(frontend), "{not json", otlp_json(nameless),
-              otlp_json(backwards), json.dumps({"resourceSpans": []}), json.dumps(with_empty_scope)]
+              otlp_json(backwards), json.dumps({"resourceSpans": []}), json.dumps(with_empty_scope),
+              otlp_json(cart[1:]) + "\n" + otlp_json(payment)]  # two payloads in one record: neither counted
     raw = spark.createDataFrame([("otlp_spans", 0, i, v) for i, v in enumerate(values)],
                                 "topic STRING, partition INT, offset LONG, value STRING")
     settings = load_settings(data_dir=tmp_path, stream_source="spans")
@@ -100,8 +101,9 @@ def test_server_spans_become_requests_and_the_rest_is_skipped_or_dead_lettered(s
     assert latency == pytest.approx(150.0)
     assert counters.events == 9 and counters.skipped_spans == 4  # 1 client + 1 internal, 2 client
     dead = dict(store.query("SELECT kafka_offset, reason FROM dead_letter_events ORDER BY 1"))
-    assert dead == {3: "malformed_json", 4: "missing_field:service.name", 5: "out_of_range:latency_ms", 6: "no_spans"}
-    assert counters.dead_letters == 4
+    assert dead == {3: "malformed_json", 4: "missing_field:service.name", 5: "out_of_range:latency_ms", 6: "no_spans",
+                    8: "malformed_json"}
+    assert counters.dead_letters == 5
     assert store.query("SELECT sum(skipped_spans) FROM stream_batches")[0][0] == 4
 
 

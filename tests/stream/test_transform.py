@@ -56,6 +56,18 @@ def _with(**changes):
         (_with(endpoint='/api/"quoted"'), "invalid:endpoint"),  # quotes
         (_with(endpoint="/api/line\nbreak"), "invalid:endpoint"),  # a control character
         (_with(endpoint="/api/caf\u00e9"), "invalid:endpoint"),  # not ASCII (a client would percent-encode it)
+        # what follows the first JSON value: set aside whole, not counted as one event (the rest unseen)
+        (_with() + " " + _with(event_id="e2"), "malformed_json"),  # two events in one record
+        (_with() + "\n" + _with(event_id="e2"), "malformed_json"),
+        (_with() + "," + _with(event_id="e2"), "malformed_json"),
+        (_with() + " trailing", "malformed_json"),
+        (_with() + "}", "malformed_json"),
+        (_with() + "] junk", "malformed_json"),
+        (_with() + ' ,"n": 5', "malformed_json"),  # the length check, too
+        ("  " + _with() + " \n", None),  # white space around one event is fine
+        (_with().replace("42.5", "NaN"), "out_of_range:latency_ms"),  # not JSON, but Jackson reads a number
+        (_with().replace("42.5", "-Infinity"), "out_of_range:latency_ms"),
+        (_with(latency_ms="NaN"), "out_of_range:latency_ms"),  # as text: the same reason
     ],
 )
 def test_parse_gives_each_bad_record_a_reason(spark, value, reason):

@@ -35,9 +35,13 @@ JUNK_VALUE = st.one_of(
 def hostile(draw) -> tuple[str, bool]:
     """(payload, whether it is a well-formed event as built)."""
     event = draw(GOOD)
-    how = draw(st.sampled_from(["good", "good", "replace", "drop", "text", "nan", "deep", "array"]))
+    how = draw(st.sampled_from(["good", "good", "replace", "drop", "text", "nan", "deep", "array", "joined"]))
     if how == "good":
         return json.dumps(event), True
+    if how == "joined":  # a second event or text after the first: nothing of it may be counted as one event
+        tail = draw(st.one_of(GOOD.map(json.dumps), st.text(min_size=1, max_size=20)))
+        rest = draw(st.sampled_from(["", " ", "\n", ","])) + tail
+        return json.dumps(event) + rest, not rest.strip(" \t\n\r")  # JSON's white space only
     if how == "replace":
         event[draw(st.sampled_from(sorted(event)))] = draw(JUNK_VALUE)
     elif how == "drop":

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from obslab.schema import SKIPPED  # the reason prefix of spans that are no request (counted, not dead letters)
 from obslab.stream.transform import (ENDPOINT_PATTERN, PARSED_COLUMNS, invalid_endpoint, kafka_text,
-                                     status_out_of_range)
+                                     more_than_one_value, status_out_of_range)
 
 _VALUE = "STRUCT<stringValue: STRING, intValue: STRING>"  # OTLP JSON writes 64-bit integers as strings
 _ATTRIBUTES = f"ARRAY<STRUCT<key: STRING, value: {_VALUE}>>"
@@ -48,7 +48,8 @@ def parse_spans(raw: DataFrame, endpoint_max_length: int) -> DataFrame:
     module's docstring), with `reason` NULL for a SERVER span that can be counted."""
     text = kafka_text(raw, "message")
     j = F.from_json("message", OTLP_TRACES, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
-    unreadable = F.col("j").isNull() | F.col("j._corrupt").isNotNull()
+    # two payloads in one record would otherwise count the first and lose the second unseen
+    unreadable = F.col("j").isNull() | F.col("j._corrupt").isNotNull() | more_than_one_value(F.col("message"))
     has_spans = F.exists("j.resourceSpans", lambda rs: F.exists(rs["scopeSpans"], lambda ss: F.size(ss["spans"]) > 0))
     # Each span row carries what its record is, not the record: a whole record's text and parse on
     # every span of it would grow with the square of the spans per record. The text is kept only

@@ -28,6 +28,9 @@ from obslab.stream.buckets import GAMMA, MIN_LATENCY_MS, RELATIVE_ACCURACY, buck
 
 _FIELDS = EVENT.column_names  # event_id, event_time, service, endpoint, latency_ms, status_code
 _TEXT_SCHEMA = ", ".join(f"{name} STRING" for name in _FIELDS) + ", _corrupt STRING"
+_JSON_SPACE = " \t\n\r"
+# What Jackson's copy of a NaN or Infinity number token reads as in a STRING field: quoted.
+_NON_FINITE_TOKENS = ['"NaN"', '"Infinity"', '"-Infinity"']
 
 PARSED_COLUMNS = ["topic", "kafka_partition", "kafka_offset", "raw_payload", *_FIELDS, "reason"]
 
@@ -53,6 +56,25 @@ def parse_events(raw: DataFrame, endpoint_max_length: int) -> DataFrame:
         F.expr("try_cast(j.status_code AS INT)").alias("status_code"),
     )
     return typed.withColumn("reason", _reason(endpoint_max_length)).select(*PARSED_COLUMNS)
+
+
+def more_than_one_value(record: Column) -> Column:
+    """True when the record holds more than one JSON value: `{...} {...}` (two events), `{...}}`, `{...} text`.
+
+    Jackson stops after the first complete value, so such a record would parse as one good event and the
+    rest would be lost unseen. The first value of a record that holds more ends before its last non-blank
+    character; a `}` closes it, so text other than JSON white space follows the record's first `}`. That
+    test is a scan for one character; only records that pass it (an event with a nested object, or text
+    after the first value) are parsed a second time, wrapped as `{"a": [<record>, {"n": <its length>}]}`:
+    what follows the first value then breaks the parse, adds elements to `a` or ends `a` early. Only a
+    record that itself goes on with `,{"n":<its own length>}]}` could pass, which no writer does by accident.
+    """
+    after_first_brace = F.substring(record, F.instr(record, "}") + 1, 1 << 30)
+    suspect = F.trim(after_first_brace, F.lit(_JSON_SPACE)) != F.lit("")
+    wrapped = F.concat(F.lit('{"a":['), record, F.lit(',{"n":'), F.length(record).cast("string"), F.lit("}]}"))
+    check = F.from_json(wrapped, "a ARRAY<STRUCT<n: BIGINT>>")
+    one_value = (F.size(check["a"]) == 2) & (check["a"][1]["n"] == F.length(record))
+    return suspect & ~F.coalesce(one_value, F.lit(False))
 
 
 def kafka_text(raw: DataFrame, text: str) -> DataFrame:
@@ -86,9 +108,12 @@ def _reason(endpoint_max_length: int) -> Column:
     for name in _FIELDS:
         all_missing = all_missing & F.col(f"j.{name}").isNull()
     rule = F.when(F.col("raw_payload").isNull() | (F.trim("raw_payload") == ""), F.lit("empty_payload"))
-    rule = rule.when(F.col("j").isNull() | F.col("j._corrupt").isNotNull() | all_missing, F.lit("malformed_json"))
+    rule = rule.when(F.col("j").isNull() | F.col("j._corrupt").isNotNull() | all_missing
+                     | more_than_one_value(F.col("raw_payload")), F.lit("malformed_json"))
     for name in _FIELDS:
         rule = rule.when(_missing(name), F.lit(f"missing_field:{name}"))
+    # NaN and Infinity are numbers to Jackson, not finite ones: the reason is their range, as for "NaN" as text.
+    rule = rule.when(F.col("j.latency_ms").isin(_NON_FINITE_TOKENS), F.lit("out_of_range:latency_ms"))
     for name in ("event_time", "latency_ms", "status_code"):
         rule = rule.when(F.col(name).isNull(), F.lit(f"wrong_type:{name}"))
     finite = ~F.isnan("latency_ms") & (F.abs("latency_ms") != F.lit(math.inf))
