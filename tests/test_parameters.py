@@ -32,6 +32,13 @@ def test_declared_is_what_papermill_reads_and_every_parameter_has_a_rule():
         check_parameters(name, {})  # the defaults pass
 
 
+def test_what_airflow_passes_from_the_default_settings_passes():
+    from obslab.schedule.tasks import notebook_parameters
+
+    for name in NAMES:  # settings values as the DAGs pass them (JSON: None where a setting is unset)
+        check_parameters(name, notebook_parameters(set(declared(name)), load_settings()))
+
+
 @pytest.mark.parametrize("notebook, name, value, says", [
     # wrong type: a number as text is refused, not read
     ("03_detect_anomalies", "seed", "42", "seed must be a whole number"),
