@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 from typer.testing import CliRunner
 
 from conftest import free_port
@@ -208,11 +209,20 @@ def _read_topic(settings, expected: int) -> list[str]:
         c.close()
 
 
-def _wait(condition, what: str, seconds: float = WAIT_S) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert condition(), f"gave up waiting for {what} after {seconds:.0f} s"
+def _holds(condition) -> bool:
+    try:
+        return bool(condition())
+    except KafkaError:  # a client that asked the dead broker before its metadata said it was gone
+        return False
+
+
+def _wait(condition, what: str, seconds: float = WAIT_S, every_s: float = 0.5) -> None:
+    """Wait until `condition` holds (asserted), then print how long it took (shown when the test fails)."""
+    started = time.monotonic()
+    while not _holds(condition) and time.monotonic() < started + seconds:
+        time.sleep(every_s)
+    assert _holds(condition), f"gave up waiting for {what} after {seconds:.0f} s"
+    print(f"{time.strftime('%H:%M:%S')} {what}: {time.monotonic() - started:.1f} s")
 
 
 @pytest.mark.slow
@@ -248,7 +258,7 @@ def test_a_broker_killed_mid_stream_loses_and_doubles_nothing(cluster):
         with open(log, "w") as err, open(answer, "w") as out:
             stream = subprocess.Popen([sys.executable, "-m", "obslab.cli", "-v", "stream", "--json"], env=env,
                                       start_new_session=True, stdout=out, stderr=err)
-        _wait(lambda: _batches(store) > 0 or stream.poll() is not None, "the stream's first batch")
+        _wait(lambda: _batches(store) > 0 or stream.poll() is not None, "the stream's first batch", every_s=3)
         assert stream.poll() is None, log.read_text()[-3000:]
         assert generator.is_alive() and _total(settings) > 0  # generation started, the stream is running
 
@@ -258,22 +268,22 @@ def test_a_broker_killed_mid_stream_loses_and_doubles_nothing(cluster):
         os.kill(pid, signal.SIGKILL)
         _wait(lambda: not process_alive(pid), "the broker to die", 30)
         survivors = sorted(set(range(1, BROKERS + 1)) - {victim})
-        at_kill = _total(settings)
 
         # The two left hold every partition (min ISR 2: writes go on), and the generator keeps publishing.
         _wait(lambda: all(leader in survivors and isr == survivors for leader, isr in
                           in_sync_replicas(settings, settings.topic_raw_events).values()), "the ISR to shrink")
-        _wait(lambda: _total(settings) >= at_kill + 3000, "3,000 more events acknowledged after the kill")
+        after_kill = _total(settings)
+        _wait(lambda: _total(settings) >= after_kill + 3000, "3,000 more events acknowledged after the kill")
         assert stream.poll() is None, log.read_text()[-3000:]  # the stream outlived the broker
         stop.set()
         generator.join(120)
         assert not generator.is_alive()
         report = reports[0]
         total = _total(settings)
-        assert report.events_failed == 0 and report.events_acked == total > at_kill  # acks=all: acked = in the log
+        assert report.events_failed == 0 and report.events_acked == total > after_kill  # acks=all: acked = in the log
 
         # The stream catches up, then stops on SIGTERM with its report.
-        _wait(lambda: _counted(store) >= total, "the stream to count every event", 240)
+        _wait(lambda: _counted(store) >= total, "the stream to count every event", 240, every_s=3)
         stream.send_signal(signal.SIGTERM)
         stream.wait(timeout=120)
         assert stream.returncode == 0, log.read_text()[-3000:]
