@@ -118,12 +118,18 @@ def count_check(acknowledged: int, requests: int, dead_letters: int) -> dict:
 
 def recovery_seconds(samples: list[dict], since: float, bound_s: float, stage: str | None = None,
                      old_pid: int | None = None) -> float | None:
-    """Seconds from `since` (a time.time()) to the first sample at or after it where freshness is at most
-    `bound_s` and, if `stage` is given, that stage runs with another pid than `old_pid`; None if never.
-    A sample: {"t": time.time(), "freshness_s": float | None (store busy), "pids": {stage: pid | None}}."""
+    """Seconds from `since` (a time.time()) to the first sample at or after it where the stream has moved on
+    (a newer window end than the last one seen before `since`), freshness is at most `bound_s` and, if `stage`
+    is given, that stage runs with another pid than `old_pid`; None if never.
+    A sample: {"t": time.time(), "freshness_s": float | None (store busy), "pids": {stage: pid | None}};
+    its newest window end is t - freshness_s."""
+    before = [s["t"] - s["freshness_s"] for s in samples if s["t"] < since and s.get("freshness_s") is not None]
+    newest_before = max(before, default=float("-inf"))
     for s in samples:
         if s["t"] < since or s.get("freshness_s") is None or s["freshness_s"] > bound_s:
             continue
+        if s["t"] - s["freshness_s"] <= newest_before:
+            continue  # no window newer than before the fault yet
         if stage is not None:
             pid = s.get("pids", {}).get(stage)
             if pid is None or pid == old_pid:

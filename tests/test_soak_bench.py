@@ -56,14 +56,16 @@ def test_count_check(acked, requests, dead, lost, double, ok):
     assert (check["lost"], check["double"], check["ok"]) == (lost, double, ok)
 
 
-def test_recovery_needs_fresh_windows_and_the_stage_back_with_a_new_pid():
+def test_recovery_needs_newer_fresh_windows_and_the_stage_back_with_a_new_pid():
+    # t - freshness_s is the newest window end a sample saw
     samples = [
-        {"t": 100.0, "freshness_s": 50.0, "pids": {"stream": 11}},  # before the fault
-        {"t": 105.0, "freshness_s": 60.0, "pids": {"stream": None}},  # killed
+        {"t": 100.0, "freshness_s": 10.0, "pids": {"stream": 11}},  # before the fault: newest end 90
+        {"t": 105.0, "freshness_s": 15.0, "pids": {"stream": None}},  # killed: still 90
         {"t": 110.0, "freshness_s": None, "pids": {"stream": 12}},  # store busy: no reading
-        {"t": 115.0, "freshness_s": 300.0, "pids": {"stream": 12}},  # back, but windows stale
-        {"t": 120.0, "freshness_s": 70.0, "pids": {"stream": 12}},  # recovered
+        {"t": 115.0, "freshness_s": 25.0, "pids": {"stream": 12}},  # back, but no newer window (90)
+        {"t": 120.0, "freshness_s": 300.0, "pids": {"stream": 12}},  # a reading far too stale
+        {"t": 125.0, "freshness_s": -20.0, "pids": {"stream": 12}},  # a new (open) window ending at 145
     ]
-    assert recovery_seconds(samples, since=104.0, bound_s=120, stage="stream", old_pid=11) == 16.0
-    assert recovery_seconds(samples, since=104.0, bound_s=120) == 1.0  # freshness alone: the 105 s sample
-    assert recovery_seconds(samples, since=104.0, bound_s=10) is None  # never under 10 s
+    assert recovery_seconds(samples, since=104.0, bound_s=60, stage="stream", old_pid=11) == 21.0
+    assert recovery_seconds(samples, since=104.0, bound_s=60, stage="stream", old_pid=12) is None  # never a new pid
+    assert recovery_seconds(samples, since=104.0, bound_s=-30) is None  # never that fresh
