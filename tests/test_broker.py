@@ -8,8 +8,9 @@ import time
 import pytest
 from kafka import TopicPartition
 
-from obslab.broker import LocalBroker, consumer, new_cluster_id, port_is_free, process_alive, producer
-from obslab.errors import PortInUseError
+from obslab.broker import (LocalBroker, admin_client, consumer, ensure_topics, new_cluster_id, port_is_free, process_alive,
+                           producer)
+from obslab.errors import BrokerError, PortInUseError
 from obslab.settings import load_settings
 from tests.conftest import free_port
 
@@ -79,6 +80,16 @@ def test_broker_has_the_lab_topics(broker, lab_settings):
     assert status.running
     assert set(status.topics) == {"raw_events", "aggregated_metrics", "anomalies", "otlp_spans"}  # the Collector's too
     assert all(len(parts) == lab_settings.kafka_partitions for parts in status.topics.values())
+
+
+@pytest.mark.kafka
+def test_more_replicas_than_brokers_is_a_clear_error_and_creates_nothing(broker, lab_settings):
+    wanted = lab_settings.model_copy(update={"kafka_replication_factor": 3, "topic_anomalies": "rf3_anomalies"})
+    with pytest.raises(BrokerError, match="KAFKA_REPLICATION_FACTOR=3 is more than the brokers .* hold.*cluster start"):
+        ensure_topics(wanted)
+    admin = admin_client(lab_settings)
+    assert "rf3_anomalies" not in admin.list_topics()  # the one broker holds no topic it cannot replicate
+    admin.close()
 
 
 @pytest.mark.kafka
