@@ -146,6 +146,26 @@ def test_status_and_settings_of_a_cluster_never_started(tmp_path):
         cluster.use_settings()
 
 
+def test_a_partly_running_cluster_is_refused_and_stop_ends_what_runs(tmp_path):
+    cluster = LocalCluster(load_settings(data_dir=tmp_path))
+    cluster.dir.mkdir(parents=True)
+    # A process whose command line names this cluster's master config, recorded as its master.
+    master = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", str(cluster.spark_conf)])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "spark-defaults.conf"])
+    try:
+        cluster.pid_file("master").write_text(f"{master.pid}\n")
+        cluster.pid_file("worker-1").write_text(f"{other.pid}\n")  # names no file of this cluster: not its worker
+        assert cluster.status().pids == {"kafka-1": None, "kafka-2": None, "kafka-3": None, "master": master.pid,
+                                         "worker-1": None, "worker-2": None}
+        with pytest.raises(ClusterError, match=r"partly running \(master\).*obslab cluster stop"):
+            cluster.start()
+        assert cluster.stop() == "cluster stopped (master)"
+        assert not process_alive(master.pid) and other.poll() is None  # the other process is left alone
+    finally:
+        master.kill()
+        other.kill()
+
+
 def test_cli_status_of_a_stopped_cluster(tmp_path, monkeypatch):
     from obslab.cli import app
 

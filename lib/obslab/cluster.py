@@ -119,10 +119,20 @@ class LocalCluster:
         return self.settings.logs_dir / f"cluster-{name}.log"
 
     def pid(self, name: str) -> int | None:
-        """PID of the named process while it runs (its command line names its config or class)."""
-        marker = MASTER_CLASS if name == "master" else WORKER_CLASS if name.startswith("worker") else \
-            str(self.dir / name / "server.properties")
-        return recorded_pid(self.pid_file(name), marker)
+        """PID of the named process while it runs: its command line names this cluster's files (a PID reused
+        since, or another cluster's process, does not count)."""
+        marker = {"master": str(self.spark_conf), **{f"worker-{i + 1}": str(self.work_dir(i + 1))
+                                                    for i in range(WORKERS)}}.get(name)
+        return recorded_pid(self.pid_file(name), marker or str(self.dir / name / "server.properties"))
+
+    @property
+    def spark_conf(self) -> Path:
+        """The Spark daemons' properties file (the master's command line names it)."""
+        return self.dir / "spark" / "spark-defaults.conf"
+
+    def work_dir(self, worker: int) -> Path:
+        """A worker's folder: its executors' files and logs (its command line names it)."""
+        return self.dir / "spark" / f"worker-{worker}"
 
     def recorded_ports(self) -> ClusterPorts | None:
         """The ports of the last start, or None."""
@@ -234,9 +244,8 @@ class LocalCluster:
         ensure_topics(self.use_settings())
 
     def _start_spark(self, ports: ClusterPorts, spark_class: Path) -> None:
-        spark_dir = self.dir / "spark"
+        spark_dir, conf = self.spark_conf.parent, self.spark_conf
         spark_dir.mkdir(parents=True, exist_ok=True)
-        conf = spark_dir / "spark-defaults.conf"
         conf.write_text("".join(f"{k} {v}\n" for k, v in SPARK_DAEMON_CONF.items()))
         env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": HOST,
                # executors that run Python (none of the stream's SQL does) run the lab's
@@ -249,7 +258,7 @@ class LocalCluster:
         self._wait_for_workers(master, ports, 0)
         workers = []
         for i in range(WORKERS):
-            work_dir = spark_dir / f"worker-{i + 1}"
+            work_dir = self.work_dir(i + 1)
             work_dir.mkdir(exist_ok=True)
             workers.append(self._launch(
                 f"worker-{i + 1}",
