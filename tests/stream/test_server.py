@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -18,7 +20,7 @@ from obslab.store import Store
 from obslab.stream.server import SparkServer, server_url
 from obslab.stream.session import cores
 from obslab.stream.sink import SinkCounters
-from tests.stream.helpers import event_lines, lab_for, publish, same_counts
+from tests.stream.helpers import T0, event_lines, lab_for, publish, same_counts
 
 
 def test_spark_server_says_which_spark_the_steps_use(tmp_path):
@@ -130,3 +132,55 @@ def test_a_stream_client_uses_the_labs_spark_server_and_counts_every_event_once(
         message = server.stop()
     assert "stopped" in message or "killed" in message
     assert server.pid() is None and server_url(settings) is None
+
+
+def _client_env(settings) -> dict[str, str]:
+    return {**os.environ, "DATA_DIR": str(settings.data_dir), "DUCKDB_PATH": str(settings.duckdb_path),
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "TOPIC_RAW_EVENTS": settings.topic_raw_events,
+            "TOPIC_AGGREGATED_METRICS": settings.topic_aggregated_metrics, "SPARK_MASTER": "no-such-master://",
+            "SPARK_SERVER": "auto", "TRIGGER_SECONDS": "1"}
+
+
+@pytest.mark.kafka
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_killed_clients_query_counts_nothing_twice_when_the_stream_starts_again(broker, lab_settings, tmp_path):
+    """SIGKILL leaves the client's query running on the server (nothing told it to stop). The next client of
+    the same checkpoint must still count every event exactly once, whatever the orphan does meanwhile."""
+    settings = lab_for(lab_settings, tmp_path, spark_connect_port=free_port())
+    first, later = event_lines(seconds=300), event_lines(seconds=300, seed=6, start=T0 + timedelta(minutes=5))
+    publish(settings, first)
+    server = SparkServer(settings)
+    server.start()
+    env = _client_env(settings)
+    try:
+        client = subprocess.Popen([sys.executable, "-m", "obslab.cli", "stream"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while not _counted(settings, len(first)):
+            assert client.poll() is None, client.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "the first client counted nothing in 300 s"
+            time.sleep(1)
+        client.send_signal(signal.SIGKILL)
+        client.wait(timeout=30)
+        publish(settings, later)  # while the orphan query may still run on the server
+        out = subprocess.run([sys.executable, "-m", "obslab.cli", "stream", "--available-now", "--json"],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        time.sleep(5)  # what an orphan would still write, it writes now
+        log = (settings.logs_dir / "spark-connect.log").read_text()
+        assert "Stopping existing streaming query" in log  # there was an orphan, and the new start stopped it
+        assert same_counts(Store(settings.duckdb_path), first + later)
+        assert Store(settings.duckdb_path).query("SELECT count(*) FROM dead_letter_events")[0][0] == 0
+    finally:
+        server.stop()
+
+
+def _counted(settings, events: int) -> bool:
+    if not settings.duckdb_path.exists():
+        return False
+    try:
+        rows = Store(settings.duckdb_path).query("SELECT coalesce(sum(request_count), 0) FROM service_metrics")
+    except Exception:  # noqa: BLE001 - the stream holds the store for a moment; ask again
+        return False
+    return rows[0][0] >= events

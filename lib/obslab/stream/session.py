@@ -96,9 +96,11 @@ def cores(spark) -> int:
 
 
 # On a Spark Connect server the sink runs in a Python worker that must connect back to the server
-# within Spark's fixed 10 s of its start; on a loaded machine its imports alone can take longer.
+# within Spark's fixed 10 s of its start; on a loaded machine its imports alone can take longer. Each
+# attempt warms the page cache for the next; three were not enough at a load average of 19 (six cores'
+# work on two), so six: a minute at most before the error is shown.
 WORKER_LATE = "failed to connect back"
-START_ATTEMPTS = 3
+START_ATTEMPTS = 6
 
 
 def start_query(writer):

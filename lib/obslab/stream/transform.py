@@ -70,7 +70,7 @@ def more_than_one_value(record: Column) -> Column:
     record that itself goes on with `,{"n":<its own length>}]}` could pass, which no writer does by accident.
     """
     after_first_brace = F.substring(record, F.instr(record, "}") + 1, 1 << 30)
-    suspect = F.trim(after_first_brace, F.lit(_JSON_SPACE)) != F.lit("")
+    suspect = F.btrim(after_first_brace, F.lit(_JSON_SPACE)) != F.lit("")
     wrapped = F.concat(F.lit('{"a":['), record, F.lit(',{"n":'), F.length(record).cast("string"), F.lit("}]}"))
     check = F.from_json(wrapped, "a ARRAY<STRUCT<n: BIGINT>>")
     one_value = (F.size(check["a"]) == 2) & (check["a"][1]["n"] == F.length(record))
