@@ -160,7 +160,7 @@ def raw_topic_offsets(settings: Settings, timeout_s: float = BROKER_TIMEOUT_S) -
 def counted_offsets(settings: Settings, store) -> dict[int, int] | None:
     """partition -> first offset the store has not counted (`stream_offsets`, moved in the same
     transaction as the data); the checkpoint's committed offsets for a store that has none yet."""
-    from obslab.stream.job import store_position
+    from obslab.stream.start import store_position
 
     if store.schema_version() >= 6:  # the version that added stream_offsets
         offsets = store_position(store, settings.stream_topic).offsets
@@ -177,7 +177,7 @@ def committed_offsets(settings: Settings) -> dict[int, int] | None:
     and `commits/N` (written once the sink has applied the batch). So the newest N under commits/ is
     the last batch in the store, and offsets/N holds where it ended.
     """
-    from obslab.stream.job import checkpoint_path
+    from obslab.stream.start import checkpoint_path
 
     spark_dir = checkpoint_path(settings) / "spark"
     batches = [int(p.name) for p in (spark_dir / "commits").glob("*") if p.name.isdigit()]

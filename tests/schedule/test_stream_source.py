@@ -11,7 +11,7 @@ from papermill.parameterize import parameterize_notebook
 from obslab.schedule import server
 from obslab.schedule.tasks import declared_parameters, notebook_parameters, notebook_path, skip_reason
 from obslab.settings import load_settings
-from obslab.stream.job import checkpoint_path
+from obslab.stream.start import checkpoint_path
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from obslab.lab import Lab
 from obslab.settings import load_settings
-from obslab.stream.job import aggregate_static, checkpoint_path, parser_for
+from obslab.stream.job import aggregate_static, parser_for
+from obslab.stream.start import checkpoint_path
 from obslab.stream.spans import OTLP_TRACES, parse_spans
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
