@@ -24,6 +24,7 @@ from pathlib import Path
 from obslab.broker import port_is_free, recorded_pid, stop_recorded, tail
 from obslab.errors import MissingDependencyError, PortInUseError, StreamError
 from obslab.settings import Settings
+from obslab.stream.worker import launcher
 
 # Spark Connect has no authentication of its own: the server listens on SPARK_CONNECT_HOST, 127.0.0.1
 # by default (the container lab: every interface of the stream container, which nothing publishes).
@@ -83,8 +84,9 @@ class SparkServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
-               # the foreachBatch sink runs in a Python worker of the server: the lab's own Python
-               "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+               # the foreachBatch sink runs in a Python worker of the server: the lab's own Python, through
+               # a launcher that connects back to Spark before the heavy imports (obslab.stream.worker)
+               "PYSPARK_PYTHON": str(launcher(self.dir)), "PYSPARK_DRIVER_PYTHON": sys.executable}
         env.pop("SPARK_REMOTE", None)
         env.pop("SPARK_CONNECT_MODE_ENABLED", None)
         with self.log_file.open("ab") as out:
