@@ -208,6 +208,9 @@ SERVICE_CATALOG = Table(
 # percent escapes, "/"). No spaces, quotes, control characters or query strings: names become table
 # keys, dashboard labels and narrator facts, so anything else is treated as a client bug.
 ENDPOINT_PATTERN = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$"
+# The longest latency counted: one day. Longer is no request's latency but a broken clock or unit, and
+# near 1.8e308 two finite latencies would sum to infinity and leave the window's average unusable.
+MAX_LATENCY_MS = 86_400_000.0
 SKIPPED = "skipped:"  # the reason prefix of spans that are no request: counted (stream_batches), not dead letters
 
 DEAD_LETTER_EVENTS = Table(

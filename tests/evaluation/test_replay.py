@@ -151,6 +151,7 @@ _LINES = [
     (_E10 + "}", "malformed_json"),
     (_E10.replace('"latency_ms":1', '"latency_ms":NaN'), "out_of_range:latency_ms"),  # not JSON, but read as a number
     (_E10.replace('"latency_ms":1', '"latency_ms":-Infinity'), "out_of_range:latency_ms"),
+    (_E10.replace('"latency_ms":1', '"latency_ms":1.7e308'), "out_of_range:latency_ms"),  # over a day
 ]
 
 

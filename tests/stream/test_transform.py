@@ -45,6 +45,9 @@ def _with(**changes):
         (_with(status_code=999), "out_of_range:status_code"),
         (_with(status_code=42), "out_of_range:status_code"),
         (_with(latency_ms=0), None),  # zero latency is legal
+        (_with(latency_ms=86_400_000), None),  # a day: the longest counted
+        (_with(latency_ms=86_400_000.5), "out_of_range:latency_ms"),
+        (_with(latency_ms=1.7e308), "out_of_range:latency_ms"),  # finite, but two would sum to inf
         (_with(endpoint="/api/v1/users/a-b_c.d~e;v=2:x@y!$&'()*+,%20"), None),  # every URL path character
         (_with(endpoint="/"), None),  # the root path
         (_with(endpoint="/" + "a" * (LIMIT - 1)), None),  # exactly ENDPOINT_MAX_LENGTH characters

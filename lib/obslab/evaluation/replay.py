@@ -10,7 +10,7 @@ from pathlib import Path
 
 from obslab.detect.walk import SeriesMemory
 from obslab.evaluation.results import EVALUATION_START
-from obslab.schema import ENDPOINT_PATTERN, EVENT
+from obslab.schema import ENDPOINT_PATTERN, EVENT, MAX_LATENCY_MS
 from obslab.settings import Settings
 
 _EVENT_FIELDS = EVENT.column_names  # event_id, event_time, service, endpoint, latency_ms, status_code
@@ -186,7 +186,8 @@ def _reason_sql() -> str:
              ("j IS NULL OR (" + " AND ".join(f"{f}_text IS NULL" for f in _EVENT_FIELDS) + ")", "malformed_json"),
              *((missing(f), f"missing_field:{f}") for f in _EVENT_FIELDS),
              *((f"{f} IS NULL", f"wrong_type:{f}") for f in ("event_time", "latency_ms", "status_code")),
-             ("isnan(latency_ms) OR isinf(latency_ms) OR latency_ms < 0", "out_of_range:latency_ms"),
+             ("isnan(latency_ms) OR isinf(latency_ms) OR latency_ms < 0 OR latency_ms > " + repr(MAX_LATENCY_MS),
+              "out_of_range:latency_ms"),
              ("status_code < 100 OR status_code > 599", "out_of_range:status_code"),
              ("length(endpoint_text) > ? OR NOT regexp_full_match(endpoint_text, ?)", "invalid:endpoint")]
     return "CASE " + " ".join(f"WHEN {test} THEN '{reason}'" for test, reason in rules) + " END"

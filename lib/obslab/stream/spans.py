@@ -25,7 +25,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from obslab.schema import SKIPPED  # the reason prefix of spans that are no request (counted, not dead letters)
+from obslab.schema import MAX_LATENCY_MS, SKIPPED  # the reason prefix of spans that are no request (counted, not dead letters)
 from obslab.stream.transform import (ENDPOINT_PATTERN, PARSED_COLUMNS, invalid_endpoint, kafka_text,
                                      more_than_one_value, status_out_of_range)
 
@@ -133,7 +133,7 @@ def _reason(endpoint_max_length: int) -> Column:
     rule = rule.when(service.isNull() | (F.trim(service) == ""), F.lit("missing_field:service.name"))
     rule = rule.when(F.col("event_time").isNull(), F.lit("wrong_type:start_time"))
     rule = rule.when(F.col("latency_ms").isNull(), F.lit("wrong_type:end_time"))
-    rule = rule.when(F.col("latency_ms") < 0, F.lit("out_of_range:latency_ms"))
+    rule = rule.when((F.col("latency_ms") < 0) | (F.col("latency_ms") > MAX_LATENCY_MS), F.lit("out_of_range:latency_ms"))
     rule = rule.when(F.col("status_code").isNull(), F.lit("wrong_type:status_code"))
     rule = rule.when(status_out_of_range(), F.lit("out_of_range:status_code"))
     rule = rule.when(F.col("endpoint").isNull() | invalid_endpoint(endpoint_max_length), F.lit("invalid:endpoint"))

@@ -21,7 +21,7 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from obslab.schema import ENDPOINT_PATTERN, EVENT  # noqa: F401 - ENDPOINT_PATTERN for spans, too
+from obslab.schema import ENDPOINT_PATTERN, EVENT, MAX_LATENCY_MS  # noqa: F401 - ENDPOINT_PATTERN for spans, too
 # the log buckets (obslab.stream.buckets), here too for the transform's callers
 from obslab.stream.buckets import GAMMA, MIN_LATENCY_MS, RELATIVE_ACCURACY, bucket_value  # noqa: F401
 
@@ -40,7 +40,7 @@ def parse_events(raw: DataFrame, endpoint_max_length: int) -> DataFrame:
     """Kafka rows -> typed events plus a `reason` why a record cannot be used (NULL when it can).
 
     Reasons: empty_payload, malformed_json, missing_field:<name>, wrong_type:<name>,
-    out_of_range:latency_ms (negative or not finite), out_of_range:status_code (not 100-599),
+    out_of_range:latency_ms (negative, not finite, or over MAX_LATENCY_MS: a day), out_of_range:status_code (not 100-599),
     invalid:endpoint (longer than ENDPOINT_MAX_LENGTH or not a URL path, see ENDPOINT_PATTERN).
     """
     text = kafka_text(raw, "raw_payload")
@@ -117,7 +117,8 @@ def _reason(endpoint_max_length: int) -> Column:
     for name in ("event_time", "latency_ms", "status_code"):
         rule = rule.when(F.col(name).isNull(), F.lit(f"wrong_type:{name}"))
     finite = ~F.isnan("latency_ms") & (F.abs("latency_ms") != F.lit(math.inf))
-    rule = rule.when(~finite | (F.col("latency_ms") < 0), F.lit("out_of_range:latency_ms"))
+    rule = rule.when(~finite | (F.col("latency_ms") < 0) | (F.col("latency_ms") > MAX_LATENCY_MS),
+                     F.lit("out_of_range:latency_ms"))
     rule = rule.when(status_out_of_range(), F.lit("out_of_range:status_code"))
     rule = rule.when(invalid_endpoint(endpoint_max_length), F.lit("invalid:endpoint"))
     return rule.otherwise(F.lit(None).cast("string"))
