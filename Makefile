@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: setup test test-fast fuzz demo stop status airflow broker-start broker-stop lab clean-data help
-.PHONY: otelcol demo-otel spark-start spark-stop
+.PHONY: otelcol demo-otel spark-start spark-stop cluster cluster-stop
 .PHONY: container-tools image up down  # the container lab (compose.yaml; see docs/containers.md)
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make exercises  the light set-up for the workshop: the exercises and notebooks 03-06 (no Java, jars, model or Airflow)"
 	@echo "make check-exercise N   check workshop exercise N (1-4; also N=2; \`all\`: one line per exercise); see docs/workshop.md"
 	@echo "make broker-start / broker-stop"
+	@echo "make cluster / cluster-stop   a local cluster (Spark master + 2 workers, 3 Kafka brokers) the lab uses by settings only"
 	@echo "make spark-start / spark-stop   the lab's one Spark (Spark Connect, 127.0.0.1:15002): steps then start no JVM of their own"
 	@echo "make demo-otel   the demo on real spans: Collector, broker, the shop under Locust's load, stream, detector, narrator, dashboard"
 	@echo "make otelcol     build the lab's OpenTelemetry Collector from Go modules into .cache/otelcol (once per manifest; needs Go)"
@@ -48,6 +49,12 @@ spark-start:  # the lab's one Spark (Spark Connect on 127.0.0.1): the stream, no
 
 spark-stop:
 	$(BIN)/obslab spark stop
+
+cluster:  # a Spark master, two workers and three Kafka brokers on 127.0.0.1; prints the settings that use them
+	$(BIN)/obslab cluster start
+
+cluster-stop:
+	$(BIN)/obslab cluster stop
 
 status:  # the demo's processes, then the container lab's health checked now (podman ps alone shows "(starting)" without systemd)
 	@if [ -x $(BIN)/obslab ]; then $(BIN)/obslab status; fi
