@@ -73,7 +73,7 @@ class LocalBroker:
         node = self.node()
         write_node_config(node, server_properties(node, voters(node), s.kafka_partitions))
         if not (self.storage_dir / "meta.properties").exists():
-            format_storage(java, classpath, node, self._cluster_id())
+            format_storage(java, classpath, node, kept_cluster_id(self.cluster_id_file))
         # A new session: Ctrl-C in the terminal that started it does not kill the broker;
         # `obslab broker stop` does.
         proc = launch_node(java, classpath, s.kafka_heap, node, self.log_file)
@@ -117,13 +117,6 @@ class LocalBroker:
         return ensure_topics(self.settings)
 
     # ------------------------------------------------------------------ internals
-
-    def _cluster_id(self) -> str:
-        if self.cluster_id_file.exists():
-            return self.cluster_id_file.read_text().strip()
-        cluster_id = new_cluster_id()
-        self.cluster_id_file.write_text(cluster_id + "\n")
-        return cluster_id
 
     def _wait_until_ready(self, proc: subprocess.Popen) -> None:
         wait_until_ready(proc, self.node(), self.settings, self.log_file, what="the broker")
@@ -306,6 +299,15 @@ def ensure_topics(settings: Settings) -> list[str]:
 # ---------------------------------------------------------------------- helpers
 
 
+def kept_cluster_id(path: Path) -> str:
+    """The KRaft cluster id kept in `path`, made and kept there the first time."""
+    if path.exists():
+        return path.read_text().strip()
+    cluster_id = new_cluster_id()
+    path.write_text(cluster_id + "\n")
+    return cluster_id
+
+
 def new_cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
     while True:
@@ -361,6 +363,22 @@ def stop_recorded(pid: int | None, pid_file: Path, what: str) -> str:
             time.sleep(0.1)
     pid_file.unlink(missing_ok=True)
     return f"{what} (PID {pid}) {how}"
+
+
+def stop_all(pids: dict[str, int], timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
+    """Stop several processes at once (SIGTERM to all, SIGKILL to those left after `timeout_s`) and wait
+    until none runs; returns the names of those that had to be killed."""
+    for pid in pids.values():
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(process_alive(p) for p in pids.values()):
+        time.sleep(0.1)
+    killed = [name for name, pid in pids.items() if process_alive(pid)]
+    for name in killed:
+        os.kill(pids[name], signal.SIGKILL)
+    while any(process_alive(p) for p in pids.values()):
+        time.sleep(0.05)
+    return killed
 
 
 def process_alive(pid: int) -> bool:

@@ -30,7 +30,7 @@ import typer
 
 from obslab import bootstrap
 from obslab.broker import (KafkaNode, admin_client, ensure_topics, format_storage, kafka_classpath, launch_node,
-                           new_cluster_id, port_is_free, process_alive, recorded_pid, server_properties, tail,
+                           kept_cluster_id, port_is_free, recorded_pid, server_properties, stop_all, tail,
                            voters, wait_until_ready, write_node_config)
 from obslab.commands import AS_JSON, ReportingTyper, settings_with
 from obslab.errors import MissingDependencyError, ObslabError, PortInUseError
@@ -182,17 +182,8 @@ class LocalCluster:
         """Stop every process of the cluster at once (SIGTERM, then SIGKILL after a bound); no JVM is left."""
         pids = {name: self.pid(name) for name in self.names()}
         running = {name: pid for name, pid in pids.items() if pid is not None}
-        for pid in running.values():
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and any(process_alive(p) for p in running.values()):
-            time.sleep(0.2)
-        killed = [name for name, pid in running.items() if process_alive(pid)]
-        for name in killed:
-            os.kill(running[name], signal.SIGKILL)
+        killed = stop_all(running)
         for name, pid in running.items():
-            while process_alive(pid):
-                time.sleep(0.1)
             if name.startswith("worker"):
                 _kill_group(pid)  # its executors, should a worker have died before stopping them
         for name in self.names():
@@ -217,18 +208,11 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ internals
 
-    def _cluster_id(self) -> str:
-        if self.cluster_id_file.exists():
-            return self.cluster_id_file.read_text().strip()
-        cluster_id = new_cluster_id()
-        self.cluster_id_file.write_text(cluster_id + "\n")
-        return cluster_id
-
     def _start_kafka(self, ports: ClusterPorts) -> None:
         s = self.settings
         classpath, java = kafka_classpath(s), bootstrap.find_java()
         nodes = self.nodes(ports)
-        quorum, cluster_id = voters(*nodes), self._cluster_id()
+        quorum, cluster_id = voters(*nodes), kept_cluster_id(self.cluster_id_file)
         for node in nodes:
             write_node_config(node, kafka_properties(node, quorum, s.kafka_partitions))
             format_storage(java, classpath, node, cluster_id)

@@ -8,8 +8,6 @@ files and the ports of the running shop live under DATA_DIR/shop, logs in DATA_D
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from obslab.broker import port_is_free, process_alive, tail
+from obslab.broker import port_is_free, process_alive, stop_all, tail
 from obslab.errors import ObslabError, PortInUseError
 from obslab.settings import Settings
 from obslab.shop.faults import FlagFile, begin_run
@@ -120,16 +118,7 @@ class Shop:
     def stop(self) -> str:
         """Stop every service (SIGTERM, then SIGKILL after a bound); no process is left."""
         pids = {s: p for s in SERVICES if (p := self.pid(s)) is not None}
-        for pid in pids.values():
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and any(process_alive(p) for p in pids.values()):
-            time.sleep(0.1)
-        killed = [s for s, p in pids.items() if process_alive(p)]
-        for service in killed:
-            os.kill(pids[service], signal.SIGKILL)
-        while any(process_alive(p) for p in pids.values()):
-            time.sleep(0.05)
+        killed = stop_all(pids, STOP_TIMEOUT_S)
         for service in SERVICES:
             self._pid_file(service).unlink(missing_ok=True)
         if not pids:
