@@ -368,7 +368,7 @@ class Soak:
     def fill_disk(self, row: dict, seconds: float) -> None:
         filler = self.mount / "filler.bin"
         # The broker stops when its log folder fails (Kafka's own rule): the operator waits for space to start it.
-        self.in_fault.add("broker")
+        self.in_fault.update(("broker", "disk"))
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
         filled = 0
         try:
@@ -386,7 +386,7 @@ class Soak:
         finally:
             os.close(fd)
             filler.unlink()
-            self.in_fault.discard("broker")
+            self.in_fault.difference_update(("broker", "disk"))
         self.log("fault end", kind="disk_full")
 
     # ------------------------------------------------------------------ the end
@@ -499,8 +499,13 @@ class Soak:
                 self.log("soak began", minutes=self.args.minutes)
                 pending = list(schedule)
                 while time.time() - self.began < self.args.minutes * 60:
-                    self.sample()
-                    self.operate()
+                    try:
+                        self.sample()
+                        if "disk" not in self.in_fault:  # an operator frees space before restarting anything
+                            self.operate()
+                    except Exception as err:  # noqa: BLE001 - the operator's own tools fail too: say so, go on
+                        self.log("operator step failed", error=f"{type(err).__name__}: {err}"[:300],
+                                 trace=traceback.format_exc()[-800:])
                     # Never two faults at once: one that ran long (a slow broker start) delays the next.
                     idle = not threads or (not threads[-1].is_alive() and
                                            time.time() - self.faults[-1]["ended"] >= self.args.settle)
@@ -542,7 +547,7 @@ class Soak:
         reports = [line.strip() for line in (log.read_text(errors="replace").replace("\r", "\n").splitlines()
                                              if log.exists() else []) if "events acknowledged in" in line]
         return {"began": self.began, "fresh_bound_s": bound, "generator_reports": reports, "faults": self.faults, "operator": self.operator,
-                "generator_runs": self.generator_runs, "incidents": self.incidents(),
+                "generator_runs": self.generator_runs, "incidents": self._incidents_or_error(),
                 "freshness": {"samples": len(self.samples), "unreadable": len(self.samples) - len(fresh),
                               "median_s": sorted(fresh)[len(fresh) // 2] if fresh else None,
                               "max_s": max(fresh) if fresh else None},
@@ -552,6 +557,12 @@ class Soak:
                            "series": [[round(t - self.began, 1), round(m)] for t, m in mib]},
                 "samples": [{**s, "t": round(s["t"] - self.began, 1)} for s in self.samples],
                 "kept": str(self.keep)}
+
+    def _incidents_or_error(self) -> dict:
+        try:
+            return self.incidents()
+        except Exception as err:  # noqa: BLE001 - the rest of the result is kept; the store copy too
+            return {"error": f"{type(err).__name__}: {err}", "store_copy": str(self.keep / "observability.duckdb")}
 
     def incidents(self) -> dict:
         """The store's injected faults matched to incidents (obslab.evaluation's in-time rule), on a copy: a
