@@ -65,15 +65,19 @@ def more_than_one_value(record: Column) -> Column:
     rest would be lost unseen. The first value of a record that holds more ends before its last non-blank
     character; a `}` closes it, so text other than JSON white space follows the record's first `}`. That
     test is a scan for one character; only records that pass it (an event with a nested object, or text
-    after the first value) are parsed a second time, wrapped as `{"a": [<record>, {"n": <its length>}]}`:
-    what follows the first value then breaks the parse, adds elements to `a` or ends `a` early. Only a
-    record that itself goes on with `,{"n":<its own length>}]}` could pass, which no writer does by accident.
+    after the first value) are read a second time, wrapped as `[<record>, {"n": <its length>}]`: what
+    follows the first value then breaks the array, adds elements to it or ends it early. Only a record
+    that itself goes on with `,{"n":<its own length>}]` could pass, which no writer does by accident.
     """
-    after_first_brace = F.substring(record, F.instr(record, "}") + 1, 1 << 30)
-    suspect = F.btrim(after_first_brace, F.lit(_JSON_SPACE)) != F.lit("")
-    wrapped = F.concat(F.lit('{"a":['), record, F.lit(',{"n":'), F.length(record).cast("string"), F.lit("}]}"))
-    check = F.from_json(wrapped, "a ARRAY<STRUCT<n: BIGINT>>")
-    one_value = (F.size(check["a"]) == 2) & (check["a"][1]["n"] == F.length(record))
+    first_brace = F.instr(record, "}")
+    # the usual event (ASCII, one `}` at its very end) is settled by the first test, octet_length costs nothing
+    ends_there = first_brace == F.octet_length(record)
+    after_first_brace = F.substring(record, first_brace + 1, 1 << 30)
+    suspect = ~ends_there & (F.btrim(after_first_brace, F.lit(_JSON_SPACE)) != F.lit(""))
+    length = F.length(record).cast("string")
+    wrapped = F.concat(F.lit("["), record, F.lit(',{"n":'), length, F.lit("}]"))
+    # json_array_length and get_json_object, not from_json: they keep this step in Spark's generated code
+    one_value = (F.json_array_length(wrapped) == 2) & (F.get_json_object(wrapped, "$[1].n") == length)
     return suspect & ~F.coalesce(one_value, F.lit(False))
 
 
