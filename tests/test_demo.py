@@ -149,6 +149,20 @@ def test_a_stage_that_keeps_dying_is_restarted_a_bounded_number_of_times_and_sta
 
 
 @pytest.mark.slow
+def test_a_stage_that_ran_long_enough_before_dying_starts_a_new_count(tmp_path):
+    """Deaths spread over a long run are not a crash loop: each after a stable run (here any run at all,
+    stable_s=0) is restarted again, where a budget of one restart would otherwise be spent at once."""
+    settings = load_settings(data_dir=tmp_path, duckdb_path=tmp_path / "observability.duckdb")
+    env = {"DATA_DIR": str(tmp_path), "DUCKDB_PATH": "", "DETECT_POLL_SECONDS": "-1"}  # dies at once, each time
+    supervisor = demo.Supervisor(settings, [demo.spawn(settings, "detect", DETECT, env)], max_restarts=1, pause_s=0,
+                                 stable_s=0)
+    said = _supervise(supervisor, lambda said: sum(m.startswith("detect restarted") for m in said) >= 3)
+    died = [m for m in said if m.startswith("detect exited with code 1")]
+    assert len(died) >= 3 and all(m.endswith("restarting in 0 s (1 of 1)") for m in died), said
+    demo.stop(settings, broker=False, names=("detect",))
+
+
+@pytest.mark.slow
 def test_a_killed_stage_is_restarted_and_runs_again(tmp_path):
     settings = load_settings(data_dir=tmp_path, duckdb_path=tmp_path / "observability.duckdb")
     env = {"DATA_DIR": str(tmp_path), "DUCKDB_PATH": "", "DETECT_POLL_SECONDS": "0.2"}

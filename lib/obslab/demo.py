@@ -45,8 +45,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = ("stream", "detect", "narrate", "generate", "dashboard")
 LOAD = "load"  # `obslab demo --source spans` (obslab.demo_otel) runs Locust's load on the shop instead of the generator
 RECORDED = (*PROCESSES, LOAD)  # the processes either demo records: what status, stop and `obslab status` look for
-MAX_RESTARTS = 3  # per process and demo: a stage that keeps dying has a cause a restart will not fix
+MAX_RESTARTS = 3  # in a row: a stage that keeps dying has a cause a restart will not fix
 RESTART_PAUSE_S = 2.0  # before the first restart; doubles with each further one
+# A stage that ran this long before it died was not in a crash loop: its restarts count from 0 again, so a
+# long run survives faults spread over hours (a broker restart now, a held store later), not just three.
+STABLE_S = 300.0
 RESTARTED = ("stream", "detect", "narrate", "dashboard", LOAD)  # the generator is not: see Supervisor.check
 STOPPED = (-signal.SIGTERM, -signal.SIGINT)  # exit codes of a process stopped on purpose (`obslab demo-stop`)
 
@@ -133,7 +136,7 @@ def spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str] | N
                                 stderr=subprocess.STDOUT, start_new_session=True)
     _write_record(settings, name, {"pid": proc.pid, "command": cmd, "log": str(log), "log_offset": offset,
                                    "env": env or {}, "restarts": restarts, "max_restarts": max_restarts,
-                                   "last_exit": last_exit, "gave_up": False})
+                                   "last_exit": last_exit, "gave_up": False, "started": time.time()})
     return ProcessInfo(name, proc.pid, cmd, log, True, "", restarts, max_restarts, last_exit, False, proc)
 
 
@@ -152,11 +155,12 @@ def _read_record(settings: Settings, name: str) -> dict | None:
 
 
 class Supervisor:
-    """Restarts the demo's processes that die, each at most `max_restarts` times, and says what it did."""
+    """Restarts the demo's processes that die, each at most `max_restarts` times in a row (a run of `stable_s`
+    or more before a death starts the count again), and says what it did."""
 
     def __init__(self, settings: Settings, started: list[ProcessInfo], max_restarts: int = MAX_RESTARTS,
-                 pause_s: float = RESTART_PAUSE_S):
-        self.settings, self.max_restarts, self.pause_s = settings, max_restarts, pause_s
+                 pause_s: float = RESTART_PAUSE_S, stable_s: float = STABLE_S):
+        self.settings, self.max_restarts, self.pause_s, self.stable_s = settings, max_restarts, pause_s, stable_s
         self.children = {p.name: p.proc for p in started if p.proc is not None}  # name -> running Popen
         self.waiting: dict[str, tuple[float, dict]] = {}  # name -> (restart at (monotonic), its record)
 
@@ -182,6 +186,8 @@ class Supervisor:
             ended = {"pid": proc.pid, "code": code, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "error": "" if code < 0 else last_error(Path(record.get("log", "")), record.get("log_offset", 0))}
             record["last_exit"] = ended
+            if time.time() - record.get("started", 0) >= self.stable_s:
+                record["restarts"] = 0  # it ran long enough: this death starts a new count
             how = describe_exit(ended)
             if code == 0 or code in STOPPED:  # it finished, or someone stopped it: not a death
                 messages.append(f"{name} {'finished' if code == 0 else 'was stopped'} ({how})")
