@@ -95,3 +95,32 @@ def test_the_store_records_each_batchs_offsets_and_refuses_a_second_writer(tmp_p
     # A checkpoint behind the store never moves the position back.
     sink.merge(2, _partials([]), NO_DEAD, offsets=OffsetAdvance(topic, "id-1", {0: 9, 1: 6}, {0: 7, 1: 6}))
     assert dict(store.query("SELECT kafka_partition, next_offset FROM stream_offsets")) == {0: 9, 1: 6}
+
+
+@pytest.mark.spark
+def test_a_batch_waits_for_a_store_another_process_holds_instead_of_ending_the_stream(spark, tmp_path, caplog):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from obslab.stream.transform import parse_events
+    from tests.stream.helpers import event_lines
+
+    sink, store = _sink(tmp_path, store_lock_timeout_seconds=1.0)
+    lines = event_lines(seconds=60)
+    raw = spark.createDataFrame([("raw_events", 0, i, v) for i, v in enumerate(lines)],
+                                "topic STRING, partition INT, offset LONG, value STRING")
+    worker = Path(__file__).resolve().parents[1] / "store_worker.py"
+    holder = subprocess.Popen([sys.executable, str(worker), "hold", str(store.path), "6"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert json.loads(holder.stdout.readline())["holding"]  # held before the batch arrives
+        with caplog.at_level("WARNING", logger="obslab.stream.sink"):
+            sink(parse_events(raw, 128), 0)  # waits while the other process holds the file
+    finally:
+        holder.kill()
+        holder.wait()
+    assert any("waits for the store" in r.getMessage() and f"PID {holder.pid}" in r.getMessage()
+               for r in caplog.records)  # it did meet the lock, and said who held it
+    assert store.query("SELECT sum(request_count) FROM service_metrics")[0][0] == len(lines)

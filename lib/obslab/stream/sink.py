@@ -164,7 +164,18 @@ class StreamSink:
     # ------------------------------------------------------------------ the batch
 
     def __call__(self, parsed, batch_id: int) -> None:
-        self.apply(parsed, int(batch_id))
+        """One micro-batch of the running stream. A store another process holds makes the batch wait for it
+        (each try waits STORE_LOCK_TIMEOUT_SECONDS, then a pause up to a minute), instead of ending the
+        stream: the batch is one transaction, so a try that fails has counted nothing."""
+        from obslab.errors import StoreLockedError
+        from obslab.retry import RETRY_MAX_SECONDS, call_with_retries
+
+        def waiting(err: BaseException, failed: int, wait_s: float) -> None:
+            log.warning("batch %s waits for the store (try %d failed: %s); next try in %.0f s", batch_id, failed,
+                        err, wait_s)
+
+        call_with_retries(lambda: self.apply(parsed, int(batch_id)), StoreLockedError, first_wait_s=1.0,
+                          max_wait_s=RETRY_MAX_SECONDS, on_retry=waiting)
         if self.counters_file is not None:
             self.counters.save(self.counters_file)
 
