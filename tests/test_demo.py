@@ -163,6 +163,23 @@ def test_a_stage_that_ran_long_enough_before_dying_starts_a_new_count(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_supervisor_goes_on_when_it_cannot_write_its_records(tmp_path):
+    """A full disk (here: a folder where the record's temporary file goes, so every write fails) must not end
+    the demo: the death is said, the restart waits, and happens once records can be written again."""
+    settings = load_settings(data_dir=tmp_path, duckdb_path=tmp_path / "observability.duckdb")
+    env = {"DATA_DIR": str(tmp_path), "DUCKDB_PATH": "", "DETECT_POLL_SECONDS": "-1"}  # dies at once
+    supervisor = demo.Supervisor(settings, [demo.spawn(settings, "detect", DETECT, env)], pause_s=0)
+    blocker = demo.run_dir(settings) / "detect.tmp"
+    blocker.mkdir()  # writing the record now fails with an OSError, as on a full disk
+    said = _supervise(supervisor, lambda said: any("could not be restarted" in m for m in said))
+    assert any(m.startswith("could not record how detect ended") for m in said), said
+    assert not supervisor.children  # the restart that could not be recorded does not run
+    blocker.rmdir()
+    said = _supervise(supervisor, lambda said: any(m.startswith("detect restarted") for m in said))
+    demo.stop(settings, broker=False, names=("detect",))
+
+
+@pytest.mark.slow
 def test_a_killed_stage_is_restarted_and_runs_again(tmp_path):
     settings = load_settings(data_dir=tmp_path, duckdb_path=tmp_path / "observability.duckdb")
     env = {"DATA_DIR": str(tmp_path), "DUCKDB_PATH": "", "DETECT_POLL_SECONDS": "0.2"}

@@ -134,9 +134,14 @@ def spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str] | N
         offset = out.tell()  # where this run's output begins: its error is looked for after it
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    _write_record(settings, name, {"pid": proc.pid, "command": cmd, "log": str(log), "log_offset": offset,
-                                   "env": env or {}, "restarts": restarts, "max_restarts": max_restarts,
-                                   "last_exit": last_exit, "gave_up": False, "started": time.time()})
+    try:
+        _write_record(settings, name, {"pid": proc.pid, "command": cmd, "log": str(log), "log_offset": offset,
+                                       "env": env or {}, "restarts": restarts, "max_restarts": max_restarts,
+                                       "last_exit": last_exit, "gave_up": False, "started": time.time()})
+    except OSError:  # unrecorded, nothing could stop or supervise it: it must not run
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     return ProcessInfo(name, proc.pid, cmd, log, True, "", restarts, max_restarts, last_exit, False, proc)
 
 
@@ -204,15 +209,23 @@ class Supervisor:
                 self.waiting[name] = (time.monotonic() + pause, record)
                 messages.append(f"{name} {how}; restarting in {pause:g} s "
                                 f"({record.get('restarts', 0) + 1} of {self.max_restarts})")
-            _write_record(self.settings, name, record)
+            try:
+                _write_record(self.settings, name, record)
+            except OSError as err:  # a full disk, say: the restart is planned all the same
+                messages.append(f"could not record how {name} ended ({err}); the demo goes on")
         for name, (due, record) in list(self.waiting.items()):
             if time.monotonic() < due:
                 continue
             del self.waiting[name]
             if _read_record(self.settings, name) is None:
                 continue  # `obslab demo-stop` stopped the demo meanwhile and removed the record
-            info = spawn(self.settings, name, record["command"], record.get("env"), record.get("restarts", 0) + 1,
-                         record["last_exit"], self.max_restarts)
+            try:
+                info = spawn(self.settings, name, record["command"], record.get("env"),
+                             record.get("restarts", 0) + 1, record["last_exit"], self.max_restarts)
+            except OSError as err:  # a full disk: try again after the same pause
+                self.waiting[name] = (time.monotonic() + self.pause_s, record)
+                messages.append(f"{name} could not be restarted ({err}); trying again in {self.pause_s:g} s")
+                continue
             self.children[name] = info.proc
             messages.append(f"{name} restarted (pid {info.pid}, restart {info.restarts} of {self.max_restarts})")
         return messages
@@ -404,7 +417,7 @@ def supervise(settings: Settings, start_all, news, stopping, say, dashboard_port
             try:
                 for message in news(store, began):
                     say(message)
-            except ObslabError:  # the store is busy: ask again next second
+            except (ObslabError, OSError):  # the store is busy, or the disk full: ask again next second
                 pass
             if minutes is not None and time.time() - began > minutes * 60:
                 break
