@@ -54,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lab_memory import Sampler  # noqa: E402
 from common import free_port, isolated_settings, machine  # noqa: E402
 from soak_ollama import MODEL, StandInOllama  # noqa: E402
-from soak_plan import FAULTS, SETTLE_S, TAIL_S, WARMUP_S, Fault, continued_scenario, count_check, fault_schedule, recovery_seconds, \
-    soak_scenario  # noqa: E402
+from soak_plan import FAULTS, SETTLE_S, TAIL_S, WARMUP_S, Fault, continued_scenario, count_check, fault_schedule, \
+    generator_deaths, recovery_seconds, soak_scenario  # noqa: E402
 
 from obslab import demo  # noqa: E402
 from obslab.broker import LocalBroker, end_offsets  # noqa: E402
@@ -573,11 +573,13 @@ class Soak:
         if not copy.exists():
             return {"error": "no store copy"}
         store = Store(copy)
-        kills = [r["began"] for r in self.faults if r["kind"] == "kill:generate"]
-        if kills:
-            store.execute("UPDATE injected_incidents SET end_time = ? WHERE end_time IS NULL",
-                          [datetime.fromtimestamp(kills[0], timezone.utc)])
-        store.execute("UPDATE injected_incidents SET end_time = now() WHERE end_time IS NULL")
+        deaths = generator_deaths(self.samples)
+        for run_id, fault_id, start in store.query(
+                "SELECT run_id, fault_id, start_time FROM injected_incidents WHERE end_time IS NULL"):
+            start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+            end = min((d for d in deaths if d > start.timestamp()), default=time.time())
+            store.execute("UPDATE injected_incidents SET end_time = ? WHERE run_id = ? AND fault_id = ?",
+                          [datetime.fromtimestamp(end, timezone.utc), run_id, fault_id])
         faults, incidents, _, _ = match_incidents(store)
         narratives = {f"{b} ({why or 'no fallback'})": n for b, why, n in store.query(
             "SELECT backend, split_part(fallback_reason, ':', 1), count(*) FROM incident_summaries GROUP BY ALL ORDER BY ALL")}

@@ -136,3 +136,14 @@ def recovery_seconds(samples: list[dict], since: float, bound_s: float, stage: s
                 continue
         return round(s["t"] - since, 1)
     return None
+
+
+def generator_deaths(samples: list[dict]) -> list[float]:
+    """The times (a sample's t) at which a generator seen running in the previous sample was gone or replaced."""
+    out, before = [], None
+    for s in samples:
+        pid = s.get("pids", {}).get("generate")
+        if before is not None and pid != before:
+            out.append(s["t"])
+        before = pid
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from soak_plan import FAULTS, continued_scenario, count_check, fault_schedule, recovery_seconds  # noqa: E402
+from soak_plan import FAULTS, continued_scenario, count_check, fault_schedule, generator_deaths, recovery_seconds  # noqa: E402,E501
 
 
 def test_schedule_has_every_fault_once_apart_and_inside_the_soak():
@@ -69,3 +69,9 @@ def test_recovery_needs_newer_fresh_windows_and_the_stage_back_with_a_new_pid():
     assert recovery_seconds(samples, since=104.0, bound_s=60, stage="stream", old_pid=11) == 21.0
     assert recovery_seconds(samples, since=104.0, bound_s=60, stage="stream", old_pid=12) is None  # never a new pid
     assert recovery_seconds(samples, since=104.0, bound_s=-30) is None  # never that fresh
+
+
+def test_generator_deaths_are_where_its_pid_goes_or_changes():
+    pids = [None, 5, 5, None, None, 6, 7]  # started, killed, restarted, replaced
+    samples = [{"t": float(i), "pids": {"generate": p}} for i, p in enumerate(pids)]
+    assert generator_deaths(samples) == [3.0, 6.0]
