@@ -4,6 +4,8 @@ import json
 import math
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from obslab.generator.run import RunPlan, generate
 from obslab.generator.scenario import load_scenario
 from obslab.generator.truth import FileGroundTruth, GroundTruth, StoreGroundTruth, faults_file_for
@@ -130,3 +132,37 @@ def test_the_file_s_fault_times_are_iso_text_of_the_same_instant(tmp_path):
     # demo.yaml's first fault starts at 75 s; the run ends at 90 s and closes it there.
     assert opened["start_time"] == closed["start_time"] == "2026-03-01T09:01:15+00:00"
     assert (opened["end_time"], closed["end_time"]) == (None, "2026-03-01T09:01:30+00:00")
+
+
+def test_a_held_store_keeps_a_faults_truth_waiting_not_the_traffic(tmp_path):
+    import json as _json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from obslab.errors import StoreLockedError
+    from obslab.generator.events import Fault
+    from obslab.store import Store
+
+    store = Store(tmp_path / "observability.duckdb", lock_timeout_s=0.5)
+    store.migrate()
+    start = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+    fault = Fault("f000", "error_surge", "checkout", None, start, start + timedelta(minutes=5), 5.0)
+    truth = StoreGroundTruth(store, "run", "demo")
+    worker = Path(__file__).resolve().parents[1] / "store_worker.py"
+    holder = subprocess.Popen([sys.executable, str(worker), "hold", str(store.path), "30"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert _json.loads(holder.stdout.readline())["holding"]
+        truth.started(fault)  # no error: the row waits
+        truth.ended(fault, start + timedelta(minutes=3))
+        assert list(truth.pending) == ["f000"]
+        with pytest.raises(StoreLockedError):  # the run's end waits a bounded time, then says so
+            truth.FINAL_WAIT_S = 1.0
+            truth.flush(final=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    truth.flush()
+    assert not truth.pending
+    assert store.query("SELECT fault_id, end_time FROM injected_incidents") == [("f000", start + timedelta(minutes=3))]

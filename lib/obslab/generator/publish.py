@@ -114,6 +114,8 @@ def publish_events(
                 if truth:
                     truth.ended(fault, fault.end)
                 report.faults.append(_fault_summary(fault, fault.end))
+            if truth:
+                truth.flush()  # what a held store kept waiting, if anything
             t += timedelta(seconds=span)
             if sink.failed:
                 report.stopped_early = "the broker stopped acknowledging events"
@@ -139,6 +141,8 @@ def publish_events(
             if truth:
                 truth.ended(fault, closed_at)
             report.faults.append(_fault_summary(fault, closed_at))
+        if truth:
+            truth.flush(final=True)
     return report
 
 

@@ -4,6 +4,7 @@ scenario's services, written to the store (injected_incidents, service_catalog) 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -11,6 +12,8 @@ from typing import Protocol, runtime_checkable
 from obslab.generator.events import Fault
 from obslab.generator.profiles import ServiceProfile
 from obslab.jsonform import plain
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -20,6 +23,7 @@ class GroundTruth(Protocol):
     def begin(self, services: tuple[ServiceProfile, ...]) -> None: ...
     def started(self, fault: Fault) -> None: ...
     def ended(self, fault: Fault, at: datetime) -> None: ...
+    def flush(self, final: bool = False) -> None: ...
 
 
 def _truth_row(run_id: str, scenario: str, fault: Fault, end: datetime | None) -> dict:
@@ -38,19 +42,49 @@ def catalog_rows(services: tuple[ServiceProfile, ...], scenario: str, at: dateti
 
 class StoreGroundTruth:
     """Writes each fault to injected_incidents when it starts, and closes it when it ends; at the
-    start of a run, the scenario's services (SLA, SLO, calls) to service_catalog."""
+    start of a run, the scenario's services (SLA, SLO, calls) to service_catalog.
+
+    A store another process holds does not stop the traffic: the fault's row waits (`pending`, the newest
+    row per fault) and is written at the next start, end or tick (`flush`); the run's last `flush(final=True)`
+    waits for the store up to FINAL_WAIT_S, then raises."""
+
+    FINAL_WAIT_S = 300.0
 
     def __init__(self, store, run_id: str, scenario: str):
         self.store, self.run_id, self.scenario = store, run_id, scenario
+        self.pending: dict[str, dict] = {}  # fault_id -> its newest row, not written yet
 
     def begin(self, services: tuple[ServiceProfile, ...]) -> None:
         self.store.upsert("service_catalog", catalog_rows(services, self.scenario, datetime.now(timezone.utc)))
 
     def started(self, fault: Fault) -> None:
-        self.store.upsert("injected_incidents", [_truth_row(self.run_id, self.scenario, fault, None)])
+        self.pending[fault.fault_id] = _truth_row(self.run_id, self.scenario, fault, None)
+        self.flush()
 
     def ended(self, fault: Fault, at: datetime) -> None:
-        self.store.upsert("injected_incidents", [_truth_row(self.run_id, self.scenario, fault, at)])
+        self.pending[fault.fault_id] = _truth_row(self.run_id, self.scenario, fault, at)
+        self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        from obslab.errors import StoreLockedError
+        from obslab.retry import call_with_retries
+
+        if not self.pending:
+            return
+        rows = list(self.pending.values())
+        try:
+            if final:
+                call_with_retries(lambda: self.store.upsert("injected_incidents", rows), StoreLockedError,
+                                  first_wait_s=1.0, max_wait_s=30.0, within_s=self.FINAL_WAIT_S)
+            else:
+                self.store.upsert("injected_incidents", rows)
+        except StoreLockedError as err:
+            if final:
+                raise
+            log.warning("the ground truth of %s waits for the store (%s); the traffic goes on",
+                        ", ".join(self.pending), err)
+            return
+        self.pending.clear()
 
 
 class FileGroundTruth:
@@ -62,6 +96,9 @@ class FileGroundTruth:
 
     def begin(self, services: tuple[ServiceProfile, ...]) -> None:
         """Nothing: a file's ground truth holds faults only (the scenario file names the services)."""
+
+    def flush(self, final: bool = False) -> None:
+        """Nothing: each line is written when it comes."""
 
     def _write(self, row: dict) -> None:
         with self.path.open("a", encoding="utf-8") as out:
