@@ -14,7 +14,7 @@ from kafka import TopicPartition
 from kafka.admin import NewTopic
 
 from obslab.broker import admin_client, consumer
-from obslab.errors import CheckpointMismatchError, OffsetsMismatchError, StoreWindowMismatchError
+from obslab.errors import CheckpointBusyError, CheckpointMismatchError, OffsetsMismatchError, StoreWindowMismatchError
 from obslab.lab import Lab
 from obslab.settings import load_settings
 from obslab.store import Store
@@ -344,3 +344,29 @@ def test_the_stream_report_s_json_form_flattens_the_counters():
         "started_from": "topic start", "stopped_by": "run-for-seconds"}
     no_batch = StreamReport("q-2", "/ck/main", 0.0, SinkCounters(), "available-now")
     assert no_batch.as_dict()["watermark"] is None  # no batch, no watermark
+
+
+def test_a_continuous_stream_waits_for_a_checkpoint_in_use_and_an_available_now_run_does_not(tmp_path):
+    from obslab.stream.job import CheckpointLock
+
+    settings = load_settings(data_dir=tmp_path)
+    held = CheckpointLock(settings).__enter__()  # a scheduled available-now run, say
+    with pytest.raises(CheckpointBusyError, match="in use by PID"):
+        CheckpointLock(settings).__enter__()  # the available-now kind refuses at once
+    acquired, stop = threading.Event(), threading.Event()
+
+    def continuous():
+        with CheckpointLock(settings, wait=True, stop=stop):
+            acquired.set()
+
+    waiter = threading.Thread(target=continuous)
+    waiter.start()
+    assert not acquired.wait(2.0)  # it waits while the lock is held...
+    held.__exit__(None, None, None)
+    assert acquired.wait(60)  # ...and takes it once released
+    waiter.join(timeout=60)
+    stopped = CheckpointLock(settings).__enter__()
+    stop.set()
+    with pytest.raises(CheckpointBusyError):  # a stop ends the wait with the error
+        CheckpointLock(settings, wait=True, stop=stop).__enter__()
+    stopped.__exit__(None, None, None)

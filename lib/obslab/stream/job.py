@@ -102,10 +102,12 @@ def _new_query_id(settings: Settings) -> str:
 
 class CheckpointLock:
     """An exclusive lock on a checkpoint for one stream query's lifetime (released when the process
-    ends, however it ends). A second query on the same checkpoint fails at once, naming the holder."""
+    ends, however it ends). A second query on the same checkpoint fails at once, naming the holder; with
+    `wait` (a continuous stream) it waits for the lock instead, until `stop` is set."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, wait: bool = False, stop: threading.Event | None = None):
         self.path = checkpoint_path(settings) / "obslab.lock"
+        self.wait, self.stop = wait, stop or threading.Event()
         self._file = None
 
     def __enter__(self) -> "CheckpointLock":
@@ -113,14 +115,22 @@ class CheckpointLock:
         import os
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise CheckpointBusyError(str(self.path.parent), holder) from None
+        said = False
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                if not self.wait or self.stop.is_set():
+                    raise CheckpointBusyError(str(self.path.parent), holder) from None
+            if not said:  # a scheduled available-now run of the same checkpoint, say: it ends by itself
+                log.warning("checkpoint %s is in use by %s: waiting for it", self.path.parent, holder)
+                said = True
+            self.stop.wait(1.0)
         handle.seek(0)
         handle.truncate()
         handle.write(f"PID {os.getpid()}")
@@ -169,8 +179,9 @@ def run_stream_job(
     """Run the stream on `spark` into `store` (migrated: see obslab.lab) until stopped, until
     `run_for_seconds`, or (available_now) until caught up; updated windows go to `feeds` too, if given.
 
-    The checkpoint is locked for the whole run: a second query on it fails at once (CheckpointBusyError)."""
-    with CheckpointLock(settings):
+    The checkpoint is locked for the whole run: a second available-now query on it fails at once
+    (CheckpointBusyError); a continuous one waits for it (a stream restarted while a scheduled run holds it)."""
+    with CheckpointLock(settings, wait=not available_now, stop=stop):
         return _run_locked(settings, available_now, run_for_seconds, stop, spark, store, feeds)
 
 
