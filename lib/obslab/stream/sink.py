@@ -164,27 +164,26 @@ class StreamSink:
     # ------------------------------------------------------------------ the batch
 
     def __call__(self, parsed, batch_id: int) -> None:
-        """One micro-batch of the running stream. A store another process holds makes the batch wait for it
-        (each try waits STORE_LOCK_TIMEOUT_SECONDS, then a pause up to a minute), instead of ending the
-        stream: the batch is one transaction, so a try that fails has counted nothing."""
-        from obslab.errors import StoreLockedError
-        from obslab.retry import RETRY_MAX_SECONDS, call_with_retries
-
-        def waiting(err: BaseException, failed: int, wait_s: float) -> None:
-            log.warning("batch %s waits for the store (try %d failed: %s); next try in %.0f s", batch_id, failed,
-                        err, wait_s)
-
-        call_with_retries(lambda: self.apply(parsed, int(batch_id)), StoreLockedError, first_wait_s=1.0,
-                          max_wait_s=RETRY_MAX_SECONDS, on_retry=waiting)
+        """One micro-batch of the running stream, waiting for a store another process holds (see `apply`)."""
+        self.apply(parsed, int(batch_id), wait_for_store=True)
         if self.counters_file is not None:
             self.counters.save(self.counters_file)
 
-    def apply(self, parsed, batch_id: int, finalize_all: bool = False) -> list[dict]:
-        """Apply one parsed batch; `finalize_all` marks every window final (end of a static input)."""
+    def apply(self, parsed, batch_id: int, finalize_all: bool = False, wait_for_store: bool = False) -> list[dict]:
+        """Apply one parsed batch; `finalize_all` marks every window final (end of a static input).
+
+        With `wait_for_store` (the running stream), a store another process holds makes each of the two store
+        steps (the read of the position, the merge) wait for it: each try waits STORE_LOCK_TIMEOUT_SECONDS,
+        then a pause up to a minute, instead of ending the stream. The merge is one transaction that checks
+        the ledger and the position again, so a try that fails has counted nothing, and Spark's work on the
+        batch is not done again."""
         # Spark's transform only here: merging, and so the offline replay, needs no Spark.
         from obslab.stream.transform import batch_outcome, mark_untimely, split_outcome, unseen, with_window
 
-        progress = self._progress(batch_id)
+        def store_step(step):
+            return self._waiting_for_store(step, batch_id) if wait_for_store else step()
+
+        progress = store_step(lambda: self._progress(batch_id))
         if progress.applied:
             self._skipped_replay(batch_id)
             return []
@@ -198,9 +197,21 @@ class StreamSink:
         future_after = datetime.now(timezone.utc) + timedelta(seconds=self.settings.future_tolerance_seconds)
         marked = mark_untimely(framed, progress.watermark, future_after)
         partials, dead = split_outcome(batch_outcome(marked).toArrow())  # one pass over the batch
-        updated = self.merge(batch_id, partials, dead, finalize_all, offsets=advance)
+        updated = store_step(lambda: self.merge(batch_id, partials, dead, finalize_all, offsets=advance))
         self._publish(updated)
         return updated
+
+    @staticmethod
+    def _waiting_for_store(step, batch_id: int):
+        from obslab.errors import StoreLockedError
+        from obslab.retry import RETRY_MAX_SECONDS, call_with_retries
+
+        def waiting(err: BaseException, failed: int, wait_s: float) -> None:
+            log.warning("batch %s waits for the store (try %d failed: %s); next try in %.0f s", batch_id, failed,
+                        err, wait_s)
+
+        return call_with_retries(step, StoreLockedError, first_wait_s=1.0, max_wait_s=RETRY_MAX_SECONDS,
+                                 on_retry=waiting)
 
     def _skipped_replay(self, batch_id: int) -> None:
         self.counters.skipped_replays += 1
