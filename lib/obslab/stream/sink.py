@@ -40,11 +40,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from obslab.errors import OffsetsMismatchError, StreamError
+from obslab.errors import OffsetsMismatchError
 from obslab.feeds import Feeds
 from obslab.settings import Settings
 from obslab.schema import SKIPPED
 from obslab.stream.buckets import GAMMA
+from obslab.stream.start import spark_batch_offsets
 
 log = logging.getLogger(__name__)
 
@@ -105,27 +106,6 @@ class _Progress:
     applied: bool  # this (query, batch) is in the ledger already
     watermark: datetime  # the store's watermark before the batch
     offsets: dict[int, int]  # partition -> next offset the store has not counted
-
-
-def spark_batch_offsets(offsets_file: Path, topic: str) -> dict[int, int]:
-    """partition -> end offset of `topic` in one file of Spark's offset log (`offsets/<batch id>`)."""
-    # The file: "v1", a JSON line of batch metadata, then one JSON line per source,
-    # {"<topic>": {"<partition>": <end offset>}}; Spark writes it before it runs the batch.
-    try:
-        lines = offsets_file.read_text().splitlines()
-    except OSError as err:
-        raise StreamError(f"cannot read Spark's offset log {offsets_file} ({err}); the checkpoint folder is damaged: "
-                          "delete it, and the stream resumes from the offsets the store recorded") from None
-    if not lines or lines[0] != "v1":
-        raise StreamError(f"{offsets_file} is not a Spark offset log this stream can read (first line "
-                          f"{lines[0] if lines else 'missing'!r}, expected 'v1'); if Spark was upgraded, update "
-                          "obslab.stream.sink.spark_batch_offsets")
-    for line in lines[2:]:
-        source = json.loads(line)
-        if isinstance(source, dict) and topic in source:
-            return {int(p): int(o) for p, o in source[topic].items()}
-    raise StreamError(f"{offsets_file} holds no offsets of topic {topic}: the checkpoint belongs to another topic; "
-                      "set TOPIC_RAW_EVENTS or CHECKPOINT_NAME to the stream you meant")
 
 
 def add_status_counts(con, relation: str) -> None:

@@ -14,9 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from obslab.errors import OffsetsMismatchError
+from obslab.errors import OffsetsMismatchError, StreamError
 from obslab.settings import Settings
-from obslab.stream.sink import spark_batch_offsets
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,27 @@ def store_position(store, topic: str) -> StorePosition:
         lengths = [r[0] for r in con.execute("SELECT DISTINCT window_seconds FROM stream_state ORDER BY 1").fetchall()]
     ids = sorted({r[2] for r in rows if r[2]})
     return StorePosition({r[0]: r[1] for r in rows}, ids[-1] if ids else None, has_windows, lengths)
+
+
+def spark_batch_offsets(offsets_file: Path, topic: str) -> dict[int, int]:
+    """partition -> end offset of `topic` in one file of Spark's offset log (`offsets/<batch id>`)."""
+    # The file: "v1", a JSON line of batch metadata, then one JSON line per source,
+    # {"<topic>": {"<partition>": <end offset>}}; Spark writes it before it runs the batch.
+    try:
+        lines = offsets_file.read_text().splitlines()
+    except OSError as err:
+        raise StreamError(f"cannot read Spark's offset log {offsets_file} ({err}); the checkpoint folder is damaged: "
+                          "delete it, and the stream resumes from the offsets the store recorded") from None
+    if not lines or lines[0] != "v1":
+        raise StreamError(f"{offsets_file} is not a Spark offset log this stream can read (first line "
+                          f"{lines[0] if lines else 'missing'!r}, expected 'v1'); if Spark was upgraded, update "
+                          "obslab.stream.start.spark_batch_offsets")
+    for line in lines[2:]:
+        source = json.loads(line)
+        if isinstance(source, dict) and topic in source:
+            return {int(p): int(o) for p, o in source[topic].items()}
+    raise StreamError(f"{offsets_file} holds no offsets of topic {topic}: the checkpoint belongs to another topic; "
+                      "set TOPIC_RAW_EVENTS or CHECKPOINT_NAME to the stream you meant")
 
 
 def checkpoint_state(settings: Settings) -> CheckpointState:
