@@ -8,9 +8,9 @@ import time
 import pytest
 from kafka import TopicPartition
 
-from obslab.broker import (LocalBroker, admin_client, consumer, ensure_topics, new_cluster_id, port_is_free, process_alive,
-                           producer)
+from obslab.broker import LocalBroker, admin_client, consumer, ensure_topics, new_cluster_id, producer
 from obslab.errors import BrokerError, PortInUseError
+from obslab.processes import port_is_free
 from obslab.settings import load_settings
 from tests.conftest import free_port
 
@@ -40,19 +40,6 @@ def test_status_of_a_stopped_broker(tmp_path):
 def _sleeper(*args: str) -> subprocess.Popen:
     """A child that runs until killed; `args` end up on its command line."""
     return subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(600)", *args])
-
-
-def test_a_running_process_is_alive_and_an_exited_child_is_not_and_is_reaped():
-    child = _sleeper()
-    try:
-        assert process_alive(child.pid)  # running
-        child.kill()
-        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
-        assert not process_alive(child.pid)  # a zombie does not count as running
-        with pytest.raises(ChildProcessError):
-            os.waitpid(child.pid, os.WNOHANG)  # process_alive reaped it
-    finally:
-        child.kill()
 
 
 def test_the_pid_file_counts_only_for_a_process_running_this_lab_s_config(tmp_path):

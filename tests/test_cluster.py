@@ -20,10 +20,11 @@ from kafka.errors import KafkaError
 from typer.testing import CliRunner
 
 from conftest import free_port
-from obslab.broker import KafkaNode, consumer, end_offsets, process_alive, server_properties, voters
+from obslab.broker import KafkaNode, consumer, end_offsets, server_properties, voters
 from obslab.cluster import (BROKERS, ClusterError, ClusterPorts, LocalCluster, choose_ports, in_sync_replicas,
                             kafka_properties, master_state)
 from obslab.errors import ConfigError, MissingDependencyError, PortInUseError
+from obslab.processes import process_alive
 from obslab.settings import load_settings
 from tests.stream.helpers import same_counts
 

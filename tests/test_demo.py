@@ -15,9 +15,9 @@ import pytest
 
 from conftest import free_port
 from obslab import demo
-from obslab.broker import process_alive
 from obslab.health import last_beat
 from obslab.lab import Lab
+from obslab.processes import process_alive
 from obslab.settings import load_settings
 from obslab.stream.server import SparkServer
 

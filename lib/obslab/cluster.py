@@ -30,10 +30,10 @@ import typer
 
 from obslab import bootstrap
 from obslab.broker import (KafkaNode, admin_client, ensure_topics, format_storage, kafka_classpath, launch_node,
-                           kept_cluster_id, port_is_free, recorded_pid, server_properties, stop_all, tail,
-                           voters, wait_until_ready, write_node_config)
+                           kept_cluster_id, server_properties, voters, wait_until_ready, write_node_config)
 from obslab.commands import AS_JSON, ReportingTyper, settings_with
 from obslab.errors import MissingDependencyError, ObslabError, PortInUseError
+from obslab.processes import port_is_free, recorded_pid, stop_all, tail
 from obslab.settings import Settings
 
 BROKERS = 3  # one replica of every partition on each

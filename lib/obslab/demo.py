@@ -37,8 +37,8 @@ from pathlib import Path
 
 import psutil
 
-from obslab.broker import process_alive
 from obslab.lab import Lab
+from obslab.processes import process_alive
 from obslab.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

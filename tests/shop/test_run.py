@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from conftest import free_port
-from obslab.broker import process_alive
 from obslab.errors import PortInUseError
+from obslab.processes import process_alive
 from obslab.settings import load_settings
 from obslab.shop.faults import switch_on
 from obslab.shop.run import Shop, ShopError, _load_result, otlp_traces_url

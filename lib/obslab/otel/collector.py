@@ -23,8 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from obslab.broker import port_is_free, process_alive, recorded_pid, stop_recorded, tail
 from obslab.errors import CollectorError, MissingDependencyError, PortInUseError
+from obslab.processes import port_is_free, process_alive, recorded_pid, stop_recorded, tail
 from obslab.settings import Settings
 
 BUILDER_MODULE = "go.opentelemetry.io/collector/cmd/builder"

@@ -135,7 +135,7 @@ def airflow(settings: Settings, *args: str, timeout: float = 600) -> subprocess.
 
 def start(settings: Settings, timeout_s: float = 240.0) -> str:
     """Start the API server, scheduler and DAG processor; returns how to log in once the UI answers."""
-    from obslab.broker import port_is_free
+    from obslab.processes import port_is_free
 
     if any(p.running for p in demo.status(settings, PROCESSES)):
         raise ObslabError(f"Airflow is already running (see `obslab airflow status`); it answers at {url(settings)}")

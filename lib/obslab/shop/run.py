@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from obslab.broker import port_is_free, process_alive, stop_all, tail
 from obslab.errors import ObslabError, PortInUseError
+from obslab.processes import port_is_free, process_alive, stop_all, tail
 from obslab.settings import Settings
 from obslab.shop.faults import FlagFile, begin_run
 from obslab.shop.topology import DEFAULT_PORTS, FRONTEND, SERVICES, callees, start_order

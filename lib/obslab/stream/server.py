@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from obslab.broker import port_is_free, recorded_pid, stop_recorded, tail
 from obslab.errors import MissingDependencyError, PortInUseError, StreamError
+from obslab.processes import port_is_free, recorded_pid, stop_recorded, tail
 from obslab.settings import Settings
 from obslab.stream.worker import launcher
 
