@@ -18,9 +18,10 @@ from obslab.errors import CheckpointBusyError, CheckpointMismatchError, OffsetsM
 from obslab.lab import Lab
 from obslab.settings import load_settings
 from obslab.store import Store
+from obslab.stream.counters import SinkCounters
 from obslab.stream.job import StreamReport, aggregate_static, open_checkpoint, run_stream_job
 from obslab.stream.start import checkpoint_path
-from obslab.stream.sink import SinkCounters, StreamSink
+from obslab.stream.sink import StreamSink
 from obslab.stream.transform import parse_events
 from tests.stream.helpers import T0, event_lines, lab_for, publish, same_counts, stored, truth
 

@@ -17,9 +17,9 @@ from conftest import free_port
 from obslab.errors import ConfigError, PortInUseError
 from obslab.settings import load_settings
 from obslab.store import Store
+from obslab.stream.counters import SinkCounters
 from obslab.stream.server import SparkServer, server_url
 from obslab.stream.session import cores
-from obslab.stream.sink import SinkCounters
 from tests.stream.helpers import T0, event_lines, lab_for, publish, same_counts
 
 

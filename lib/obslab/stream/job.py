@@ -24,8 +24,9 @@ from obslab.errors import CheckpointBusyError, CheckpointMismatchError, StoreWin
 from obslab.feeds import Feeds
 from obslab.jsonform import plain
 from obslab.settings import Settings
+from obslab.stream.counters import SinkCounters
 from obslab.stream.session import cores, start_query
-from obslab.stream.sink import SinkCounters, StreamSink
+from obslab.stream.sink import StreamSink
 from obslab.stream.spans import parse_spans
 from obslab.stream.start import TopicState, checkpoint_path, checkpoint_state, plan_start, store_position, topic_state
 from obslab.stream.transform import parse_events

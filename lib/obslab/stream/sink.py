@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from obslab.feeds import Feeds
 from obslab.settings import Settings
 from obslab.schema import SKIPPED
 from obslab.stream.buckets import GAMMA
+from obslab.stream.counters import SinkCounters
 from obslab.stream.start import spark_batch_offsets
 
 log = logging.getLogger(__name__)
@@ -54,40 +55,6 @@ _NEVER = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # The endpoint that events of names beyond a service's ENDPOINT_MAX_PER_SERVICE are counted under.
 # A real endpoint cannot be called this: a valid name starts with "/".
 OTHER_ENDPOINT = "other"
-
-
-@dataclass
-class SinkCounters:
-    """What the sink did during this process's life."""
-
-    batches: int = 0
-    skipped_replays: int = 0
-    events: int = 0
-    dead_letters: int = 0
-    late: int = 0
-    future: int = 0
-    endpoint_overflow: int = 0
-    skipped_spans: int = 0  # spans that are no request (not SERVER): counted, not dead letters
-    last_watermark: datetime | None = None
-    published: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def save(self, path: Path) -> None:
-        """Write the counters to `path` at once (a reader never sees half a file)."""
-        data = {**self.__dict__, "last_watermark": self.last_watermark.isoformat() if self.last_watermark else None}
-        part = path.with_name(path.name + ".part")
-        part.write_text(json.dumps(data))
-        part.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> "SinkCounters":
-        """The counters `save` wrote; all zero when there is no file (no batch ran)."""
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return cls()
-        mark = data.pop("last_watermark", None)
-        return cls(**data, last_watermark=datetime.fromisoformat(mark) if mark else None)
 
 
 @dataclass
