@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 import typer
 
 from obslab.book import book_app
+from obslab.broker_cli import broker_app
 from obslab.cluster import cluster_app
 from obslab.commands import AS_JSON, ReportingTyper, fail, flag, setting, settings_with
 from obslab.errors import ObslabError
@@ -22,14 +23,13 @@ from obslab.lab import Lab
 from obslab.otel.cli import otelcol_app
 from obslab.settings import Settings, settings_table
 from obslab.shop.cli import shop_app
+from obslab.store_cli import store_app
 from obslab.stream.cli import spark_app
 
 log = logging.getLogger(__name__)
 
 
 app = ReportingTyper(help="obslab: a lab for streaming observability.", no_args_is_help=True, pretty_exceptions_enable=False)
-broker_app = ReportingTyper(help="The local Kafka broker (KRaft, single node).", no_args_is_help=True)
-store_app = ReportingTyper(help="The DuckDB store.", no_args_is_help=True)
 airflow_app = ReportingTyper(help="The lab's Airflow (scheduled notebooks), on 127.0.0.1 only.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(store_app, name="store")
@@ -65,72 +65,6 @@ def _checks(checks, label) -> None:
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log more")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-# ------------------------------------------------------------------ broker
-
-@broker_app.command("start")
-def broker_start(kafka_port: int = setting("kafka_port"), kafka_controller_port: int = setting("kafka_controller_port"),
-                 kafka_partitions: int = setting("kafka_partitions")) -> None:
-    """Start the broker (formats storage on first use) and create the lab topics."""
-    from obslab.broker import LocalBroker
-
-    broker = LocalBroker(settings_with(kafka_port=kafka_port, kafka_controller_port=kafka_controller_port,
-                                   kafka_partitions=kafka_partitions))
-    typer.echo(broker.start().message)
-
-
-@broker_app.command("stop")
-def broker_stop() -> None:
-    """Stop the broker cleanly; no JVM is left behind."""
-    from obslab.broker import LocalBroker
-
-    typer.echo(LocalBroker(settings_with()).stop())
-
-
-@broker_app.command("status")
-def broker_status(as_json: bool = AS_JSON) -> None:
-    """Running or not; topics and their end offsets. Exit code 1 when not running."""
-    from obslab.broker import LocalBroker
-
-    status = LocalBroker(settings_with()).status()
-    if as_json:
-        typer.echo(json.dumps({"running": status.running, "pid": status.pid,
-                               "bootstrap_servers": status.bootstrap_servers,
-                               "topics": status.topics, "message": status.message}))
-    else:
-        typer.echo(status.message)
-        if status.running:
-            typer.echo(f"bootstrap servers: {status.bootstrap_servers}")
-            for topic, parts in status.topics.items():
-                total = sum(parts.values())
-                per = ", ".join(f"p{p}={o}" for p, o in parts.items())
-                typer.echo(f"  {topic:<20} {total:>10} messages  ({per})")
-    raise typer.Exit(code=0 if status.running else 1)
-
-
-# ------------------------------------------------------------------ store
-
-@store_app.command("migrate")
-def store_migrate() -> None:
-    """Create or upgrade the store's tables (idempotent)."""
-    from obslab.store import Store
-
-    settings = settings_with()
-    applied = Store.from_settings(settings).migrate()
-    where = settings.duckdb_path
-    typer.echo(f"applied migrations {applied} to {where}" if applied else f"{where} is up to date")
-
-
-@store_app.command("info")
-def store_info() -> None:
-    """Row counts of every table."""
-    from obslab.schema import TABLES
-
-    store = Lab(settings_with()).store
-    typer.echo(f"{store.path} (schema version {store.schema_version()})")
-    for name in TABLES:
-        typer.echo(f"  {name:<22} {store.count(name):>10}")
 
 
 # ------------------------------------------------------------------ generator
