@@ -1,5 +1,5 @@
 """The lab's processes as the OS sees them: is a pid alive, is a port free, stop what a pid file
-records, stop several at once, the last lines of a log. The broker, the cluster, the shop, the
+records, stop several at once, the last lines of a log, signal and watch a process group. The broker, the cluster, the shop, the
 OpenTelemetry Collector and the Spark server run their processes with these."""
 
 from __future__ import annotations
@@ -106,3 +106,42 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status of a process this process started (else it lingers as a zombie)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # started by another process (`obslab demo-stop`): its own parent reaps it
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a process of group `pgid` runs (its zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return any(process_alive(pid) for pid in group_members(pgid))
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of the processes in process group `pgid` (what `pgrep -g` lists)."""
+    members = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) == pgid:
+                members.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass  # gone since the listing, or not ours to ask about
+    return members
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Send `sig` to every process of group `pgid`; a group that is gone already is left alone."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
