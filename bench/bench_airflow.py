@@ -51,7 +51,8 @@ from common import bench_broker, free_port, isolated_settings, machine  # noqa: 
 from obslab.broker import LocalBroker  # noqa: E402
 from obslab.generator.run import RunPlan, generate  # noqa: E402
 from obslab.lab import Lab  # noqa: E402
-from obslab.schedule import server  # noqa: E402
+from obslab import demo  # noqa: E402
+from obslab.schedule import kernels, server  # noqa: E402
 from obslab.schedule.tasks import KERNEL, NOTEBOOKS, declared_parameters, notebook_parameters  # noqa: E402
 from obslab.store import Store  # noqa: E402
 
@@ -312,6 +313,41 @@ def start_connect_server(settings, port: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def use_zygote(settings, on: bool) -> list[int]:
+    """Start or stop the lab's kernel zygote as the next run needs; returns the pids whose trees are measured."""
+    zygote = kernels.socket_path(settings)
+    running = any(p.running for p in demo.status(settings, ("airflow-kernels",)))
+    if running and not on:
+        demo.stop(settings, grace_s=10.0, broker=False, names=("airflow-kernels",))
+    elif on and not running:
+        demo.spawn(settings, "airflow-kernels", server.commands(settings)["airflow-kernels"], server.environment(settings))
+    deadline = time.monotonic() + 120
+    while on and not zygote.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)  # warming up: a task arriving now would start its kernel the usual way
+    return [p.pid for p in server.status(settings) if p.running]
+
+
+def summarise(runs: list[dict], kind: str) -> dict:
+    """Medians and peaks over the successful runs of one kind of kernel start."""
+    med = statistics.median
+    mine = [r for r in runs if r["kernels"] == kind]
+    ok = [r for r in mine if r["state"] == "success"]
+    if not ok:
+        return {"kernels": kind, "runs": len(mine), "succeeded": 0}
+    return {
+        "kernels": kind, "runs": len(mine), "succeeded": len(ok),
+        "median_wall_s": med(r["wall_s"] for r in ok), "min_wall_s": min(r["wall_s"] for r in ok),
+        "max_wall_s": max(r["wall_s"] for r in ok), "wall_s": [r["wall_s"] for r in mine],
+        "median_queued_s": med(r["queued_s"] for r in ok),
+        "median_parts_s": {t: med(r["parts_s"].get(t, 0) for r in ok) for t in ("generate", "stream", "detect", "narrate")},
+        "median_stream_detect_narrate_s": med(r["stream_detect_narrate_s"] for r in ok),
+        "median_timeline_s": median_timeline([r["timeline"] for r in ok]),
+        "run_memory_peak_mib": {key: max(r[key] for r in mine) for key in
+                                ("airflow_rss_peak_mib", "airflow_pss_peak_mib", "with_tasks_rss_peak_mib",
+                                 "with_tasks_pss_peak_mib")},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -322,6 +358,10 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="skip the papermill-alone reference runs")
     parser.add_argument("--keep-runs", type=Path, help="copy the executed notebooks (DATA_DIR/runs) here at the end")
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="how long Airflow's idle memory is sampled")
+    parser.add_argument("--kernels", choices=("zygote", "usual", "both"), default="zygote",
+                        help="zygote: the tasks' kernels are forked by the lab's kernel zygote (obslab.schedule.kernels); "
+                             "usual: each kernel starts as a new interpreter (the zygote stopped); both: runs alternate, "
+                             "zygote first, and the summary has one part per kind")
     args = parser.parse_args()
 
     def make_settings(folder: Path):
@@ -355,7 +395,9 @@ def main() -> None:
         try:
             for i in range(args.runs):
                 wait_idle(api)
-                runs.append(airflow_run(api, settings, roots))
+                kind = args.kernels if args.kernels != "both" else ("zygote", "usual")[i % 2]
+                roots = use_zygote(settings, kind == "zygote")
+                runs.append(airflow_run(api, settings, roots) | {"kernels": kind})
                 print(json.dumps({"airflow": runs[-1]}), file=sys.stderr, flush=True)
                 wait_idle(api)
                 if args.no_reference:
@@ -371,20 +413,16 @@ def main() -> None:
             if args.keep_runs:
                 shutil.copytree(settings.data_dir / "runs", args.keep_runs, dirs_exist_ok=True)
     med = statistics.median
-    ok = [r for r in runs if r["state"] == "success"]
-    summary = {
+    summary = summarise(runs, args.kernels if args.kernels != "both" else "zygote")
+    if args.kernels == "both":
+        usual = summarise(runs, "usual")
+        summary["usual_kernels"] = usual
+        summary["ratio_zygote_to_usual_wall"] = round(summary["median_wall_s"] / usual["median_wall_s"], 2)
+    summary |= {
         "date": datetime.now(timezone.utc).isoformat(timespec="minutes"), "machine": machine(),
-        "runs": len(runs), "succeeded": len(ok), "airflow_start_s": started_s, "spark": args.spark,
+        "airflow_start_s": started_s, "spark": args.spark,
         "spark_server": settings.spark_server, "spark_connect_start_s": spark_start_s,
-        "median_wall_s": med(r["wall_s"] for r in ok), "min_wall_s": min(r["wall_s"] for r in ok),
-        "max_wall_s": max(r["wall_s"] for r in ok), "median_queued_s": med(r["queued_s"] for r in ok),
-        "median_parts_s": {t: med(r["parts_s"].get(t, 0) for r in ok) for t in ("generate", "stream", "detect", "narrate")},
-        "median_stream_detect_narrate_s": med(r["stream_detect_narrate_s"] for r in ok),
-        "median_timeline_s": median_timeline([r["timeline"] for r in ok]),
         "idle_memory": idle.peak(),
-        "run_memory_peak_mib": {key: max(r[key] for r in runs) for key in
-                                ("airflow_rss_peak_mib", "airflow_pss_peak_mib", "with_tasks_rss_peak_mib",
-                                 "with_tasks_pss_peak_mib")},
         "scheduled_runs_meanwhile": [{"wall_s": round((datetime.fromisoformat(r["end_date"]) -
                                                        datetime.fromisoformat(r["start_date"])).total_seconds(), 1),
                                       "state": r["state"]} for r in cron],

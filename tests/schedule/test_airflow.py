@@ -17,7 +17,7 @@ import pytest
 
 from conftest import free_port
 from obslab.broker import LocalBroker, end_offsets
-from obslab.schedule import server
+from obslab.schedule import kernels, server
 from obslab.settings import load_settings
 from obslab.store import Store
 
@@ -53,8 +53,22 @@ def pipeline_lab(broker, lab_settings, tmp_path_factory):
     """A lab where one `obslab_pipeline` run generated 5 minutes of demo traffic and processed it."""
     settings = _lab(tmp_path_factory.mktemp("pipeline"), lab_settings, "afpipe")
     server.prepare(settings)
-    began = datetime.now(timezone.utc)
-    done = run_dag(settings, "obslab_pipeline", {"generate_seconds": 300})
+    # the lab's kernel zygote, as `obslab airflow start` runs it: the tasks' kernels are forked from it
+    zygote = kernels.socket_path(settings)
+    log = settings.data_dir / "zygote.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(server.commands(settings)["airflow-kernels"], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 180
+        while not zygote.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert zygote.exists(), log.read_text()[-3000:]
+        began = datetime.now(timezone.utc)
+        done = run_dag(settings, "obslab_pipeline", {"generate_seconds": 300})
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
     return settings, done, began
 
 
@@ -64,6 +78,9 @@ def test_the_pipeline_turns_published_events_into_windows_incidents_and_a_summar
     store = Store.from_settings(settings)
     runs = store.query("SELECT stage, status, output_notebook FROM pipeline_runs ORDER BY started_at")
     assert [(r[0], r[1]) for r in runs] == [("generate", "ok"), ("stream", "ok"), ("detect", "ok"), ("narrate", "ok")]
+    # each task's kernel was forked by the zygote (one a task), none started the usual way
+    assert (settings.data_dir / "zygote.log").read_text().count("zygote: kernel ") == 4
+    assert "starting the kernel the usual way" not in done.stdout
     # every event the generate task published was counted once, and none was set aside
     published = sum(end_offsets(settings, [settings.topic_raw_events])[settings.topic_raw_events].values())
     counted, dead = store.query("SELECT sum(events), sum(dead_letters) FROM stream_batches")[0]

@@ -42,12 +42,15 @@ def test_airflow_commands_see_the_lab_s_settings_and_its_own_home(tmp_path):
     assert isinstance(server.config(settings), configparser.ConfigParser)
 
 
-def test_the_scheduler_and_dag_processor_start_with_what_their_forked_tasks_import():
-    commands = server.commands()
+def test_the_scheduler_and_dag_processor_start_with_what_their_forked_tasks_import(tmp_path):
+    commands = server.commands(load_settings(data_dir=tmp_path))
     assert commands["airflow-api"][-1] == "api-server"
     for name, airflow_args in (("airflow-scheduler", ["scheduler", "--skip-serve-logs"]),
                                ("airflow-dag-processor", ["dag-processor"])):
         assert commands[name] == [sys.executable, "-m", "obslab.schedule.server", *airflow_args]
+    # the tasks' kernels are forked by a zygote listening in this lab's data folder
+    assert commands["airflow-kernels"][-2:] == ["obslab.schedule.kernels", str(tmp_path / "airflow" / "kernels.sock")]
+    assert set(server.PROCESSES) == set(commands)  # started together, and stopped together
     # what a task process imports to parse the pipeline DAG and run a notebook
     assert {"papermill", "airflow.providers.papermill.operators.papermill", "obslab.lab"} <= set(server.PRELOAD)
 

@@ -46,11 +46,11 @@ from obslab.errors import ObslabError
 from obslab.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
-PROCESSES = ("airflow-api", "airflow-scheduler", "airflow-dag-processor")
+PROCESSES = ("airflow-api", "airflow-scheduler", "airflow-dag-processor", "airflow-kernels")
 USER = "admin"
 # What a task process and a DAG parse import, loaded once by the processes they are forked from.
 PRELOAD = ("airflow.sdk.execution_time.task_runner", "airflow.providers.papermill.operators.papermill",
-           "papermill", "nbclient", "black", "obslab.lab", "obslab.schedule.tasks")
+           "papermill", "nbclient", "black", "obslab.lab", "obslab.schedule.tasks", "obslab.schedule.kernels")
 
 
 def home(settings: Settings) -> Path:
@@ -143,7 +143,7 @@ def start(settings: Settings, timeout_s: float = 240.0) -> str:
         raise ObslabError(f"port {settings.airflow_port} on 127.0.0.1 is in use: stop what holds it or set AIRFLOW_PORT")
     prepare(settings)
     env = environment(settings)
-    for name, cmd in commands().items():
+    for name, cmd in commands(settings).items():
         demo.spawn(settings, name, cmd, env)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -158,12 +158,17 @@ def start(settings: Settings, timeout_s: float = 240.0) -> str:
                       f"see {settings.logs_dir}/airflow-api.log")
 
 
-def commands() -> dict[str, list[str]]:
-    """The command of each Airflow process of the lab; the scheduler and DAG processor preloaded."""
+def commands(settings: Settings) -> dict[str, list[str]]:
+    """The command of each Airflow process of the lab; the scheduler and DAG processor preloaded, and the
+    zygote the tasks' notebook kernels are forked from (obslab.schedule.kernels)."""
+    from obslab.schedule.kernels import socket_path
+
     preloaded = [sys.executable, "-m", "obslab.schedule.server"]
     return {"airflow-api": [str(Path(sys.executable).with_name("airflow")), "api-server"],
             "airflow-scheduler": [*preloaded, "scheduler", "--skip-serve-logs"],
-            "airflow-dag-processor": [*preloaded, "dag-processor"]}
+            "airflow-dag-processor": [*preloaded, "dag-processor"],
+            "airflow-kernels": [sys.executable, "-Xfrozen_modules=off", "-m", "obslab.schedule.kernels",
+                                str(socket_path(settings))]}
 
 
 def answers(settings: Settings) -> bool:

@@ -8,8 +8,9 @@ and the record of each run in the store.
     skip_reason(...)           why a task has nothing to do in a run (a falsy parameter, a setting's value)
     output_path(...)           DATA_DIR/runs/<dag_id>/<run_id>/<task_id>.ipynb (a re-run overwrites it)
     NotebookOperator           the papermill provider's operator, run with code cells shown, in
-                               notebooks/, with the obslab kernel (stopped at once after the last
-                               cell); records the run in pipeline_runs
+                               notebooks/, with the obslab kernel (forked by the lab's kernel
+                               zygote when it runs, see obslab.schedule.kernels; stopped at once
+                               after the last cell); records the run in pipeline_runs
     setting_params(...)        DAG params built from the Settings fields (default None: the setting)
 
 Nothing here reads settings or files when a DAG file is imported: that happens in `execute`.
@@ -143,6 +144,7 @@ def _notebook_operator() -> type:
 
             from obslab.errors import NotebookTaskError
             from obslab.lab import Lab
+            from obslab.schedule.kernels import manager_for, socket_path
             from obslab.settings import load_settings
 
             settings = load_settings()
@@ -165,7 +167,8 @@ def _notebook_operator() -> type:
             try:
                 papermill.execute_notebook(str(source), str(out), parameters=params, kernel_name=KERNEL,
                                            cwd=str(NOTEBOOKS), report_mode=False, progress_bar=False,
-                                           log_output=True, shutdown_kernel=KERNEL_SHUTDOWN)
+                                           log_output=True, shutdown_kernel=KERNEL_SHUTDOWN,
+                                           kernel_manager_class=manager_for(socket_path(settings)))
             except BaseException as err:
                 first = _first_line(err)
                 record(store, key, **row, finished_at=datetime.now(timezone.utc), status="failed", error=first)
