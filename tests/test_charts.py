@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from obslab.charts import (TRACE_COLUMNS, dead_letter_reason, error_trace, late_event, threshold_chart,
-                           watermark_chart, watermark_frame)
+from obslab.charts import (LATE_EVENTS_SHOWN, TRACE_COLUMNS, dead_letter_reason, error_trace, late_event,
+                           threshold_chart, watermark_chart, watermark_frame)
 from obslab.detect.run import run_detection
 from obslab.settings import load_settings
 from obslab.store import Store
@@ -124,6 +124,29 @@ def test_the_watermark_frame_puts_windows_marks_and_late_events_on_one_axis(tmp_
     assert frame[frame.kind == "late event"].t.iloc[0] == pd.Timestamp("2026-11-28T07:59:30Z")
     assert str(frame.t.dtype).startswith("datetime64") and str(frame.t_end.dtype).startswith("datetime64")
     assert len(watermark_chart(frame).to_dict()["layer"]) == 3  # windows, marks, late events
+
+
+def test_thousands_of_late_events_still_chart_the_newest_in_the_span(tmp_path):
+    # a lab whose scheduled runs re-send old traffic sets thousands of events aside as late;
+    # the chart failed with altair's MaxRowsError (over 5,000 rows) and took its task down
+    store = Store(tmp_path / "s.duckdb")
+    store.migrate()
+    store.upsert("service_metrics", [_window("pay", 0, 10, 0), _window("pay", 1, 10, 0, final=False)])
+    _state(store, T0 + MINUTE)
+    rows = []
+    for i in range(6_000):  # one every 0.1 s from 07:50 on: 07:50:00-08:00:00 in the span, the rest before it
+        t = T0 - timedelta(minutes=20) + timedelta(seconds=0.1 * i)
+        event = {"event_id": f"e{i}", "event_time": t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", "service": "pay",
+                 "endpoint": "/charge", "latency_ms": 1.0, "status_code": 200}
+        rows.append({"topic": "raw", "kafka_partition": 0, "kafka_offset": i, "raw_payload": json.dumps(event),
+                     "reason": "late", "received_at": T0})
+    store.upsert("dead_letter_events", rows)
+    frame = watermark_frame(store, "raw")
+    late = frame[frame.kind == "late event"]
+    assert len(late) == LATE_EVENTS_SHOWN
+    newest = T0 - timedelta(minutes=20) + timedelta(seconds=0.1 * 5_999)
+    assert late.t.max() == pd.Timestamp(newest) and late.t.min() > pd.Timestamp(T0 - timedelta(minutes=13))
+    json.dumps(watermark_chart(frame).to_dict())  # no MaxRowsError
 
 
 def test_the_watermark_frame_of_an_empty_store_is_empty(tmp_path):

@@ -15,7 +15,6 @@ The charts are Altair objects; they render where Vega's JavaScript is available 
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pandas as pd
@@ -25,6 +24,8 @@ from obslab.settings import Settings
 ERROR_DETECTOR = "error_surge"
 TRACE_COLUMNS = ["window_start", "window_end", "requests", "error_rate", "baseline", "band_low", "band_high",
                  "threshold", "is_final", "flagged"]
+
+LATE_EVENTS_SHOWN = 500  # late events drawn at most by the watermark chart
 
 
 def error_trace(store, settings: Settings, service: str = "") -> pd.DataFrame:
@@ -123,8 +124,8 @@ def dead_letter_reason(store, event_id: str) -> str | None:
 
 def watermark_frame(store, topic: str, minutes: int = 15) -> pd.DataFrame:
     """Rows to draw on one event-time axis: each service window of the last `minutes` (`window`, final or
-    open), the store's watermark and newest event time (`mark`), and each late dead letter of `topic` in
-    that span, at its own event time (`late event`)."""
+    open), the store's watermark and newest event time (`mark`), and the late dead letters of `topic` in
+    that span, at their own event time (`late event`; the newest LATE_EVENTS_SHOWN of them)."""
     [(newest,)] = store.query("SELECT max(window_end) FROM service_metrics")
     if newest is None:
         return pd.DataFrame(columns=["kind", "label", "t", "t_end", "is_final", "request_count"])
@@ -135,11 +136,16 @@ def watermark_frame(store, topic: str, minutes: int = 15) -> pd.DataFrame:
     marks = store.query_df("""
         SELECT 'mark' AS kind, unnest(['watermark', 'newest event']) AS label,
                unnest([max(watermark), max(max_event_time)]) AS t FROM stream_state""")
-    late = store.query_df("SELECT raw_payload FROM dead_letter_events WHERE reason = 'late' AND topic = ?", [topic])
-    events = [json.loads(p) for p in late.raw_payload]
-    dead = pd.DataFrame({"kind": "late event", "label": [e["service"] for e in events],
-                         "t": pd.to_datetime([e["event_time"] for e in events], utc=True)})
-    dead = dead[dead.t > pd.Timestamp(since)]
+    # Late events in the span, the newest LATE_EVENTS_SHOWN by event time: a lab that re-sends old
+    # traffic sets thousands aside, more than a chart can hold (altair refuses data over 5,000 rows).
+    late = store.query("""
+        SELECT service, t FROM (
+            SELECT json_extract_string(raw_payload, '$.service') AS service,
+                   try_cast(json_extract_string(raw_payload, '$.event_time') AS TIMESTAMPTZ) AS t
+            FROM dead_letter_events WHERE reason = 'late' AND topic = ? AND json_valid(raw_payload))
+        WHERE t > ? ORDER BY t DESC LIMIT ?""", [topic, since, LATE_EVENTS_SHOWN])
+    dead = pd.DataFrame({"kind": "late event", "label": [service for service, _ in late],
+                         "t": pd.to_datetime([t for _, t in late], utc=True)})
     frame = pd.concat([f for f in (windows, marks.dropna(subset=["t"]), dead) if len(f)], ignore_index=True)
     # one time type for the chart (the store's and pandas' UTC zones and units may differ: object columns)
     return frame.assign(t=pd.to_datetime(frame.t, utc=True), t_end=pd.to_datetime(frame.t_end, utc=True))
