@@ -17,6 +17,7 @@ import pytest
 
 from obslab.schedule import kernels
 from obslab.schedule.tasks import KERNEL
+from obslab.zygote import ZygoteError, ask, running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +34,8 @@ def zygote(tmp_path):
     """A zygote on a socket in tmp_path (no warm-up: the kernels import what they use themselves)."""
     path = tmp_path / "kernels.sock"
     log = (tmp_path / "zygote.log").open("w")
-    code = "import sys; from pathlib import Path; from obslab.schedule.kernels import serve; serve(Path(sys.argv[1]), warm=False)"
+    code = ("import sys; from pathlib import Path; from obslab.schedule.kernels import serve_kernels; "
+            "serve_kernels(Path(sys.argv[1]), warm=False)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         _wait(lambda: path.exists() or proc.poll() is not None, what="the zygote's socket")
@@ -81,7 +83,7 @@ def test_a_notebook_runs_in_a_kernel_the_zygote_forks_new_each_time(zygote, tmp_
     assert second["ppid"] == proc.pid and second["pid"] != first["pid"]
     assert second["env"] == "second task" and second["marker"] is False  # nothing of the first run is left
     for pid in (first["pid"], second["pid"]):  # each kernel was stopped when its notebook ended
-        _wait(lambda pid=pid: not kernels._running(pid), what=f"kernel {pid} to end")
+        _wait(lambda pid=pid: not running(pid), what=f"kernel {pid} to end")
 
 
 def test_a_failing_cell_fails_the_run_as_with_a_usual_kernel(zygote, tmp_path):
@@ -105,12 +107,13 @@ def test_a_kernel_ends_when_the_task_that_asked_for_it_is_gone(zygote, tmp_path)
     from jupyter_client.connect import write_connection_file
 
     write_connection_file(str(conn), ip="127.0.0.1")
-    code = "import sys; from pathlib import Path; from obslab.schedule.kernels import ask; print(ask(Path(sys.argv[1]), sys.argv[2], sys.argv[3], {}))"
+    code = ("import sys; from pathlib import Path; from obslab.zygote import ask; "
+            "print(ask(Path(sys.argv[1]), {'connection_file': sys.argv[2], 'cwd': sys.argv[3]}))")
     asked = subprocess.run([sys.executable, "-c", code, str(path), str(conn), str(tmp_path)], capture_output=True,
                            text=True, cwd=ROOT, timeout=60)
     assert asked.returncode == 0, asked.stderr
     pid = int(asked.stdout.strip())
-    _wait(lambda: not kernels._running(pid), what=f"kernel {pid} to end after its task")
+    _wait(lambda: not running(pid), what=f"kernel {pid} to end after its task")
 
 
 def test_the_zygote_answers_a_bad_request_with_an_error_and_goes_on(zygote, tmp_path):
@@ -118,7 +121,7 @@ def test_the_zygote_answers_a_bad_request_with_an_error_and_goes_on(zygote, tmp_
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(10)
         conn.connect(str(path))
-        conn.sendall(b'{"cwd": 3}\n')
+        conn.sendall(b'{"cwd": "/"}\n')
         answer = json.loads(conn.recv(4096))
     assert "bad request" in answer["error"] and "connection_file" in answer["error"]
     assert proc.poll() is None
@@ -128,8 +131,8 @@ def test_the_zygote_answers_a_bad_request_with_an_error_and_goes_on(zygote, tmp_
 
 
 def test_asking_where_no_zygote_listens_says_where_it_looked(tmp_path):
-    with pytest.raises(kernels.ZygoteError, match="no-such.sock"):
-        kernels.ask(tmp_path / "no-such.sock", str(tmp_path / "k.json"), str(tmp_path), {})
+    with pytest.raises(ZygoteError, match="no-such.sock"):
+        ask(tmp_path / "no-such.sock", {"connection_file": str(tmp_path / "k.json"), "cwd": str(tmp_path)})
 
 
 def test_a_forked_kernel_seen_from_the_task_is_gone_once_its_process_is():

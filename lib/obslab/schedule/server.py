@@ -49,8 +49,10 @@ ROOT = Path(__file__).resolve().parents[3]
 PROCESSES = ("airflow-api", "airflow-scheduler", "airflow-dag-processor", "airflow-kernels")
 USER = "admin"
 # What a task process and a DAG parse import, loaded once by the processes they are forked from.
+# pandas, pyarrow and duckdb: the task's first pipeline_runs row imported them, 1.1-1.5 s of every task.
 PRELOAD = ("airflow.sdk.execution_time.task_runner", "airflow.providers.papermill.operators.papermill",
-           "papermill", "nbclient", "black", "obslab.lab", "obslab.schedule.tasks", "obslab.schedule.kernels")
+           "papermill", "nbclient", "black", "pandas", "pyarrow", "duckdb", "obslab.lab", "obslab.store",
+           "obslab.schedule.tasks", "obslab.schedule.kernels")
 
 
 def home(settings: Settings) -> Path:
