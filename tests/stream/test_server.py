@@ -128,10 +128,18 @@ def test_a_stream_client_uses_the_labs_spark_server_and_counts_every_event_once(
         again = stream()  # the same checkpoint: nothing new, nothing counted twice
         assert again["events"] == 0
         assert same_counts(Store(settings.duckdb_path), lines)
+        # each run's sink worker was forked by the server's worker zygote (none started on its own)
+        assert server.zygote_log.read_text().count("spark-workers: child ") == 2
+        assert "running the worker in this process" not in server.log_file.read_text()
     finally:
         message = server.stop()
     assert "stopped" in message or "killed" in message
     assert server.pid() is None and server_url(settings) is None
+    socket_file = settings.data_dir / "spark" / "workers.sock"
+    deadline = time.monotonic() + 60
+    while socket_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not socket_file.exists()  # the zygote ended with the server
 
 
 def _client_env(settings) -> dict[str, str]:

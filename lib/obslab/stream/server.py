@@ -24,7 +24,7 @@ from pathlib import Path
 from obslab.errors import MissingDependencyError, PortInUseError, StreamError
 from obslab.processes import port_is_free, recorded_pid, stop_recorded, tail
 from obslab.settings import Settings
-from obslab.stream.worker import launcher
+from obslab.stream.worker import WORKER_ZYGOTE, launcher, zygote_path
 
 # Spark Connect has no authentication of its own: the server listens on SPARK_CONNECT_HOST, 127.0.0.1
 # by default (the container lab: every interface of the stream container, which nothing publishes).
@@ -50,6 +50,7 @@ class SparkServer:
         self.pid_file = self.dir / "server.pid"
         self.address_file = self.dir / "server.json"  # where clients find it: {"url": ...}
         self.log_file = settings.logs_dir / "spark-connect.log"
+        self.zygote_log = settings.logs_dir / "spark-workers.log"
 
     @property
     def url(self) -> str:
@@ -86,7 +87,9 @@ class SparkServer:
         env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
                # the foreachBatch sink runs in a Python worker of the server: the lab's own Python, through
                # a launcher that connects back to Spark before the heavy imports (obslab.stream.worker)
-               "PYSPARK_PYTHON": str(launcher(self.dir)), "PYSPARK_DRIVER_PYTHON": sys.executable}
+               "PYSPARK_PYTHON": str(launcher(self.dir)), "PYSPARK_DRIVER_PYTHON": sys.executable,
+               # ... which has the sink's worker forked by the zygote started below, imports done
+               WORKER_ZYGOTE: str(zygote_path(self.dir))}
         env.pop("SPARK_REMOTE", None)
         env.pop("SPARK_CONNECT_MODE_ENABLED", None)
         with self.log_file.open("ab") as out:
@@ -94,6 +97,7 @@ class SparkServer:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True, cwd=self.dir)
         self.pid_file.write_text(f"{proc.pid}\n")
+        self._start_worker_zygote(proc.pid, env)
         self.address_file.write_text(json.dumps({"url": self.url}))
         if not wait:
             return ServerStatus(True, proc.pid, self.url, f"Spark starting (PID {proc.pid}) at {self.url}")
@@ -103,6 +107,13 @@ class SparkServer:
             self.stop()
             raise
         return ServerStatus(True, proc.pid, self.url, f"Spark started (PID {proc.pid}) at {self.url}")
+
+    def _start_worker_zygote(self, server_pid: int, env: dict[str, str]) -> None:
+        """The zygote the sink's Python workers are forked from; it ends when the server does."""
+        with self.zygote_log.open("ab") as out:
+            subprocess.Popen([sys.executable, "-m", "obslab.stream.worker", "--zygote", str(zygote_path(self.dir)),
+                              "--watch", str(server_pid)], stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env=env, start_new_session=True, cwd=self.dir)
 
     def command(self) -> list[str]:
         """spark-submit of the Connect server: the lab's master, memory and Kafka connector, on loopback."""
