@@ -2,10 +2,12 @@
 (scheduler, LocalExecutor, Papermill), with its parts, and the memory of Airflow's processes.
 
 The lab: its own broker, data folder and Airflow on free ports (`obslab.schedule.server.start`, what
-`make airflow` runs), and (`--spark connect`, the default) the lab's one Spark: a Spark Connect server
-on a free port, started once before the runs as the lab starts it (here by spark-submit, as `obslab
-spark start` does), with SPARK_SERVER=sc://127.0.0.1:PORT in Airflow's environment so the stream task
-is a client and starts no JVM; `--spark local` measures the old way (a Spark per stream task). Each measured run is a DAG run triggered over the REST API with
+`make airflow` runs, with its kernel zygote), and (`--spark connect`, the default) the lab's one Spark:
+its Spark Connect server on a free port (`SparkServer`, what `obslab spark start` runs, with its worker
+zygote), started once before the runs, with SPARK_SERVER=sc://127.0.0.1:PORT in Airflow's environment
+so the stream task is a client and starts no JVM; `--spark local` measures the old way (a Spark per
+stream task). `--kernels usual` stops the kernel zygote (every kernel a new interpreter); `--kernels
+both` alternates the two, zygote first. Each measured run is a DAG run triggered over the REST API with
 `generate_seconds=300`: its `generate` task publishes the last 5 minutes of the `demo` scenario at
 the demo's 10 events/s (3,000 events, what a 5-minute schedule finds), then `stream`, `detect` and
 `narrate` process them (narrator `auto`: the embedded model). Reported per run: the DAG run's wall
@@ -25,7 +27,8 @@ into Airflow's own processes and what the tasks run (notebook kernels, Spark's J
 after the DAGs are parsed, and during each run.
 
     .venv/bin/python bench/bench_airflow.py [--runs 5] [--spark connect|local] [--no-reference]
-                                            [--keep-runs DIR] [--idle-seconds 60] [--json]
+                                            [--kernels zygote|usual|both] [--keep-runs DIR]
+                                            [--idle-seconds 60] [--json]
 """
 
 from __future__ import annotations
@@ -34,9 +37,7 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -55,6 +56,7 @@ from obslab import demo  # noqa: E402
 from obslab.schedule import kernels, server  # noqa: E402
 from obslab.schedule.tasks import KERNEL, NOTEBOOKS, declared_parameters, notebook_parameters  # noqa: E402
 from obslab.store import Store  # noqa: E402
+from obslab.stream.server import SparkServer  # noqa: E402
 
 GENERATE_SECONDS = 300
 TASKS = ("02_stream_aggregate", "03_detect_anomalies", "04_narrate_incidents")
@@ -262,55 +264,19 @@ def median_timeline(timelines: list[dict]) -> dict:
 
 @contextmanager
 def spark_connect(settings):
-    """The lab's Spark Connect server on SPARK_SERVER's port, started once before the runs as the lab
-    does, and stopped after; yields its start time (None when SPARK_SERVER is not a server address)."""
+    """The lab's Spark Connect server (`SparkServer`, what `obslab spark start` runs: the worker launcher,
+    its zygote, the lab's Spark settings), started once before the runs and stopped after; yields its
+    start time (None when SPARK_SERVER is not a server address)."""
     if not settings.spark_server.startswith("sc://"):
         yield None
         return
-    port = int(settings.spark_server.rsplit(":", 1)[1])
     began = time.monotonic()
-    proc = start_connect_server(settings, port)
+    server = SparkServer(settings)
+    server.start(wait=True)
     try:
-        from pyspark.sql import SparkSession
-
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                probe = SparkSession.builder.remote(settings.spark_server).getOrCreate()
-                probe.range(1).collect()
-                probe.stop()  # else its client threads keep retrying the stopped server at exit
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the Spark Connect server did not answer on {settings.spark_server}; "
-                                       f"see {settings.logs_dir}/bench-spark-connect.log") from None
-                time.sleep(1)
         yield round(time.monotonic() - began, 1)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # its own session: spark-submit and the JVM it runs
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def start_connect_server(settings, port: int) -> subprocess.Popen:
-    """spark-submit of Spark's Connect server on 127.0.0.1:port with the Kafka connector (as common.md
-    starts it by hand until `obslab spark start` lands)."""
-    import pyspark
-
-    from obslab.stream.session import kafka_connector_jars
-
-    home = os.path.dirname(pyspark.__file__)
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    log = open(settings.logs_dir / "bench-spark-connect.log", "w")
-    cmd = [f"{home}/bin/spark-submit", "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
-           "--master", settings.spark_master, "--jars", ",".join(kafka_connector_jars(settings)),
-           "--conf", "spark.connect.grpc.binding.address=127.0.0.1", "--conf", f"spark.connect.grpc.binding.port={port}",
-           "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.session.timeZone=UTC",
-           "--driver-memory", settings.spark_driver_memory, "spark-internal"]
-    env = {**os.environ, "SPARK_HOME": home, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server.stop()
 
 
 def use_zygote(settings, on: bool) -> list[int]:
@@ -365,7 +331,9 @@ def main() -> None:
     args = parser.parse_args()
 
     def make_settings(folder: Path):
-        spark = {"spark_server": f"sc://127.0.0.1:{free_port()}"} if args.spark == "connect" else {"spark_server": "local"}
+        port = free_port()
+        spark = ({"spark_server": f"sc://127.0.0.1:{port}", "spark_connect_port": port} if args.spark == "connect"
+                 else {"spark_server": "local"})
         return isolated_settings(folder / "lab", scenario="demo", seed=42, events_per_second=10.0,
                                  backfill_minutes=0.0, airflow_port=free_port(), **spark)
 
