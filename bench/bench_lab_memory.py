@@ -47,6 +47,10 @@ def component(cmd: str) -> str:
     """Which part of the lab a process is, from its command line."""
     if "SparkConnectServer" in cmd:
         return "spark server (JVM)"
+    if "obslab.schedule.kernels" in cmd:  # the zygote and the kernels forked from it share its command line
+        return "kernel zygote and its kernels"
+    if "obslab.stream.worker" in cmd:
+        return "spark python workers (zygote and forks)"
     if "kafka.Kafka" in cmd:
         return "broker (JVM)"
     if cmd.split(" ")[0].endswith("java"):
