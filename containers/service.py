@@ -12,7 +12,7 @@ Services:
                                     stream container also runs the lab's one Spark (`obslab spark
                                     start`, on its service name): the stream, Airflow's tasks and
                                     JupyterLab's notebooks are its clients (SPARK_SERVER), no JVM each
-    airflow                         `obslab airflow start` (API server, scheduler, DAG processor)
+    airflow                         `obslab airflow start` (API server, scheduler, DAG processor, kernels' zygote)
     lab                             JupyterLab with a token (printed in its log)
 
 Only what a container publishes listens on every interface inside it (dashboard, airflow, lab); the

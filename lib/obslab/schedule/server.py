@@ -8,7 +8,7 @@
                          then waits until the API answers on 127.0.0.1:AIRFLOW_PORT
     stop(settings)       stops them (what `make stop` also does)
     python -m obslab.schedule.server scheduler|dag-processor ...
-                         that Airflow command with PRELOAD imported first (see below)
+                         that Airflow command with PRELOAD (or PARSE_PRELOAD) imported first
 
 Choices, each to keep Airflow on the loopback interface and out of other users' reach:
 - the API server binds [api] host = 127.0.0.1 (Airflow's default is 0.0.0.0);
@@ -18,11 +18,12 @@ Choices, each to keep Airflow on the loopback interface and out of other users' 
   AIRFLOW_HOME/simple_auth_manager_passwords.json.generated; never all-admins mode.
 
 Choices that make a scheduled run start fast:
-- the scheduler and the DAG processor import PRELOAD before Airflow starts. Every task process is a
-  fork of one of the scheduler's LocalExecutor workers (themselves forks of the scheduler), and every
-  DAG parse a fork of the DAG processor, so they start with papermill, the papermill provider and
-  obslab already loaded instead of importing them each time (the provider pulls papermill's cloud
-  readers, gcsfs, boto3, azure: seconds per task, and per parse every 30 s);
+- the scheduler imports PRELOAD and the DAG processor PARSE_PRELOAD before Airflow starts. Every task
+  process is a fork of one of the scheduler's LocalExecutor workers (themselves forks of the scheduler),
+  and every DAG parse a fork of the DAG processor, so they start with papermill, the papermill provider
+  and obslab already loaded instead of importing them each time (the provider pulls papermill's cloud
+  readers, gcsfs, boto3, azure: seconds per task, and per parse every 30 s); the tasks' notebook
+  kernels are forked by the kernels' zygote (obslab.schedule.kernels), with the notebooks' imports done;
 - the scheduler's loop sleeps at most [scheduler] scheduler_idle_sleep_time between passes when it
   has nothing to do, so a task is queued well within a second of the one before it ending.
 """
@@ -49,10 +50,12 @@ ROOT = Path(__file__).resolve().parents[3]
 PROCESSES = ("airflow-api", "airflow-scheduler", "airflow-dag-processor", "airflow-kernels")
 USER = "admin"
 # What a task process and a DAG parse import, loaded once by the processes they are forked from.
-# pandas, pyarrow and duckdb: the task's first pipeline_runs row imported them, 1.1-1.5 s of every task.
-PRELOAD = ("airflow.sdk.execution_time.task_runner", "airflow.providers.papermill.operators.papermill",
-           "papermill", "nbclient", "black", "pandas", "pyarrow", "duckdb", "obslab.lab", "obslab.store",
-           "obslab.schedule.tasks", "obslab.schedule.kernels")
+# What a DAG parse imports, loaded once by the DAG processor its parses are forked from.
+PARSE_PRELOAD = ("airflow.sdk.execution_time.task_runner", "airflow.providers.papermill.operators.papermill",
+                 "papermill", "nbclient", "black", "obslab.lab", "obslab.schedule.tasks")
+# What a task process imports, loaded once by the scheduler its tasks are forked from: a parse's, and
+# pandas, pyarrow and duckdb (the task's first pipeline_runs row imported them: 1.1-1.5 s of every task).
+PRELOAD = (*PARSE_PRELOAD, "pandas", "pyarrow", "duckdb", "obslab.store", "obslab.schedule.kernels")
 
 
 def home(settings: Settings) -> Path:
@@ -203,10 +206,11 @@ def stop(settings: Settings) -> list[str]:
 
 
 def run_preloaded(args: list[str]) -> int:
-    """`airflow ARGS` in this process, with PRELOAD imported first (for the scheduler and DAG processor)."""
+    """`airflow ARGS` in this process, with PRELOAD imported first (the scheduler; PARSE_PRELOAD for the DAG
+    processor, which runs no task)."""
     import importlib
 
-    for module in PRELOAD:
+    for module in PARSE_PRELOAD if args[:1] == ["dag-processor"] else PRELOAD:
         importlib.import_module(module)
     import nbformat
 
