@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -71,6 +72,7 @@ def one(initial_heap: str, events: int) -> dict:
             time.sleep(30)
     finally:
         lab_broker.stop()
+        shutil.rmtree(data, ignore_errors=True)
     rss, pss = zip(*sampler.samples)
     return {"initial_heap": initial_heap, "publish_s": round(publish_s, 1), "peak_rss_mib": round(max(rss) / MIB),
             "peak_pss_mib": round(max(pss) / MIB), "last_rss_mib": round(rss[-1] / MIB),

@@ -51,6 +51,32 @@ def test_upsert_replaces_rows_with_the_same_key(store_path):
     assert rows[0][0] == T0  # timestamps come back timezone-aware, in UTC
 
 
+def test_upsert_row_writes_one_row_replacing_its_key_with_values_as_parameters(store_path):
+    store = Store(store_path)
+    store.migrate()
+    hostile = "x'); DROP TABLE pipeline_runs; --"
+    store.upsert_row("pipeline_runs", {"run_id": "d/r/t", "stage": "stream", "started_at": T0, "status": "running",
+                                       "error": hostile})
+    store.upsert_row("pipeline_runs", {"run_id": "d/r/t", "stage": "stream", "started_at": T0, "status": "failed",
+                                       "finished_at": T0 + timedelta(seconds=5), "error": hostile})
+    rows = store.query("SELECT run_id, status, started_at, finished_at, error FROM pipeline_runs")
+    assert rows == [("d/r/t", "failed", T0, T0 + timedelta(seconds=5), hostile)]
+    with pytest.raises(SchemaError, match="no_such_column"):
+        store.upsert_row("pipeline_runs", {"run_id": "x", "no_such_column": 1})
+
+
+def test_writing_a_few_rows_as_dicts_imports_no_pandas(store_path):
+    # the generator, detector, narrator and Airflow tasks write a few rows at a time; through Arrow
+    # the first write imported pandas (1.2 s, ~40 MiB) into processes that have no other use for it
+    code = ("import sys; from datetime import datetime, timezone; from pathlib import Path; "
+            "from obslab.store import Store; s = Store(Path(sys.argv[1])); s.migrate(); "
+            "s.upsert('pipeline_runs', [{'run_id': 'a', 'stage': 'x', 'started_at': datetime.now(timezone.utc), "
+            "'status': 'ok'}]); print('pandas' in sys.modules, s.query('SELECT count(*) FROM pipeline_runs')[0][0])")
+    done = subprocess.run([sys.executable, "-c", code, str(store_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "1"]
+
+
 def test_values_are_parameters_not_sql(store_path):
     store = Store(store_path)
     store.migrate()

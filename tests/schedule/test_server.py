@@ -53,7 +53,7 @@ def test_the_scheduler_and_dag_processor_start_with_what_their_forked_tasks_impo
     assert set(server.PROCESSES) == set(commands)  # started together, and stopped together
     # what a task process imports to parse the pipeline DAG and run a notebook
     assert {"papermill", "airflow.providers.papermill.operators.papermill", "obslab.lab"} <= set(server.PRELOAD)
-    assert {"pandas", "duckdb"} <= set(server.PRELOAD) - set(server.PARSE_PRELOAD)  # a parse writes no row
+    assert {"duckdb", "obslab.store"} <= set(server.PRELOAD) - set(server.PARSE_PRELOAD)  # a parse writes no row
 
 
 @pytest.mark.slow  # starts Airflow's CLI in a process of its own

@@ -54,8 +54,8 @@ USER = "admin"
 PARSE_PRELOAD = ("airflow.sdk.execution_time.task_runner", "airflow.providers.papermill.operators.papermill",
                  "papermill", "nbclient", "black", "obslab.lab", "obslab.schedule.tasks")
 # What a task process imports, loaded once by the scheduler its tasks are forked from: a parse's, and
-# pandas, pyarrow and duckdb (the task's first pipeline_runs row imported them: 1.1-1.5 s of every task).
-PRELOAD = (*PARSE_PRELOAD, "pandas", "pyarrow", "duckdb", "obslab.store", "obslab.schedule.kernels")
+# duckdb and the store, which record the run (pandas stays out: `Store.upsert_row` needs none).
+PRELOAD = (*PARSE_PRELOAD, "duckdb", "obslab.store", "obslab.schedule.kernels")
 
 
 def home(settings: Settings) -> Path:

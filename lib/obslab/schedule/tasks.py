@@ -102,7 +102,7 @@ def _json_type(annotation) -> str:
 
 def record(store, run_key: str, **columns) -> None:
     """Write (or update) one row of pipeline_runs."""
-    store.upsert("pipeline_runs", [{"run_id": run_key, **columns}])
+    store.upsert_row("pipeline_runs", {"run_id": run_key, **columns})
 
 
 def __getattr__(name: str):
