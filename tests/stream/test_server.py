@@ -51,6 +51,7 @@ def test_the_server_listens_on_loopback_only_on_its_port_with_the_kafka_connecto
     conf = [cmd[i + 1] for i, part in enumerate(cmd) if part == "--conf"]
     assert "spark.connect.grpc.binding.address=127.0.0.1" in conf
     assert "spark.connect.grpc.binding.port=15999" in conf
+    assert "spark.driver.extraJavaOptions=-XX:+UseSerialGC" in conf  # its JVM keeps its heap near what is live
     assert cmd[cmd.index("--master") + 1] == "local[3]"
     assert "spark-sql-kafka" in cmd[cmd.index("--jars") + 1]
 
