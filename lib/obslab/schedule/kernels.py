@@ -16,7 +16,8 @@ notebook does reaches the zygote or the next kernel.
     ZygoteKernelManager        jupyter_client's kernel manager whose kernel comes from the zygote;
                                with no zygote answering it starts one the usual way
     socket_path(settings)      DATA_DIR/airflow/kernels.sock
-    python -m obslab.schedule.kernels PATH    runs serve(PATH) (`obslab airflow start` does)
+    manager_for(path)          that manager bound to the zygote at `path` (NotebookOperator's)
+    python -m obslab.schedule.kernels PATH    runs serve_kernels(PATH) (`obslab airflow start` does)
 
 A kernel forked this way runs in its own session (killed as a group, as jupyter_client kills
 kernels), and ends when the task that asked for it is gone or when the zygote is.
@@ -135,8 +136,8 @@ class ZygoteProvisioner(LocalProvisioner):
 
 
 class ZygoteKernelManager(AsyncKernelManager):
-    """A kernel manager for nbclient/papermill (`kernel_manager_class=`) whose kernels the zygote at
-    ZYGOTE (a class attribute, set by the caller) forks."""
+    """A kernel manager for nbclient/papermill (`kernel_manager_class=`) whose kernels the zygote at its
+    `zygote` class attribute forks (see manager_for)."""
 
     zygote: Path | None = None
 
