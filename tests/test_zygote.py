@@ -25,7 +25,7 @@ from obslab.zygote import serve
 
 def become(request):
     print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "mark": os.environ.get("MARK"),
-                      "sid": os.getsid(0), "stdin": sys.stdin.readline().strip()}), flush=True)
+                      "sid": os.getsid(0), "stdin": sys.stdin.readline().strip(), "path": sys.path}), flush=True)
     time.sleep(request.get("sleep", 0))
 
 def check(request):
@@ -67,7 +67,8 @@ def test_a_child_gets_the_askers_stdio_folder_and_environment(zygote, tmp_path):
     stdin_r, stdin_w = os.pipe()
     out_r, out_w = os.pipe()
     os.write(stdin_w, b"hello from the asker\n")
-    pid = ask(path, {"cwd": str(tmp_path), "env": {**os.environ, "MARK": "mine"}}, fds=[stdin_r, out_w, out_w])
+    env = {**os.environ, "MARK": "mine", "PYTHONPATH": str(tmp_path / "mine")}
+    pid = ask(path, {"cwd": str(tmp_path), "env": env}, fds=[stdin_r, out_w, out_w])
     os.close(stdin_r)
     os.close(out_w)
     with os.fdopen(out_r) as out:
@@ -76,6 +77,7 @@ def test_a_child_gets_the_askers_stdio_folder_and_environment(zygote, tmp_path):
     assert seen["pid"] == pid and seen["ppid"] == proc.pid  # forked by the zygote
     assert seen["cwd"] == str(tmp_path) and seen["mark"] == "mine" and seen["stdin"] == "hello from the asker"
     assert seen["sid"] == pid  # its own session
+    assert seen["path"][0] == str(tmp_path / "mine")  # the asker's PYTHONPATH, as a new interpreter would
     wait_for(pid)
     assert not running(pid)
 

@@ -190,6 +190,10 @@ def _prepare_child(request: dict, fds: list[int]) -> None:
     if request.get("env"):
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in request["env"].items()})
+        # as a new interpreter would: the caller's PYTHONPATH first on the import path
+        for entry in reversed([e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
     from obslab.settings import get_settings
 
     get_settings.cache_clear()  # the child reads its caller's settings, not the zygote's
