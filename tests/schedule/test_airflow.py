@@ -79,7 +79,7 @@ def test_the_pipeline_turns_published_events_into_windows_incidents_and_a_summar
     runs = store.query("SELECT stage, status, output_notebook FROM pipeline_runs ORDER BY started_at")
     assert [(r[0], r[1]) for r in runs] == [("generate", "ok"), ("stream", "ok"), ("detect", "ok"), ("narrate", "ok")]
     # each task's kernel was forked by the zygote (one a task), none started the usual way
-    assert (settings.data_dir / "zygote.log").read_text().count("zygote: kernel ") == 4
+    assert (settings.data_dir / "zygote.log").read_text().count("kernels: child ") == 4
     assert "starting the kernel the usual way" not in done.stdout
     # every event the generate task published was counted once, and none was set aside
     published = sum(end_offsets(settings, [settings.topic_raw_events])[settings.topic_raw_events].values())
