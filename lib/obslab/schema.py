@@ -207,7 +207,8 @@ SERVICE_CATALOG = Table(
 # An endpoint is a URL path: "/" then RFC 3986 path characters (unreserved, sub-delims, ":", "@",
 # percent escapes, "/"). No spaces, quotes, control characters or query strings: names become table
 # keys, dashboard labels and narrator facts, so anything else is treated as a client bug.
-ENDPOINT_PATTERN = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$"
+ENDPOINT_CHARS = r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]"  # one character after the leading "/"
+ENDPOINT_PATTERN = rf"^/{ENDPOINT_CHARS}*$"
 # The longest latency counted: one day. Longer is no request's latency but a broken clock or unit, and
 # near 1.8e308 two finite latencies would sum to infinity and leave the window's average unusable.
 MAX_LATENCY_MS = 86_400_000.0

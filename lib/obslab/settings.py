@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     trigger_seconds: float = Field(5.0, gt=0, description="micro-batch interval of the continuous stream")
     max_offsets_per_trigger: int | None = Field(None, gt=0, description="cap on events per micro-batch; default no cap")
     checkpoint_name: str = Field("stream", pattern=r"^[A-Za-z0-9_.-]+$", description="folder under DATA_DIR/checkpoints")
+    stream_fast_path: bool = Field(True, description="add up events written in the generator's compact form in DuckDB, without Spark's JSON parser; every other record goes through the full parse (obslab.stream.fastpath). Off: every record does")
     stream_source: Literal["events", "spans"] = Field("events", description="what the stream counts: the generator's events (TOPIC_RAW_EVENTS) or OpenTelemetry spans the Collector wrote (TOPIC_OTLP_SPANS, its checkpoint CHECKPOINT_NAME-spans)")
     future_tolerance_seconds: int = Field(60, ge=0, le=86_400, description="events dated more than this ahead of the stream's clock are dead letters (`future`) and never move the watermark; keep it <= WATERMARK_SECONDS")
     endpoint_max_length: int = Field(128, ge=1, le=2048, description="longest endpoint name kept; longer names, and names that are not a URL path, are dead letters (`invalid:endpoint`)")

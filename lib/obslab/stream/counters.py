@@ -21,6 +21,7 @@ class SinkCounters:
     future: int = 0
     endpoint_overflow: int = 0
     skipped_spans: int = 0  # spans that are no request (not SERVER): counted, not dead letters
+    referred: int = 0  # records the fast path left to the full transform (obslab.stream.fastpath)
     last_watermark: datetime | None = None
     published: int = 0
     errors: list[str] = field(default_factory=list)

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 from obslab.errors import CheckpointBusyError, CheckpointMismatchError, StoreWindowMismatchError, StreamError
 from obslab.feeds import Feeds
@@ -205,10 +206,12 @@ def _run_locked(s: Settings, available_now: bool, run_for_seconds: float | None,
     log.info("stream of %s starts from: %s", s.stream_topic, plan.started_from)
     counters_file = checkpoint_path(s) / "obslab-counters.json"
     counters_file.unlink(missing_ok=True)  # this run's counters only
+    # The sink parses each batch of Kafka's rows itself: events in the generator's form take a fast path.
     sink = StreamSink(store, s, query_id, feeds=feeds, offset_log=checkpoint_path(s) / "spark" / "offsets",
-                      topic_id=now.topic_id if now else None, counters_file=counters_file)
+                      topic_id=now.topic_id if now else None, counters_file=counters_file,
+                      parse=partial(parser_for(s), endpoint_max_length=s.endpoint_max_length))
     writer = (
-        parser_for(s)(kafka_source(spark, s, plan.starting_offsets), s.endpoint_max_length).writeStream.foreachBatch(sink)
+        kafka_source(spark, s, plan.starting_offsets).writeStream.foreachBatch(sink)
         .option("checkpointLocation", str(checkpoint_path(s) / "spark"))
         .queryName(f"obslab_stream_{checkpoint_path(s).name}".replace("-", "_").replace(".", "_"))
     )

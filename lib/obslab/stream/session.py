@@ -61,6 +61,8 @@ def local_session(settings: Settings, app_name: str = "obslab"):
     s = settings
     # Keep Spark's own services on loopback too (it otherwise picks the first network interface).
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers (the stream's fast path runs in them) with the lab's Python, not the first on PATH
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(s.spark_master)
         .appName(app_name)

@@ -75,6 +75,12 @@ class _Progress:
     offsets: dict[int, int]  # partition -> next offset the store has not counted
 
 
+def _micros(t: datetime) -> int:
+    """Epoch microseconds of an aware datetime, exactly (no float in between)."""
+    delta = t - _NEVER
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def add_status_counts(con, relation: str) -> None:
     """Add the error mix of `relation` (partials: service, endpoint, window_start, error_code, count)
     to status_counts: the sink's merge, and the evaluation's replay, which writes it once at the end."""
@@ -87,14 +93,14 @@ def add_status_counts(con, relation: str) -> None:
 
 
 class StreamSink:
-    """Callable for `foreachBatch`: (parsed batch DataFrame, batch id) -> store (+ Kafka).
+    """Callable for `foreachBatch`: (batch DataFrame, batch id) -> store (+ Kafka).
 
     With `offset_log` (the checkpoint's `spark/offsets` folder) the sink keeps the store's Kafka position
     (`stream_offsets`) and skips records below it; without, as for static input, it keeps no position."""
 
     def __init__(self, store, settings: Settings, query_id: str, feeds: Feeds | None = None,
                  offset_log: Path | None = None, topic_id: str | None = None, topic: str | None = None,
-                 counters_file: Path | None = None):
+                 counters_file: Path | None = None, parse=None):
         self.store = store
         self.topic = topic or settings.stream_topic  # the topic whose position it keeps
         self.settings = settings
@@ -106,27 +112,30 @@ class StreamSink:
         # Where the counters go after every batch: on a Spark Connect server this sink runs in the
         # server's Python worker, so the stream's client reads what it did from there.
         self.counters_file = counters_file
+        # Given (the running stream), the sink gets Kafka's rows and parses them itself: `parse` is its
+        # source's parser (obslab.stream.job.parser_for), and events go the fast path first.
+        self.parse = parse
+        self.fast_path = parse is not None and settings.stream_source == "events" and settings.stream_fast_path
         self._kept: set[tuple[str, str]] = set()  # (service, endpoint) names known to be in stream_endpoints
 
     # ------------------------------------------------------------------ the batch
 
-    def __call__(self, parsed, batch_id: int) -> None:
-        """One micro-batch of the running stream, waiting for a store another process holds (see `apply`)."""
-        self.apply(parsed, int(batch_id), wait_for_store=True)
+    def __call__(self, batch, batch_id: int) -> None:
+        """One micro-batch of the running stream, waiting for a store another process holds (see `apply`):
+        Kafka's rows when the sink was given its source's `parse`, else parsed rows."""
+        self.apply(batch, int(batch_id), wait_for_store=True)
         if self.counters_file is not None:
             self.counters.save(self.counters_file)
 
-    def apply(self, parsed, batch_id: int, finalize_all: bool = False, wait_for_store: bool = False) -> list[dict]:
-        """Apply one parsed batch; `finalize_all` marks every window final (end of a static input).
+    def apply(self, batch, batch_id: int, finalize_all: bool = False, wait_for_store: bool = False) -> list[dict]:
+        """Apply one batch (parsed rows, or Kafka's rows when the sink has a `parse`); `finalize_all` marks
+        every window final (end of a static input).
 
         With `wait_for_store` (the running stream), a store another process holds makes each of the two store
         steps (the read of the position, the merge) wait for it: each try waits STORE_LOCK_TIMEOUT_SECONDS,
         then a pause up to a minute, instead of ending the stream. The merge is one transaction that checks
         the ledger and the position again, so a try that fails has counted nothing, and Spark's work on the
         batch is not done again."""
-        # Spark's transform only here: merging, and so the offline replay, needs no Spark.
-        from obslab.stream.transform import batch_outcome, mark_untimely, split_outcome, unseen, with_window
-
         def store_step(step):
             return self._waiting_for_store(step, batch_id) if wait_for_store else step()
 
@@ -139,14 +148,53 @@ class StreamSink:
         if self.offset_log is not None:
             advance = OffsetAdvance(topic, self.topic_id, progress.offsets,
                                     spark_batch_offsets(self.offset_log / str(batch_id), topic))
-            parsed = unseen(parsed, topic, progress.offsets)
-        framed = with_window(parsed, self.settings.window_seconds)
         future_after = datetime.now(timezone.utc) + timedelta(seconds=self.settings.future_tolerance_seconds)
-        marked = mark_untimely(framed, progress.watermark, future_after)
-        partials, dead = split_outcome(batch_outcome(marked).toArrow())  # one pass over the batch
+        if self.parse is None:
+            partials, dead = self._outcome(batch, progress, future_after)
+        elif self.fast_path:  # Kafka's rows of events: the plainly good ones add up in DuckDB
+            partials, dead = self._fast_outcome(batch, progress, future_after)
+        else:  # Kafka's rows of another source
+            partials, dead = self._outcome(self.parse(batch), progress, future_after)
         updated = store_step(lambda: self.merge(batch_id, partials, dead, finalize_all, offsets=advance))
         self._publish(updated)
         return updated
+
+    def _outcome(self, parsed, progress: _Progress, future_after: datetime):
+        """(partials, dead letters) of parsed rows, by Spark's transform: one pass over the batch."""
+        # Spark's transform only here: merging, and so the offline replay, needs no Spark.
+        from obslab.stream.transform import batch_outcome, mark_untimely, split_outcome, unseen, with_window
+
+        if self.offset_log is not None:
+            parsed = unseen(parsed, self.topic, progress.offsets)
+        framed = with_window(parsed, self.settings.window_seconds)
+        return split_outcome(batch_outcome(mark_untimely(framed, progress.watermark, future_after)).toArrow())
+
+    def _fast_outcome(self, raw, progress: _Progress, future_after: datetime):
+        """(partials, dead letters) of Kafka's rows of events: the fast path's partials, and the transform's
+        outcome of the records it referred (see obslab.stream.fastpath)."""
+        import pyarrow.compute as pc
+        from pyspark.sql import functions as F
+
+        from obslab.stream import fastpath
+
+        s = self.settings
+        fn = fastpath.partials_fn(window_seconds=s.window_seconds, endpoint_max_length=s.endpoint_max_length,
+                                  next_offsets=progress.offsets if self.offset_log is not None else {},
+                                  future_after_us=_micros(future_after), watermark_us=_micros(progress.watermark))
+        rows = raw.select(F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long")
+                          .alias("offset"), "value")
+        out = rows.mapInArrow(fn, fastpath.SCHEMA).toArrow()
+        is_referred = pc.is_valid(out["referred_offset"])
+        fast = fastpath.as_partials(out.filter(pc.invert(is_referred)), s.window_seconds)
+        referred = out.filter(is_referred)
+        self.counters.referred += referred.num_rows
+        if referred.num_rows == 0:
+            return fast, fastpath.no_dead_letters()
+        if referred.num_rows > fastpath.REFER_LIMIT:  # a batch of mostly odd records: all of it the slow way
+            return self._outcome(self.parse(raw), progress, future_after)
+        picked = raw.filter(fastpath.referred_filter(referred))
+        partials, dead = self._outcome(self.parse(picked), progress, future_after)
+        return fastpath.concat_partials(partials, fast), dead
 
     @staticmethod
     def _waiting_for_store(step, batch_id: int):
