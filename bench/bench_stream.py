@@ -419,7 +419,7 @@ def run_stream_once(spark, s: Settings, n: int, run_no: int, progress: ProgressL
             durations[k] = durations.get(k, 0) + v
     return {"seconds": round(seconds, 2), "events_per_s": round(n / seconds, 1),
             "job_seconds": round(report.seconds, 2),
-            "batches": report.counters.batches, "store_events": stored, "spark_duration_ms": durations,
+            "batches": report.counters.batches, "store_events": stored, "referred": report.counters.referred, "spark_duration_ms": durations,
             "spark_jvm_peak_rss_mib": usage.pop("peak_rss_mib"), **{k: v for k, v in usage.items()
                                                                  if k not in ("peak_rss_detail_mib", "rss_samples")}}
 
@@ -572,7 +572,7 @@ def connect_server_pid(url: str) -> int | None:
 
 
 def throughput(s: Settings, n: int, runs: int, warmup: int, broker: LocalBroker, with_breakdown: bool,
-               spark_server: str | None = None) -> dict:
+               spark_server: str | None = None, transform_too: bool = False) -> dict:
     from obslab.stream.session import build_session
 
     events_file = s.data_dir / "events.jsonl"
@@ -594,7 +594,7 @@ def throughput(s: Settings, n: int, runs: int, warmup: int, broker: LocalBroker,
         spark = build_session(s, app_name="obslab-bench-stream")
     session_s = time.perf_counter() - t0
     progress = ProgressLog(spark)
-    stream_runs, ref_runs, check = [], [], None
+    stream_runs, ref_runs, transform_runs, check = [], [], [], None
     try:
         # Interleaved, so drift (page cache, JIT, log segment rolls) spreads over both alike. The warm-up
         # rounds are reported but left out of the medians: the first query of a fresh JVM runs its code
@@ -607,6 +607,13 @@ def throughput(s: Settings, n: int, runs: int, warmup: int, broker: LocalBroker,
             print(f"{label} stream   : {r['events_per_s']:>12,.0f} events/s ({r['seconds']:.1f} s; "
                   f"CPU s: bench {r['bench_cpu_s']:.1f}, Spark JVM {r['spark_cpu_s']:.1f}, "
                   f"broker {r['broker_cpu_s']:.1f}, other {r['other_cpu_s']:.1f})", file=sys.stderr)
+            if transform_too:  # the same stream with every record through Spark's parse (STREAM_FAST_PATH=false)
+                t = run_stream_once(spark, s.model_copy(update={"stream_fast_path": False}), n, f"transform-{run_no}",
+                                    progress, broker.pid(), spark_group)
+                t["warmup"] = run_no <= warmup
+                transform_runs.append(t)
+                print(f"{label} transform: {t['events_per_s']:>12,.0f} events/s ({t['seconds']:.1f} s; "
+                      f"CPU s: Spark JVM {t['spark_cpu_s']:.1f}, broker {t['broker_cpu_s']:.1f})", file=sys.stderr)
             ref, rows = run_reference(events_file, s, n, broker.pid())
             ref["warmup"] = run_no <= warmup
             ref_runs.append(ref)
@@ -634,7 +641,10 @@ def throughput(s: Settings, n: int, runs: int, warmup: int, broker: LocalBroker,
             "spark_session_start_s": round(session_s, 1), "stream": stats(stream_runs), "reference": stats(ref_runs),
             "ratio_stream_to_reference": round(med_stream / med_ref, 3),
             "meets_target": med_stream >= TARGET_EVENTS_PER_S,
-            "check_against_reference": check, "breakdown": parts}
+            "check_against_reference": check, "breakdown": parts,
+            **({"transform": stats(transform_runs), "ratio_stream_to_transform":
+                round(med_stream / median_of([r["events_per_s"] for r in transform_runs if not r["warmup"]]), 3)}
+               if transform_runs else {})}
 
 
 # ---------------------------------------------------------------------------- report
@@ -660,9 +670,12 @@ def text_report(out: dict) -> str:
                   f"{t['spark_session_start_s']} s",
                   "| variant | median events/s | min | max | median s | ratio to DuckDB | warm-up events/s |",
                   "|---|---:|---:|---:|---:|---:|---|"]
-        for name, key in (("stream (available_now)", "stream"), ("reference: DuckDB over JSONL", "reference")):
+        for name, key in (("stream (available_now)", "stream"), ("stream, every record through Spark's parse",
+                                                                 "transform"), ("reference: DuckDB over JSONL", "reference")):
+            if key not in t:
+                continue
             v = t[key]
-            ratio = t["ratio_stream_to_reference"] if key == "stream" else 1.0
+            ratio = v["median_events_per_s"] / t["reference"]["median_events_per_s"]
             lines.append(f"| {name} | {v['median_events_per_s']:,.0f} | {v['min']:,.0f} | {v['max']:,.0f} | "
                          f"{v['median_seconds']:.2f} | {ratio:.3f} | "
                          f"{', '.join(f'{x:,.0f}' for x in v['warmup_events_per_s'])} |")
@@ -686,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=PHASES, help="run one benchmark (default: all three)")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the static jobs that show where time goes")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a summary")
+    parser.add_argument("--transform-too", action="store_true",
+                        help="throughput: each round also runs the stream without its fast path (STREAM_FAST_PATH=false)")
     parser.add_argument("--spark-server", metavar="sc://127.0.0.1:PORT",
                         help="throughput: run the stream as a client of this Spark Connect server (started beforehand, "
                              "with the Kafka connector jars) instead of a Spark inside this process")
@@ -704,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{phase} ...", file=sys.stderr)
             if phase == "throughput":
                 out[phase] = throughput(settings, args.events, args.runs, args.warmup, broker,
-                                        not args.no_breakdown, args.spark_server)
+                                        not args.no_breakdown, args.spark_server, args.transform_too)
             else:
                 out[phase] = live_run(settings, phase, broker)
                 r = out[phase]
