@@ -129,9 +129,11 @@ def test_a_stream_client_uses_the_labs_spark_server_and_counts_every_event_once(
         again = stream()  # the same checkpoint: nothing new, nothing counted twice
         assert again["events"] == 0
         assert same_counts(Store(settings.duckdb_path), lines)
-        # each run's sink worker was forked by the server's worker zygote (none started on its own)
-        assert server.zygote_log.read_text().count("spark-workers: child ") == 2
+        # each run's sink worker, and the first run's daemon for the fast path's workers, were forked by the
+        # server's worker zygote (none started on its own; the second run had no batch, so no daemon)
+        assert server.zygote_log.read_text().count("spark-workers: child ") == 3
         assert "running the worker in this process" not in server.log_file.read_text()
+        assert "starting Spark's daemon here" not in server.log_file.read_text()
     finally:
         message = server.stop()
     assert "stopped" in message or "killed" in message
@@ -193,3 +195,59 @@ def _counted(settings, events: int) -> bool:
     except Exception:  # noqa: BLE001 - the stream holds the store for a moment; ask again
         return False
     return rows[0][0] >= events
+
+
+UDF_CLIENT = """
+import json, os, sys, time
+from pathlib import Path
+from pyspark.sql import SparkSession
+
+def pids(batches):
+    import pyarrow as pa
+    for _ in batches:
+        yield pa.RecordBatch.from_pylist([{"worker": os.getpid(), "daemon": os.getppid()}])
+
+spark = SparkSession.builder.remote(sys.argv[1]).getOrCreate()
+def daemons():
+    return sorted({r.daemon for r in spark.range(0, 40, 1, 4).mapInArrow(pids, "worker long, daemon long").collect()})
+first = daemons()
+log, deadline = Path(sys.argv[2]), time.monotonic() + 240
+while log.read_text().count("had no worker for") < int(sys.argv[3]) and time.monotonic() < deadline:
+    time.sleep(1)  # until the daemon of this session has ended for want of work
+print(json.dumps([first, daemons()]), flush=True)  # the same session again: Spark starts its daemon again
+spark.stop()
+"""
+
+
+def _daemons_of(server_pid: int) -> list[int]:
+    """Spark's Python daemons the server asked for (their launchers, children of its JVM)."""
+    import psutil
+
+    return [p.pid for p in psutil.Process(server_pid).children() if "pyspark.daemon" in " ".join(p.cmdline())]
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_the_daemon_of_each_session_comes_from_the_zygote_and_ends_when_idle(lab_settings, tmp_path, monkeypatch):
+    """Spark 4.2 starts a Python daemon per Connect session and never stops it (SPARK-54055); the lab's
+    launcher has the zygote fork it and ends it once idle, and Spark starts it again when the session needs it."""
+    monkeypatch.setenv("OBSLAB_DAEMON_IDLE_SECONDS", "2")
+    settings = lab_settings.model_copy(update={"data_dir": tmp_path, "spark_connect_port": free_port()})
+    server = SparkServer(settings)
+    server.start()
+    try:
+        out = subprocess.run([sys.executable, "-c", UDF_CLIENT, server.url, str(server.log_file), "1"],
+                             capture_output=True, text=True, timeout=400)
+        assert out.returncode == 0, out.stderr[-3000:]
+        first, again = json.loads(out.stdout.strip().splitlines()[-1])
+        assert len(first) == len(again) == 1 and first != again  # one daemon; ended, then started again
+        zygote_log = server.zygote_log.read_text()
+        for daemon in first + again:  # each was a fork of the warm zygote
+            assert f"spark-workers: child {daemon} " in zygote_log
+        deadline = time.monotonic() + 180  # Spark drops idle workers after a minute, then the daemon ends
+        while _daemons_of(server.pid()) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _daemons_of(server.pid()) == []  # none left behind by the session that has gone
+        assert server.log_file.read_text().count("had no worker for 2 s: ending it") == 2
+    finally:
+        server.stop()

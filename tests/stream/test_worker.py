@@ -90,3 +90,24 @@ def test_the_sink_worker_is_forked_by_the_zygote_and_ends_with_its_launcher(tmp_
     while running(pid):
         assert time.monotonic() < deadline, f"worker {pid} outlived its launcher"
         time.sleep(0.1)
+
+
+def test_has_children_sees_a_process_s_children_and_never_guesses_idle():
+    from obslab.stream.worker import has_children
+
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                               "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3)']); "
+                               "c.wait(); time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while not has_children(parent.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert has_children(parent.pid)  # its child runs
+        deadline = time.monotonic() + 20
+        while has_children(parent.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not has_children(parent.pid)  # its child ended: idle
+    finally:
+        parent.kill()
+        parent.wait()
+    assert has_children(2**22 + 12345)  # no such process: unknown, so not idle
