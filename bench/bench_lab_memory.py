@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -141,7 +142,15 @@ def one_variant(spark: str, minutes: float) -> dict:
             subprocess.run([sys.executable, "-m", "obslab.cli", "airflow", "start"], env=env, check=True,
                            capture_output=True, text=True, timeout=600)
             api = Api(settings)
-            api.call("PATCH", "/dags/obslab_pipeline", {"is_paused": False})
+            deadline = time.monotonic() + 300
+            while True:  # until the DAG processor has parsed the DAG (a first parse on a new machine takes a while)
+                try:
+                    api.call("PATCH", "/dags/obslab_pipeline", {"is_paused": False})
+                    break
+                except urllib.error.HTTPError as err:
+                    if err.code != 404 or time.monotonic() > deadline:
+                        raise
+                    time.sleep(2)
             run = api.call("POST", "/dags/obslab_pipeline/dagRuns",
                            {"logical_date": None, "conf": {"stream_source": "spans"}})
             run_id = run["dag_run_id"]

@@ -335,13 +335,13 @@ def test_sigterm_stops_the_continuous_stream_cleanly(broker, lab_settings, tmp_p
 
 def test_the_stream_report_s_json_form_flattens_the_counters():
     counters = SinkCounters(batches=3, skipped_replays=1, events=900, dead_letters=4, late=2, future=1,
-                            endpoint_overflow=5, skipped_spans=6, last_watermark=T0, published=7,
+                            endpoint_overflow=5, skipped_spans=6, last_watermark=T0, published=7, referred=8,
                             errors=["not in the report"])
     report = StreamReport("q-1", "/ck/main", 12.345, counters, "run-for-seconds", started_from="topic start")
     assert report.as_dict() == {
         "query_id": "q-1", "checkpoint": "/ck/main", "seconds": 12.3, "batches": 3, "skipped_replays": 1,
         "events": 900, "dead_letters": 4, "late": 2, "future": 1, "endpoint_overflow": 5, "skipped_spans": 6,
-        "published": 7, "watermark": "2026-03-01T09:00:00+00:00",  # ISO text with its offset
+        "referred": 8, "published": 7, "watermark": "2026-03-01T09:00:00+00:00",  # ISO text with its offset
         "started_from": "topic start", "stopped_by": "run-for-seconds"}
     no_batch = StreamReport("q-2", "/ck/main", 0.0, SinkCounters(), "available-now")
     assert no_batch.as_dict()["watermark"] is None  # no batch, no watermark

@@ -65,7 +65,7 @@ class StreamReport:
         return plain({"query_id": self.query_id, "checkpoint": self.checkpoint, "seconds": round(self.seconds, 1),
                       "batches": c.batches, "skipped_replays": c.skipped_replays, "events": c.events,
                       "dead_letters": c.dead_letters, "late": c.late, "future": c.future,
-                      "endpoint_overflow": c.endpoint_overflow, "skipped_spans": c.skipped_spans,
+                      "endpoint_overflow": c.endpoint_overflow, "skipped_spans": c.skipped_spans, "referred": c.referred,
                       "published": c.published,
                       "watermark": c.last_watermark, "started_from": self.started_from, "stopped_by": self.stopped_by})
 
