@@ -7,9 +7,10 @@ generator's: compact JSON, the six fields in schema order, printable ASCII, the 
     {"event_id":"…","event_time":"2026-12-06T04:52:33.123Z","service":"checkout","endpoint":"/cart",
      "latency_ms":12.345,"status_code":200}
 
-A record in exactly that form needs no general parser: one regular expression takes it apart, and DuckDB
-runs it over a whole Arrow batch at a time. So each micro-batch goes through `mapInArrow` with
-`partials_of`, which, per Spark task:
+A record in exactly that form needs no general parser: one regular expression (`CANONICAL`, Arrow's RE2
+over a whole Arrow batch at a time) tells it apart, and DuckDB's JSON reader takes out its six values,
+which no escape can change. So each micro-batch goes through `mapInArrow` with `partials_of`, which, per
+Spark task:
 
     drops the records the store has counted already (below its Kafka position, as `transform.unseen`);
     takes a record as a good event only when ALL of these hold: it matches `CANONICAL` in full; its time is
@@ -50,8 +51,6 @@ SCHEMA = ("service string, endpoint string, window_start_us long, bucket int, er
           "errors long, latency_sum double, max_event_us long, referred_partition int, referred_offset long")
 _AS_TEXT = "{" + ",".join(f'"{name}":"VARCHAR"' for name in (
     "event_id", "event_time", "service", "endpoint", "latency_ms", "status_code")) + "}"
-PARTIAL_COLUMNS = ["service", "endpoint", "window_start_us", "bucket", "error_code", "count", "errors",
-                   "latency_sum", "max_event_us"]
 # Records a task reads before it adds them up (Arrow batches of Spark's arrow.maxRecordsPerBatch collect
 # to this): a 2M-event backlog is not held whole in one worker.
 CHUNK_RECORDS = 200_000
