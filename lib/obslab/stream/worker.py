@@ -38,7 +38,6 @@ from pathlib import Path
 
 FOREACH_BATCH_WORKER = "pyspark.sql.connect.streaming.worker.foreach_batch_worker"
 WORKER_ZYGOTE = "OBSLAB_WORKER_ZYGOTE"  # the environment variable naming the zygote's socket
-# What the sink's worker imports (the worker module itself, and the sink unpickled in it).
 DAEMON = "pyspark.daemon"
 # What the sink's worker imports (the worker module itself, and the sink unpickled in it), and what the workers
 # of Spark's daemon import (the UDF worker, and the fast path's function and libraries).
