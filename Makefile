@@ -30,7 +30,7 @@ setup:
 	$(PYTHON) lib/obslab/bootstrap.py
 
 test: setup otelcol  # both idempotent: about a second each when already done
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=40  # the slowest forty, to keep the run short
 
 demo: setup  # the whole pipeline on this machine; Ctrl-C stops it
 	$(BIN)/obslab demo

@@ -223,7 +223,14 @@ def _daemons_of(server_pid: int) -> list[int]:
     """Spark's Python daemons the server asked for (their launchers, children of its JVM)."""
     import psutil
 
-    return [p.pid for p in psutil.Process(server_pid).children() if "pyspark.daemon" in " ".join(p.cmdline())]
+    daemons = []
+    for child in psutil.Process(server_pid).children():
+        try:
+            if "pyspark.daemon" in " ".join(child.cmdline()):
+                daemons.append(child.pid)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            pass  # a launcher that has ended and that the JVM has not reaped yet: no daemon any more
+    return daemons
 
 
 @pytest.mark.spark
