@@ -97,6 +97,17 @@ def test_the_store_records_each_batchs_offsets_and_refuses_a_second_writer(tmp_p
     assert dict(store.query("SELECT kafka_partition, next_offset FROM stream_offsets")) == {0: 9, 1: 6}
 
 
+def test_a_replayed_batch_counts_neither_its_events_nor_its_referred_records_again(tmp_path):
+    sink, store = _sink(tmp_path)
+    sink.merge(0, _partials([("search", "/q", 10, 0)]), NO_DEAD, referred=3)
+    # The same batch again (a crash between the store's commit and Spark's): skipped, so nothing is counted.
+    assert sink.merge(0, _partials([("search", "/q", 10, 0)]), NO_DEAD, referred=3) == []
+    sink.merge(1, _partials([("search", "/q", 2, 0)]), NO_DEAD, referred=4)
+    assert (sink.counters.batches, sink.counters.skipped_replays, sink.counters.events) == (2, 1, 12)
+    assert sink.counters.referred == 7  # batches 0 and 1, not the replay of 0
+    assert store.query("SELECT sum(request_count) FROM service_metrics")[0][0] == 12
+
+
 @pytest.mark.spark
 def test_a_batch_waits_for_a_store_another_process_holds_instead_of_ending_the_stream(spark, tmp_path, caplog):
     import json

@@ -12,6 +12,7 @@ from obslab.detect.walk import SeriesMemory
 from obslab.evaluation.results import EVALUATION_START
 from obslab.schema import ENDPOINT_PATTERN, EVENT, MAX_LATENCY_MS
 from obslab.settings import Settings
+from obslab.stream.buckets import percentiles_sql
 
 _EVENT_FIELDS = EVENT.column_names  # event_id, event_time, service, endpoint, latency_ms, status_code
 
@@ -325,8 +326,6 @@ def window_versions(partials, s: Settings):
     import numpy as np
     import pyarrow as pa
 
-    from obslab.stream.sink import _percentiles_sql
-
     if partials.num_rows == 0:
         empty = pa.table({"step": pa.array([], pa.int64())})
         return empty, empty, [], 0
@@ -348,13 +347,13 @@ def window_versions(partials, s: Settings):
             FROM (SELECT step, max(max_event_time) AS batch_max FROM p GROUP BY step)""", [s.watermark_seconds])
         tables = []
         for keys in (("service", "endpoint", "window_start"), ("service", "window_start")):
-            tables.append(_versions_of(con, keys, end, now, _percentiles_sql))
+            tables.append(_versions_of(con, keys, end, now))
     finally:
         con.close()
     return tables[0], tables[1], steps, end
 
 
-def _versions_of(con, keys: tuple[str, ...], end: int, now: datetime, percentiles_sql):
+def _versions_of(con, keys: tuple[str, ...], end: int, now: datetime):
     """One table's versions (see `window_versions`), keyed by `keys` (endpoint or service windows)."""
     k = ", ".join(keys)
     on = " AND ".join(f"a.{c} = b.{c}" for c in keys)

@@ -163,6 +163,31 @@ def _chunk_sql(window_us: int, endpoint_max_length: int, next_offsets: dict[int,
 REFER_LIMIT = 20_000
 
 
+def fast_outcome(raw, settings, *, next_offsets: dict[int, int], future_after_us: int, watermark_us: int,
+                 transformed):
+    """(partials, dead letters, referred count) of one micro-batch of Kafka's rows of events (a DataFrame of
+    partition, offset, value): the fast path's partials, and `transformed`'s outcome (the full transform, a
+    function of such rows) of the records it referred."""
+    import pyarrow.compute as pc
+    from pyspark.sql import functions as F
+
+    fn = partials_fn(window_seconds=settings.window_seconds, endpoint_max_length=settings.endpoint_max_length,
+                     next_offsets=next_offsets, future_after_us=future_after_us, watermark_us=watermark_us)
+    rows = raw.select(F.col("partition").cast("int").alias("partition"),
+                      F.col("offset").cast("long").alias("offset"), "value")
+    out = rows.mapInArrow(fn, SCHEMA).toArrow()
+    is_referred = pc.is_valid(out["referred_offset"])
+    fast = as_partials(out.filter(pc.invert(is_referred)), settings.window_seconds)
+    referred = out.filter(is_referred)
+    if referred.num_rows == 0:
+        return fast, no_dead_letters(), 0
+    if referred.num_rows > REFER_LIMIT:  # a batch of mostly odd records: all of it the slow way
+        partials, dead = transformed(raw)
+        return partials, dead, referred.num_rows
+    partials, dead = transformed(raw.filter(referred_filter(referred)))
+    return concat_partials(partials, fast), dead, referred.num_rows
+
+
 def referred_filter(referred):
     """A Spark condition that holds for the referred records (`referred_partition`, `referred_offset`)."""
     from pyspark.sql import functions as F

@@ -44,7 +44,7 @@ from obslab.errors import OffsetsMismatchError
 from obslab.feeds import Feeds
 from obslab.settings import Settings
 from obslab.schema import SKIPPED
-from obslab.stream.buckets import GAMMA
+from obslab.stream.buckets import percentiles_sql
 from obslab.stream.counters import SinkCounters
 from obslab.stream.start import spark_batch_offsets
 
@@ -149,13 +149,20 @@ class StreamSink:
             advance = OffsetAdvance(topic, self.topic_id, progress.offsets,
                                     spark_batch_offsets(self.offset_log / str(batch_id), topic))
         future_after = datetime.now(timezone.utc) + timedelta(seconds=self.settings.future_tolerance_seconds)
+        referred = 0
         if self.parse is None:
             partials, dead = self._outcome(batch, progress, future_after)
         elif self.fast_path:  # Kafka's rows of events: the plainly good ones add up in DuckDB
-            partials, dead = self._fast_outcome(batch, progress, future_after)
+            from obslab.stream.fastpath import fast_outcome
+
+            partials, dead, referred = fast_outcome(
+                batch, self.settings, next_offsets=progress.offsets if self.offset_log is not None else {},
+                future_after_us=_micros(future_after), watermark_us=_micros(progress.watermark),
+                transformed=lambda rows: self._outcome(self.parse(rows), progress, future_after))
         else:  # Kafka's rows of another source
             partials, dead = self._outcome(self.parse(batch), progress, future_after)
-        updated = store_step(lambda: self.merge(batch_id, partials, dead, finalize_all, offsets=advance))
+        updated = store_step(lambda: self.merge(batch_id, partials, dead, finalize_all, offsets=advance,
+                                                referred=referred))
         self._publish(updated)
         return updated
 
@@ -168,33 +175,6 @@ class StreamSink:
             parsed = unseen(parsed, self.topic, progress.offsets)
         framed = with_window(parsed, self.settings.window_seconds)
         return split_outcome(batch_outcome(mark_untimely(framed, progress.watermark, future_after)).toArrow())
-
-    def _fast_outcome(self, raw, progress: _Progress, future_after: datetime):
-        """(partials, dead letters) of Kafka's rows of events: the fast path's partials, and the transform's
-        outcome of the records it referred (see obslab.stream.fastpath)."""
-        import pyarrow.compute as pc
-        from pyspark.sql import functions as F
-
-        from obslab.stream import fastpath
-
-        s = self.settings
-        fn = fastpath.partials_fn(window_seconds=s.window_seconds, endpoint_max_length=s.endpoint_max_length,
-                                  next_offsets=progress.offsets if self.offset_log is not None else {},
-                                  future_after_us=_micros(future_after), watermark_us=_micros(progress.watermark))
-        rows = raw.select(F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long")
-                          .alias("offset"), "value")
-        out = rows.mapInArrow(fn, fastpath.SCHEMA).toArrow()
-        is_referred = pc.is_valid(out["referred_offset"])
-        fast = fastpath.as_partials(out.filter(pc.invert(is_referred)), s.window_seconds)
-        referred = out.filter(is_referred)
-        self.counters.referred += referred.num_rows
-        if referred.num_rows == 0:
-            return fast, fastpath.no_dead_letters()
-        if referred.num_rows > fastpath.REFER_LIMIT:  # a batch of mostly odd records: all of it the slow way
-            return self._outcome(self.parse(raw), progress, future_after)
-        picked = raw.filter(fastpath.referred_filter(referred))
-        partials, dead = self._outcome(self.parse(picked), progress, future_after)
-        return fastpath.concat_partials(partials, fast), dead
 
     @staticmethod
     def _waiting_for_store(step, batch_id: int):
@@ -230,10 +210,11 @@ class StreamSink:
     # ------------------------------------------------------------------ the merge
 
     def merge(self, batch_id: int, partials, dead, finalize_all: bool = False,
-              offsets: OffsetAdvance | None = None) -> list[dict]:
+              offsets: OffsetAdvance | None = None, referred: int = 0) -> list[dict]:
         """Merge one batch's partials and dead letters (Arrow tables shaped like `batch_outcome`'s
         two halves) in one transaction, moving the store's Kafka position by `offsets` when given;
-        returns the service windows it changed."""
+        returns the service windows it changed. `referred`: the batch's records the fast path left to the
+        transform (counted with the rest, when the batch is merged)."""
         w = self.settings.window_seconds
         now = datetime.now(timezone.utc)
         with self.store.writer() as con:
@@ -310,6 +291,7 @@ class StreamSink:
         self.counters.future += int(future_count)
         self.counters.endpoint_overflow += int(overflow)
         self.counters.skipped_spans += int(skipped)
+        self.counters.referred += referred
         self.counters.last_watermark = watermark
         return updated
 
@@ -386,7 +368,7 @@ class StreamSink:
                 error_rate = m.error_count / m.request_count,
                 avg_latency_ms = m.latency_sum_ms / m.request_count,
                 p50_latency_ms = q.p50, p95_latency_ms = q.p95, p99_latency_ms = q.p99
-            FROM ({_percentiles_sql(("service", "endpoint", "window_start"), "touched")}) AS q
+            FROM ({percentiles_sql(("service", "endpoint", "window_start"), "touched")}) AS q
             WHERE m.service = q.service AND m.endpoint = q.endpoint AND m.window_start = q.window_start""")
         con.execute(f"""
             INSERT OR REPLACE INTO service_metrics
@@ -395,7 +377,7 @@ class StreamSink:
                    any_value(q.p50), any_value(q.p95), any_value(q.p99), false, ?
             FROM endpoint_metrics e
             JOIN (SELECT DISTINCT service, window_start FROM touched) t USING (service, window_start)
-            JOIN ({_percentiles_sql(("service", "window_start"), "(SELECT DISTINCT service, window_start FROM touched)")}) q
+            JOIN ({percentiles_sql(("service", "window_start"), "(SELECT DISTINCT service, window_start FROM touched)")}) q
               USING (service, window_start)
             GROUP BY e.service, e.window_start""", [now])
 
@@ -423,24 +405,3 @@ class StreamSink:
         except Exception as err:  # noqa: BLE001 - the store is the source of truth; the topic is a feed
             log.warning("could not publish %d windows to %s: %s", len(rows), self.settings.topic_aggregated_metrics, err)
             self.counters.errors.append(str(err))
-
-
-def _percentiles_sql(keys: tuple[str, ...], scope: str) -> str:
-    """p50/p95/p99 per `keys` from the histograms of the windows in `scope` (nearest-rank on buckets)."""
-    k = ", ".join(keys)
-    on = " AND ".join(f"h.{c} = s.{c}" for c in keys)
-
-    def at(q: float) -> str:  # the value of the first bucket whose cumulative count reaches rank ceil(q * n)
-        return f"2 * pow({GAMMA}, min(bucket) FILTER (WHERE cum >= ceil({q} * n)) + 1) / ({GAMMA} + 1)"
-
-    return f"""
-        SELECT {k}, {at(0.50)} AS p50, {at(0.95)} AS p95, {at(0.99)} AS p99
-        FROM (
-            SELECT {k}, bucket,
-                   sum(c) OVER (PARTITION BY {k} ORDER BY bucket) AS cum,
-                   sum(c) OVER (PARTITION BY {k}) AS n
-            FROM (SELECT {", ".join("h." + c for c in keys)}, h.bucket, sum(h.count) AS c
-                  FROM latency_histograms h JOIN {scope} s ON {on}
-                  GROUP BY ALL)
-        )
-        GROUP BY {k}"""

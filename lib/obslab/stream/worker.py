@@ -107,28 +107,14 @@ def run_daemon_until_idle(args: list[str], zygote: Path | None) -> None:
     """The daemon, forked by the zygote (or else started here), ended after DAEMON_IDLE_SECONDS without a worker."""
     import subprocess
 
-    from obslab.zygote import ZygoteError, ask, running
+    from obslab.zygote import running
 
-    pid = None
-    if zygote is not None:
-        try:
-            pid = ask(zygote, {"env": dict(os.environ), "cwd": os.getcwd(), "daemon_args": args}, fds=[0, 1, 2])
-        except ZygoteError as err:
-            print(f"obslab worker: {err}; starting Spark's daemon here", file=sys.stderr, flush=True)
+    pid = _zygote_child(zygote, {"daemon_args": args}, "starting Spark's daemon here") if zygote else None
     child = None
     if pid is None:
         child = subprocess.Popen([sys.executable, "-m", DAEMON, *args])
         pid = child.pid
-
-    def stop(signum=signal.SIGTERM, _frame=None):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        sys.exit(128 + signum if _frame is not None else 0)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop)
+        _pass_signals_on(pid)
     idle_limit = float(os.environ.get(DAEMON_IDLE_ENV, DAEMON_IDLE_SECONDS))
     idle_since = time.monotonic()
     while (child.poll() is None) if child is not None else running(pid):
@@ -138,7 +124,8 @@ def run_daemon_until_idle(args: list[str], zygote: Path | None) -> None:
         elif time.monotonic() - idle_since >= idle_limit:
             print(f"obslab worker: Spark's daemon {pid} had no worker for {idle_limit:.0f} s: ending it",
                   file=sys.stderr, flush=True)
-            stop()
+            _signal(pid, signal.SIGTERM)
+            return
 
 
 def has_children(pid: int) -> bool:
@@ -162,25 +149,45 @@ def run_worker(request: dict | None = None) -> None:
 def forked(zygote: Path) -> bool:
     """Have the zygote fork the worker with this process's stdio and environment, and wait for it to end
     (passing on SIGTERM and SIGINT); False when no zygote answers (said on stderr)."""
-    from obslab.zygote import ZygoteError, ask, wait_for
+    from obslab.zygote import wait_for
+
+    pid = _zygote_child(zygote, {}, "running the worker in this process")
+    if pid is None:
+        return False
+    wait_for(pid)
+    return True
+
+
+def _zygote_child(zygote: Path, request: dict, otherwise: str) -> int | None:
+    """The pid of a child the zygote forked with this process's stdio, environment and folder (and `request`'s
+    other keys), SIGTERM and SIGINT passed on to it; None when no zygote answers (said on stderr, with what
+    happens `otherwise`)."""
+    from obslab.zygote import ZygoteError, ask
 
     try:
-        pid = ask(zygote, {"env": dict(os.environ), "cwd": os.getcwd()}, fds=[0, 1, 2])
+        pid = ask(zygote, {"env": dict(os.environ), "cwd": os.getcwd(), **request}, fds=[0, 1, 2])
     except ZygoteError as err:
-        print(f"obslab worker: {err}; running the worker in this process", file=sys.stderr, flush=True)
-        return False
+        print(f"obslab worker: {err}; {otherwise}", file=sys.stderr, flush=True)
+        return None
+    _pass_signals_on(pid)
+    return pid
 
+
+def _pass_signals_on(pid: int) -> None:
+    """SIGTERM or SIGINT to this process goes on to `pid`, and this process then ends."""
     def pass_on(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+        _signal(pid, signum)
         sys.exit(128 + signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, pass_on)
-    wait_for(pid)
-    return True
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass  # it has ended already
 
 
 def serve_workers(argv: list[str]) -> None:
