@@ -55,6 +55,15 @@ def lab_broker():
     return _LAB["broker"]
 
 
+def pytest_collection_modifyitems(items):
+    # A notebook runs against the shared broker and starts Spark: marked so, `make test` runs it with the
+    # other tests that need them (and `make test-fast` leaves it out).
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.kafka)
+            item.add_marker(pytest.mark.spark)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     # nbval starts a notebook's kernel while setting up its first cell: export the lab before that.
