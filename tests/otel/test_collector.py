@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind
 from conftest import free_port
 from obslab.broker import LocalBroker, consumer
 from obslab.errors import MissingDependencyError, PortInUseError
+from obslab.processes import process_alive
 from obslab.otel import collector
 from obslab.otel.collector import CONFIG, LocalCollector, binary_path, build, build_dir, collector_env, go_env
 from obslab.settings import Settings, load_settings
@@ -302,15 +303,7 @@ def test_every_span_sent_reaches_the_topic_once_as_otlp_json_and_the_collector_l
     ids = [span_id for span_id, _, _ in received]
     assert sorted(ids) == sorted(sent)  # every span, once each
     assert {span_id: (service, kind) for span_id, service, kind in received} == sent  # with its service and kind
-    assert lab.pid() is None and not _runs(started.pid)
-
-
-def _runs(pid: int) -> bool:
-    """Whether process `pid` still runs: an exited one that its parent has not reaped yet (a zombie) does not."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:  # gone; psutil's ZombieProcess is a kind of it
-        return False
+    assert lab.pid() is None and not process_alive(started.pid)  # a zombie, exited but not reaped yet, runs nothing
 
 
 @pytest.mark.kafka

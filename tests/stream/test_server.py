@@ -15,6 +15,7 @@ import pytest
 
 from conftest import free_port
 from obslab.errors import ConfigError, PortInUseError
+from obslab.processes import process_alive
 from obslab.settings import load_settings
 from obslab.store import Store
 from obslab.stream.counters import SinkCounters
@@ -253,22 +254,13 @@ def test_the_daemon_of_each_session_comes_from_the_zygote_and_ends_when_idle(lab
             assert f"spark-workers: child {daemon} " in zygote_log
         # The first daemon ended for want of work (Spark drops an idle worker after a minute, then the launcher
         # ends the daemon), and nothing of it is left: not one daemon per session that has ever run.
-        assert not _alive(first[0])
+        assert not process_alive(first[0])
         assert server.log_file.read_text().count("had no worker for 2 s: ending it") >= 1
         assert len(_daemons_of(server.pid())) <= 1  # at most the second one, if Spark still keeps its worker
         server.stop()  # and the second ends with the server
         deadline = time.monotonic() + 30
-        while _alive(again[0]) and time.monotonic() < deadline:
+        while process_alive(again[0]) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert not _alive(again[0])
+        assert not process_alive(again[0])
     finally:
         server.stop()
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
