@@ -8,7 +8,7 @@ generator's: compact JSON, the six fields in schema order, printable ASCII, the 
      "latency_ms":12.345,"status_code":200}
 
 A record in exactly that form needs no general parser: one regular expression (`CANONICAL`, Arrow's RE2
-over a whole Arrow batch at a time) tells it apart, and DuckDB's JSON reader takes out its six values,
+over a whole Arrow batch at a time) tells it apart, and DuckDB's JSON reader takes out and casts its values,
 which no escape can change. So each micro-batch goes through `mapInArrow` with `partials_of`, which, per
 Spark task:
 
@@ -49,8 +49,10 @@ CANONICAL = (rf'^\{{"event_id":"({_TEXT})","event_time":"({_TIME})","service":"(
 # referred record (`referred_partition`, `referred_offset` set, the rest NULL).
 SCHEMA = ("service string, endpoint string, window_start_us long, bucket int, error_code int, count long, "
           "errors long, latency_sum double, max_event_us long, referred_partition int, referred_offset long")
-_AS_TEXT = "{" + ",".join(f'"{name}":"VARCHAR"' for name in (
-    "event_id", "event_time", "service", "endpoint", "latency_ms", "status_code")) + "}"
+# The five values the partials need, as DuckDB's JSON reader casts them (a failed cast is NULL: no such day,
+# for one). The event id is checked by CANONICAL and not needed further.
+_FIELDS = ('{"event_time":"TIMESTAMP","service":"VARCHAR","endpoint":"VARCHAR","latency_ms":"DOUBLE",'
+           '"status_code":"INTEGER"}')
 # Records a task reads before it adds them up (Arrow batches of Spark's arrow.maxRecordsPerBatch collect
 # to this): a 2M-event backlog is not held whole in one worker.
 CHUNK_RECORDS = 200_000
@@ -129,13 +131,12 @@ def _chunk_sql(window_us: int, endpoint_max_length: int, next_offsets: dict[int,
     return f"""
         WITH fields AS (
             -- `text` is the record when it matched CANONICAL (see `_canonical_text`), else NULL: the JSON reader
-            -- takes the six values out of the records that matched, where no escape can change them
+            -- takes the values out of the records that matched, where no escape can change them, and casts them
             -- (unnest: the struct's fields as columns, so the reader runs once per record, not once per field)
-            SELECT partition, "offset", unnest(json_transform(text, '{_AS_TEXT}'))
+            SELECT partition, "offset", unnest(json_transform(text, '{_FIELDS}'))
             FROM chunk WHERE "offset" >= {start}
         ), typed AS (
-            SELECT partition, "offset", service, endpoint, epoch_us(try_cast(event_time AS TIMESTAMP)) AS event_us,
-                   try_cast(latency_ms AS DOUBLE) AS latency_ms, try_cast(status_code AS INTEGER) AS status_code
+            SELECT partition, "offset", service, endpoint, epoch_us(event_time) AS event_us, latency_ms, status_code
             FROM fields
         ), judged AS MATERIALIZED (  -- read once, for both halves of the UNION
             SELECT *, event_us // {int(window_us)} * {int(window_us)} AS window_start_us,
