@@ -162,6 +162,10 @@ def kafka_source(spark, settings: Settings, starting_offsets: str = "earliest"):
         .option("kafka.max.partition.fetch.bytes", str(16 * 2**20))
         .option("kafka.fetch.max.bytes", str(64 * 2**20))
         .option("kafka.receive.buffer.bytes", "-1")  # the OS default, which grows the buffer as needed
+        # Records per poll of the consumer (its default 500: 4,000 polls for 2M events). Measured on a 2M
+        # backlog: the broker's CPU 1.6-1.8 s -> 0.6 s, the stream ~15 % faster; what a poll holds is
+        # still bounded by the fetch sizes above.
+        .option("kafka.max.poll.records", "20000")
     )
     if settings.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
