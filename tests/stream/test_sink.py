@@ -8,7 +8,8 @@ import pytest
 from obslab.errors import OffsetsMismatchError
 from obslab.lab import Lab
 from obslab.settings import load_settings
-from obslab.stream.sink import OTHER_ENDPOINT, OffsetAdvance, StreamSink
+from obslab.stream.merge import OTHER_ENDPOINT
+from obslab.stream.sink import OffsetAdvance, StreamSink
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 

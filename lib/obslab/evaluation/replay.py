@@ -298,7 +298,7 @@ def _write_window_details(store, s: Settings, partials) -> None:
     # Detection does not read it, so it is written once, after the replay; the narrator's facts do.
     # (The sink drops a window's latency histogram once the window is final, and at the end of the
     # input every window is.)
-    from obslab.stream.sink import add_status_counts
+    from obslab.stream.merge import add_status_counts
 
     folded = _fold_endpoints(partials, s.endpoint_max_per_service)
     with store.writer() as con:
@@ -413,7 +413,7 @@ def _fold_endpoints(partials, cap: int):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from obslab.stream.sink import OTHER_ENDPOINT
+    from obslab.stream.merge import OTHER_ENDPOINT
 
     names = partials.group_by(["interval", "service", "endpoint"]).aggregate([("count", "sum")]).sort_by(
         [("interval", "ascending"), ("service", "ascending"), ("count_sum", "descending"), ("endpoint", "ascending")])

@@ -11,7 +11,7 @@ has been counted (the batch's end offsets, read from Spark's offset log). Record
 dropped before they are aggregated, so a lost, replaced or older checkpoint cannot count an event
 twice either, and a stream without a checkpoint starts there (`obslab.stream.job`).
 
-Per batch, in one transaction:
+Per batch, in one transaction (the SQL of each step: `obslab.stream.merge`):
     dead letters (malformed, future, late) -> dead_letter_events     (insert, ignore duplicates)
     endpoint names new to their service   -> stream_endpoints        (up to ENDPOINT_MAX_PER_SERVICE;
                                                                        further names count as `other`)
@@ -44,18 +44,13 @@ from obslab.errors import OffsetsMismatchError
 from obslab.feeds import Feeds
 from obslab.settings import Settings
 from obslab.schema import SKIPPED
-from obslab.stream.buckets import percentiles_sql
 from obslab.stream.counters import SinkCounters
+from obslab.stream.merge import add_partials, finalize, keep_endpoints, recompute
 from obslab.stream.start import spark_batch_offsets
 
 log = logging.getLogger(__name__)
 
 _NEVER = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-# The endpoint that events of names beyond a service's ENDPOINT_MAX_PER_SERVICE are counted under.
-# A real endpoint cannot be called this: a valid name starts with "/".
-OTHER_ENDPOINT = "other"
-
 
 @dataclass
 class OffsetAdvance:
@@ -79,17 +74,6 @@ def _micros(t: datetime) -> int:
     """Epoch microseconds of an aware datetime, exactly (no float in between)."""
     delta = t - _NEVER
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def add_status_counts(con, relation: str) -> None:
-    """Add the error mix of `relation` (partials: service, endpoint, window_start, error_code, count)
-    to status_counts: the sink's merge, and the evaluation's replay, which writes it once at the end."""
-    con.execute(f"""
-        INSERT INTO status_counts
-        SELECT service, endpoint, window_start, error_code, sum(count) FROM {relation}
-        WHERE error_code IS NOT NULL GROUP BY ALL
-        ON CONFLICT (service, endpoint, window_start, status_code)
-        DO UPDATE SET count = status_counts.count + excluded.count""")
 
 
 class StreamSink:
@@ -232,25 +216,11 @@ class StreamSink:
                 con.execute(
                     "INSERT OR IGNORE INTO dead_letter_events SELECT topic, kafka_partition, kafka_offset, "
                     "raw_payload, reason, ? FROM batch_dead WHERE NOT starts_with(reason, ?)", [now, SKIPPED])
-                rows, overflow, kept = self._keep_endpoints(con, partials, now)  # rows: the relation to merge
-                add_status_counts(con, rows)
-                con.execute(f"""
-                    INSERT INTO latency_histograms
-                    SELECT service, endpoint, window_start, bucket, sum(count) FROM {rows} GROUP BY ALL
-                    ON CONFLICT (service, endpoint, window_start, bucket)
-                    DO UPDATE SET count = latency_histograms.count + excluded.count""")
-                con.execute(f"""
-                    INSERT INTO endpoint_metrics (service, endpoint, window_start, window_end, request_count,
-                        error_count, error_rate, avg_latency_ms, p50_latency_ms, p95_latency_ms, p99_latency_ms,
-                        is_final, updated_at, latency_sum_ms)
-                    SELECT service, endpoint, window_start, any_value(window_end), sum(count), sum(errors),
-                           0, 0, 0, 0, 0, false, ?, sum(latency_sum)
-                    FROM {rows} GROUP BY service, endpoint, window_start
-                    ON CONFLICT (service, endpoint, window_start) DO UPDATE SET
-                        request_count = endpoint_metrics.request_count + excluded.request_count,
-                        error_count = endpoint_metrics.error_count + excluded.error_count,
-                        latency_sum_ms = endpoint_metrics.latency_sum_ms + excluded.latency_sum_ms,
-                        updated_at = excluded.updated_at""", [now])
+                names = partials.group_by(["service", "endpoint"]).aggregate([])
+                rows, overflow, kept = keep_endpoints(  # rows: the relation to merge
+                    con, "batch_partials", set(zip(names["service"].to_pylist(), names["endpoint"].to_pylist())),
+                    self._kept, self.settings.endpoint_max_per_service, now)
+                add_partials(con, rows, now)
                 batch_max = con.execute(f"SELECT max(max_event_time) FROM {rows}").fetchall()[0][0]
                 events = con.execute(f"SELECT coalesce(sum(count), 0) FROM {rows}").fetchall()[0][0]
                 dead_count, skipped, late_count, future_count = con.execute(
@@ -263,7 +233,7 @@ class StreamSink:
             finally:
                 con.unregister("batch_partials")
                 con.unregister("batch_dead")
-            self._recompute(con, now)
+            recompute(con, "touched", now)
             # The store's latest event time, whichever query saw it: a new checkpoint continues it.
             old_max = con.execute("SELECT max(max_event_time) FROM stream_state").fetchall()[0][0]
             new_max = max([t for t in (old_max, batch_max) if t is not None], default=None)
@@ -273,7 +243,7 @@ class StreamSink:
                 watermark = new_max - timedelta(seconds=self.settings.watermark_seconds)
             else:
                 watermark = None
-            updated = self._finalize(con, watermark, now)
+            updated = finalize(con, watermark, w, now)
             con.execute(
                 "INSERT OR REPLACE INTO stream_state VALUES (?, ?, ?, ?, ?)",
                 [self.query_id, new_max, None if finalize_all else watermark, w, now])
@@ -330,69 +300,6 @@ class StreamSink:
                         [offsets.topic, partition, after, topic_id, self.query_id, batch_id, now])
             ranges[str(partition)] = [before, after]
         return {offsets.topic: ranges}
-
-    def _keep_endpoints(self, con, partials, now: datetime) -> tuple[str, int, set | None]:
-        """Admit the batch's new endpoint names up to the per-service cap; returns the relation to merge
-        (the partials, with names beyond the cap counted as OTHER_ENDPOINT), how many events went to
-        OTHER_ENDPOINT, and the kept names after the batch (None when it brought no new name)."""
-        names = partials.group_by(["service", "endpoint"]).aggregate([])
-        if set(zip(names["service"].to_pylist(), names["endpoint"].to_pylist())) <= self._kept:
-            return "batch_partials", 0, None  # the usual batch: every name is kept already, nothing to rewrite
-        # New names are admitted busiest first (ties by name), so a replay of the batch admits the same.
-        con.execute("""
-            INSERT INTO stream_endpoints
-            SELECT service, endpoint, ? FROM (
-                SELECT n.service, n.endpoint,
-                       coalesce(k.kept, 0) + row_number() OVER (PARTITION BY n.service
-                                                                ORDER BY n.events DESC, n.endpoint) AS place
-                FROM (SELECT service, endpoint, sum(count) AS events FROM batch_partials GROUP BY ALL) n
-                LEFT JOIN (SELECT service, count(*) AS kept FROM stream_endpoints GROUP BY service) k
-                       ON k.service = n.service
-                WHERE NOT EXISTS (SELECT 1 FROM stream_endpoints e
-                                  WHERE e.service = n.service AND e.endpoint = n.endpoint))
-            WHERE place <= ?""", [now, self.settings.endpoint_max_per_service])
-        con.execute("""
-            CREATE OR REPLACE TEMP TABLE kept_partials AS
-            SELECT p.service, coalesce(e.endpoint, ?) AS endpoint, p.window_start, p.window_end,
-                   p.bucket, p.error_code, p.count, p.errors, p.latency_sum, p.max_event_time,
-                   e.endpoint IS NULL AS folded
-            FROM batch_partials p
-            LEFT JOIN stream_endpoints e ON e.service = p.service AND e.endpoint = p.endpoint""", [OTHER_ENDPOINT])
-        overflow = con.execute("SELECT coalesce(sum(count), 0) FROM kept_partials WHERE folded").fetchall()[0][0]
-        return "kept_partials", overflow, set(con.execute("SELECT service, endpoint FROM stream_endpoints").fetchall())
-
-    def _recompute(self, con, now: datetime) -> None:
-        """Derived columns of the touched endpoint windows and of their services' windows."""
-        con.execute(f"""
-            UPDATE endpoint_metrics AS m SET
-                error_rate = m.error_count / m.request_count,
-                avg_latency_ms = m.latency_sum_ms / m.request_count,
-                p50_latency_ms = q.p50, p95_latency_ms = q.p95, p99_latency_ms = q.p99
-            FROM ({percentiles_sql(("service", "endpoint", "window_start"), "touched")}) AS q
-            WHERE m.service = q.service AND m.endpoint = q.endpoint AND m.window_start = q.window_start""")
-        con.execute(f"""
-            INSERT OR REPLACE INTO service_metrics
-            SELECT e.service, e.window_start, any_value(e.window_end), sum(e.request_count), sum(e.error_count),
-                   sum(e.error_count) / sum(e.request_count), sum(e.latency_sum_ms) / sum(e.request_count),
-                   any_value(q.p50), any_value(q.p95), any_value(q.p99), false, ?
-            FROM endpoint_metrics e
-            JOIN (SELECT DISTINCT service, window_start FROM touched) t USING (service, window_start)
-            JOIN ({percentiles_sql(("service", "window_start"), "(SELECT DISTINCT service, window_start FROM touched)")}) q
-              USING (service, window_start)
-            GROUP BY e.service, e.window_start""", [now])
-
-    def _finalize(self, con, watermark: datetime | None, now: datetime) -> list[dict]:
-        """Mark windows final up to the watermark, drop their histograms; return the changed service rows."""
-        if watermark is not None:
-            for table in ("endpoint_metrics", "service_metrics"):
-                con.execute(f"UPDATE {table} SET is_final = true, updated_at = ? "
-                            "WHERE NOT is_final AND window_end <= ?", [now, watermark])
-            con.execute("DELETE FROM latency_histograms WHERE window_start + to_seconds(?) <= ?",
-                        [self.settings.window_seconds, watermark])
-        rows = con.execute("SELECT * FROM service_metrics WHERE updated_at = ? ORDER BY window_start, service",
-                           [now]).fetchall()
-        names = [d[0] for d in con.description]
-        return [dict(zip(names, r)) for r in rows]
 
     # ------------------------------------------------------------------ publishing
 
