@@ -446,7 +446,8 @@ def compare(store_path: Path, rows: list[tuple]) -> dict:
 
 # The Kafka source options of `obslab.stream.job.kafka_source`, for the static reads of the breakdown.
 KAFKA_READ_OPTIONS = {"kafka.max.partition.fetch.bytes": str(16 * 2**20), "kafka.fetch.max.bytes": str(64 * 2**20),
-                      "kafka.receive.buffer.bytes": "-1", "kafka.max.poll.records": "20000"}
+                      "kafka.receive.buffer.bytes": "-1", "kafka.max.poll.records": "20000",
+                      "kafka.fetch.max.wait.ms": "50"}
 
 
 ARROW_SLICE = 250_000  # records per toArrow in the breakdown's DuckDB comparison
