@@ -444,12 +444,6 @@ def compare(store_path: Path, rows: list[tuple]) -> dict:
             "max_relative_difference": {k: float(f"{v:.2g}") for k, v in worst.items()}}
 
 
-# The Kafka source options of `obslab.stream.job.kafka_source`, for the static reads of the breakdown.
-KAFKA_READ_OPTIONS = {"kafka.max.partition.fetch.bytes": str(16 * 2**20), "kafka.fetch.max.bytes": str(64 * 2**20),
-                      "kafka.receive.buffer.bytes": "-1", "kafka.max.poll.records": "20000",
-                      "kafka.fetch.max.wait.ms": "50"}
-
-
 ARROW_SLICE = 250_000  # records per toArrow in the breakdown's DuckDB comparison
 
 
@@ -461,14 +455,13 @@ def breakdown(spark, s: Settings, n: int) -> dict:
     partials by one DuckDB query."""
     from pyspark.sql import functions as F
 
-    from obslab.stream.job import aggregate_static
+    from obslab.stream.job import CONSUMER_OPTIONS, aggregate_static
     from obslab.stream.transform import batch_outcome, kafka_text, parse_events, with_window
 
     reader = (spark.read.format("kafka").option("kafka.bootstrap.servers", s.kafka_bootstrap_servers)
               .option("subscribe", s.topic_raw_events).option("startingOffsets", "earliest")
               .option("endingOffsets", "latest").option("minPartitions", str(2 * _cores(s))))
-    for key, value in KAFKA_READ_OPTIONS.items():
-        reader = reader.option(key, value)
+    reader = reader.options(**CONSUMER_OPTIONS)  # the stream's own consumer options
     raw = reader.load()
     store = Store(s.data_dir / "static.duckdb")
     store.migrate()
@@ -484,7 +477,7 @@ def breakdown(spark, s: Settings, n: int) -> dict:
                         .option("assign", json.dumps({topic: [p]}))
                         .option("startingOffsets", json.dumps({topic: {str(p): start}}))
                         .option("endingOffsets", json.dumps({topic: {str(p): min(end, start + ARROW_SLICE)}}))
-                        .options(**KAFKA_READ_OPTIONS).load())
+                        .options(**CONSUMER_OPTIONS).load())
                 shipped["tables"].append(kafka_text(part, "raw_payload").toArrow())
 
     def in_duckdb():

@@ -146,6 +146,26 @@ class CheckpointLock:
             self._file = None
 
 
+# Options of the source's Kafka consumers (also what the stream benchmark's static reads use):
+CONSUMER_OPTIONS = {
+    # Fewer, larger fetches when catching up: the consumer's 1 MiB per partition and 64 KiB socket
+    # buffer made a 2M-event backlog about 1,000 round trips to the broker (measured: the read
+    # ~18 % faster, the broker ~25 % less CPU). A live batch of a few thousand events is unaffected.
+    "kafka.max.partition.fetch.bytes": str(16 * 2**20),
+    "kafka.fetch.max.bytes": str(64 * 2**20),
+    "kafka.receive.buffer.bytes": "-1",  # the OS default, which grows the buffer as needed
+    # Records per poll of the consumer (its default 500: 4,000 polls for 2M events). Measured on a 2M
+    # backlog: the broker's CPU 1.6-1.8 s -> 0.6 s, the stream ~15 % faster; what a poll holds is
+    # still bounded by the fetch sizes above.
+    "kafka.max.poll.records": "20000",
+    # How long the broker holds a fetch that finds no new record (its default 500 ms): a task that read
+    # to the end of the log can wait that long for its consumer's last fetch. Runs of one 3,000-event
+    # batch on the lab's server (medians of 8): 2.35-2.55 s before the larger polls, 2.85-2.94 s with
+    # them alone, 1.94-2.15 s with this too.
+    "kafka.fetch.max.wait.ms": "50",
+}
+
+
 def kafka_source(spark, settings: Settings, starting_offsets: str = "earliest"):
     """The stream's topic (STREAM_SOURCE) as a streaming DataFrame; `starting_offsets` applies to a new checkpoint only."""
     reader = (
@@ -156,21 +176,7 @@ def kafka_source(spark, settings: Settings, starting_offsets: str = "earliest"):
         .option("failOnDataLoss", "false")  # retention may delete offsets a stopped stream had not read yet
         # More tasks than Kafka partitions keeps every core busy (3 partitions on 2 cores idle a third).
         .option("minPartitions", str(2 * cores(spark)))
-        # Fewer, larger fetches when catching up: the consumer's 1 MiB per partition and 64 KiB socket
-        # buffer made a 2M-event backlog about 1,000 round trips to the broker (measured: the read
-        # ~18 % faster, the broker ~25 % less CPU). A live batch of a few thousand events is unaffected.
-        .option("kafka.max.partition.fetch.bytes", str(16 * 2**20))
-        .option("kafka.fetch.max.bytes", str(64 * 2**20))
-        .option("kafka.receive.buffer.bytes", "-1")  # the OS default, which grows the buffer as needed
-        # Records per poll of the consumer (its default 500: 4,000 polls for 2M events). Measured on a 2M
-        # backlog: the broker's CPU 1.6-1.8 s -> 0.6 s, the stream ~15 % faster; what a poll holds is
-        # still bounded by the fetch sizes above.
-        .option("kafka.max.poll.records", "20000")
-        # How long the broker holds a fetch that finds no new record (its default 500 ms): a task that read
-        # to the end of the log can wait that long for its consumer's last fetch. Runs of one 3,000-event
-        # batch on the lab's server (medians of 8): 2.35-2.55 s before the larger polls, 2.85-2.94 s with
-        # them alone, 1.94-2.15 s with this too.
-        .option("kafka.fetch.max.wait.ms", "50")
+        .options(**CONSUMER_OPTIONS)
     )
     if settings.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
